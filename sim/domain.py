@@ -1,0 +1,196 @@
+"""Core types shared by the engine, the world and the policies.
+
+Only observable things live here: what a production stack would log or know about its catalog.
+Ground truth (true preferences, item quality) never appears in these types; it stays inside
+``users``. Arrays handed to a policy are read-only views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "Kind",
+    "Scope",
+    "NEGATIVE_KINDS",
+    "EXPLICIT_NEGATIVE_KINDS",
+    "Requests",
+    "CatalogView",
+    "EventTable",
+    "TrainingData",
+    "View",
+    "Responses",
+    "World",
+    "readonly",
+]
+
+
+class Kind(IntEnum):
+    """What a user did with one impression (or, for ``ABANDON``, with the session)."""
+
+    IMPRESSION = 0  # shown, not acted on (not examined, or looked at and ignored silently)
+    CLICK = 1
+    SKIP = 2  # examined and passed over
+    SHORT_DWELL = 3  # clicked, left again within `behavior.short_dwell`
+    DISMISS = 4
+    NOT_INTERESTED = 5
+    THUMBS_DOWN = 6
+    BLOCK_CREATOR = 7  # "don't recommend this creator"
+    ABANDON = 8  # left the session early after this request's slate (item is -1)
+
+
+class Scope(IntEnum):
+    """What a negative event is about, as the user stated it."""
+
+    NONE = 0
+    ITEM = 1
+    TOPIC = 2
+    CREATOR = 3
+    SESSION = 4
+
+
+NEGATIVE_KINDS = (
+    Kind.SKIP,
+    Kind.SHORT_DWELL,
+    Kind.DISMISS,
+    Kind.NOT_INTERESTED,
+    Kind.THUMBS_DOWN,
+    Kind.BLOCK_CREATOR,
+    Kind.ABANDON,
+)
+EXPLICIT_NEGATIVE_KINDS = (Kind.DISMISS, Kind.NOT_INTERESTED, Kind.THUMBS_DOWN, Kind.BLOCK_CREATOR)
+
+
+def readonly(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array`` (the original stays writable)."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+@dataclass(frozen=True)
+class Requests:
+    """A batch of recommendation requests served together.
+
+    Attributes
+    ----------
+    times : (n,) float64, simulated seconds, non-decreasing
+    users : (n,) int32 user ids
+    sessions : (n,) int64 session ids
+    k : slate size every request must receive
+    """
+
+    times: np.ndarray
+    users: np.ndarray
+    sessions: np.ndarray
+    k: int
+
+    def __len__(self) -> int:
+        return int(self.times.shape[0])
+
+
+@dataclass(frozen=True)
+class CatalogView:
+    """Catalogue metadata a production stack knows: ids ``0 .. n_items-1`` are live.
+
+    Topic and creator are editorial metadata; item quality and latent vectors are ground truth
+    and are not here.
+    """
+
+    n_items: int
+    n_topics: int
+    n_creators: int
+    topic: np.ndarray  # (n_items,) int16
+    creator: np.ndarray  # (n_items,) int32
+    created_at: np.ndarray  # (n_items,) float64, simulated seconds
+
+
+@dataclass(frozen=True)
+class EventTable:
+    """Logged events as read-only columns, ordered by time.
+
+    ``versions`` maps a layer name to the (n,) int32 version of that layer which served the event.
+    """
+
+    time: np.ndarray
+    user: np.ndarray
+    item: np.ndarray
+    position: np.ndarray
+    kind: np.ndarray
+    scope: np.ndarray
+    dwell: np.ndarray
+    session: np.ndarray
+    versions: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.time.shape[0])
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """All columns by name, version columns as ``v_<layer>``."""
+        core = {
+            name: getattr(self, name)
+            for name in ("time", "user", "item", "position", "kind", "scope", "dwell", "session")
+        }
+        core.update({f"v_{layer}": column for layer, column in self.versions.items()})
+        return core
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What an update layer hands a policy: the events visible to it and the catalogue.
+
+    ``horizon`` is the event-time horizon: every event in ``events`` has ``time < horizon``.
+    """
+
+    events: EventTable
+    catalog: CatalogView
+    n_users: int
+    now: float
+    horizon: float
+
+
+@dataclass(frozen=True)
+class View:
+    """What serving sees when it ranks one batch of requests.
+
+    ``model`` is the policy state deployed for these requests (``None`` before the first update);
+    ``versions`` names the version of each layer that produced it.
+    """
+
+    now: float
+    model: Any
+    catalog: CatalogView
+    n_users: int
+    versions: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Responses:
+    """The world's answer to served slates (shapes ``(n, k)`` except ``abandoned``)."""
+
+    kind: np.ndarray  # int8 Kind codes
+    scope: np.ndarray  # int8 Scope codes
+    dwell: np.ndarray  # float32 seconds, 0 where not clicked
+    abandoned: np.ndarray  # (n,) bool: the user left the session after this slate
+
+
+class World(Protocol):
+    """The ground truth as the engine drives it (implemented in ``users``)."""
+
+    n_users: int
+
+    def catalog_view(self) -> CatalogView: ...
+
+    def start(self, env: Any) -> None:
+        """Register the world's own processes (drift, new items) with the SimPy environment."""
+
+    def next_request_time(self) -> float: ...
+
+    def take_requests(self, until: float) -> Any:
+        """Remove and return the requests due before ``until`` (an object with ``.requests``)."""
+
+    def respond(self, batch: Any, slates: np.ndarray) -> Responses: ...

@@ -1,0 +1,69 @@
+"""Durations written as strings (``150ms``, ``30s``, ``5m``, ``2h``, ``1d``, ``1w``, ``1mo``).
+
+Simulated time is a float number of seconds everywhere inside recloop; these helpers are the only
+place that knows the units.
+
+>>> parse_duration("90s")
+90.0
+>>> parse_duration("1.5h")
+5400.0
+>>> format_duration(5400.0)
+'90m'
+>>> format_duration(parse_duration("1w"))
+'1w'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+__all__ = ["UNITS", "parse_duration", "format_duration"]
+
+#: Seconds per unit; a month is 30 days.
+UNITS: dict[str, float] = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 7 * 86400.0,
+    "mo": 30 * 86400.0,
+}
+_PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d|w|mo)\s*$")
+DURATION_PATTERN = r"^\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d|w|mo)\s*$"
+
+
+def parse_duration(value: object) -> float:
+    """Return ``value`` in seconds; a bare number is taken as seconds.
+
+    Raises ``ValueError`` with the rule when the text is not a duration.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as '30s' or '2h', got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _PATTERN.match(value)
+        if match is None:
+            raise ValueError(
+                f"expected a duration such as '150ms', '30s', '5m', '2h', '1d', '1w' or '1mo', "
+                f"got {value!r}"
+            )
+        seconds = float(match.group(1)) * UNITS[match.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as '30s' or '2h', got {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a duration must be finite and not negative, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact string for ``seconds`` in the largest unit that divides it."""
+    if seconds == 0:
+        return "0s"
+    for unit in ("w", "d", "h", "m", "s", "ms"):
+        amount = seconds / UNITS[unit]
+        if abs(amount - round(amount)) < 1e-9 and round(amount) >= 1:
+            return f"{round(amount)}{unit}"
+    return f"{seconds:g}s"

@@ -1,0 +1,201 @@
+"""Reading scenarios: YAML files, packaged scenarios by name, ``--set`` overrides, clear errors.
+
+Every problem becomes one line naming the path and the value, e.g.
+``stack.polcy: unknown key; did you mean 'policy'?``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from sim.errors import ScenarioError
+from sim.spec import Scenario
+
+__all__ = [
+    "load_scenario",
+    "parse_scenario",
+    "packaged_scenarios",
+    "apply_override",
+    "resolved_yaml",
+    "MAX_SCENARIO_BYTES",
+]
+
+#: Scenario files are small; anything bigger is refused before parsing.
+MAX_SCENARIO_BYTES = 1_000_000
+
+
+def packaged_scenarios() -> dict[str, Any]:
+    """Scenarios shipped with recloop, by name (file stem)."""
+    root = importlib.resources.files("sim.scenarios")
+    return {
+        entry.name.removesuffix(".yaml"): entry
+        for entry in root.iterdir()
+        if entry.name.endswith(".yaml")
+    }
+
+
+def load_scenario(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Load a scenario from a file path or a packaged scenario name, apply overrides, validate.
+
+    Raises :class:`ScenarioError` with one line per problem.
+    """
+    text, label = _read_source(str(source))
+    data = _parse_yaml(text, label)
+    for override in overrides:
+        data = apply_override(data, override)
+    return parse_scenario(data, label)
+
+
+def _read_source(source: str) -> tuple[str, str]:
+    path = Path(source)
+    if path.is_file():
+        if path.stat().st_size > MAX_SCENARIO_BYTES:
+            raise ScenarioError(
+                f"{source}: file is {path.stat().st_size} bytes; scenarios are limited to "
+                f"{MAX_SCENARIO_BYTES} bytes"
+            )
+        try:
+            return path.read_text(encoding="utf-8"), source
+        except UnicodeDecodeError as error:
+            raise ScenarioError(f"{source}: not UTF-8 text ({error.reason})") from None
+    packaged = packaged_scenarios()
+    if source in packaged:
+        return packaged[source].read_text(encoding="utf-8"), source
+    if path.suffix in (".yaml", ".yml") or "/" in source:
+        raise ScenarioError(f"{source}: no such file")
+    hint = _nearest(source, packaged)
+    names = ", ".join(sorted(packaged))
+    raise ScenarioError(f"{source}: no such file or packaged scenario{hint}; packaged: {names}")
+
+
+def _parse_yaml(text: str, label: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
+        raise ScenarioError(f"{where}: YAML syntax error: {error.problem}") from None
+    except yaml.YAMLError as error:
+        raise ScenarioError(f"{label}: YAML error: {error}") from None
+    if data is None:
+        raise ScenarioError(f"{label}: the file is empty; a scenario needs name, duration, stack")
+    if not isinstance(data, dict):
+        raise ScenarioError(
+            f"{label}: a scenario is a mapping of sections, got {type(data).__name__}"
+        )
+    return data
+
+
+def apply_override(data: dict[str, Any], override: str) -> dict[str, Any]:
+    """Return a copy of ``data`` with one ``dotted.path=value`` override applied.
+
+    The value is read as YAML (``2000`` is a number, ``6h`` a string, ``[1, 2]`` a list).
+
+    >>> apply_override({"world": {"users": {"count": 10}}}, "world.users.count=2000")
+    {'world': {'users': {'count': 2000}}}
+    """
+    path, sep, raw = override.partition("=")
+    path = path.strip()
+    if not sep or not path or any(not part for part in path.split(".")):
+        raise ScenarioError(f"--set {override!r}: expected dotted.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    result = _deep_copy(data)
+    node = result
+    parts = path.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ScenarioError(f"--set {path}: {where} is {child!r}, not a section")
+        node = child
+    node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {key: _deep_copy(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(value) for value in data]
+    return data
+
+
+def parse_scenario(data: dict[str, Any], label: str = "scenario") -> Scenario:
+    """Validate a scenario mapping; raise :class:`ScenarioError` with one line per problem."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as error:
+        raise ScenarioError([_describe(item) for item in error.errors()]) from None
+
+
+def _describe(item: Any) -> str:
+    loc = [part for part in item["loc"] if not _is_union_tag(part)]
+    path = ".".join(str(part) for part in loc) or "(scenario)"
+    kind = item["type"]
+    if kind == "extra_forbidden":
+        valid = _fields_at(Scenario, loc[:-1])
+        return f"{path}: unknown key{_nearest(str(loc[-1]), valid)}"
+    if kind == "missing":
+        return f"{path}: required but missing"
+    message = item["msg"].removeprefix("Value error, ")
+    if kind.startswith("value_error") and not loc:
+        return f"(scenario): {message}"
+    value = _short(item.get("input"))
+    return f"{path}: {message}" if value in message else f"{path}: {message} (got {value})"
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the union member name in the location ("function-after[...]", "literal[...]")
+    return isinstance(part, str) and ("[" in part or part in ("float", "str", "int"))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _nearest(word: str, options: Any) -> str:
+    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _fields_at(model: type[BaseModel], loc: list[Any]) -> list[str]:
+    """Field names of the (sub)model found by walking ``loc`` from ``model``."""
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            return []
+        current = _model_in(fields[part].annotation)
+    fields = getattr(current, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) or origin is typing.Annotated:
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def resolved_yaml(scenario: Scenario) -> str:
+    """The fully resolved scenario (every default filled in) as YAML that loads back equal."""
+    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,178 @@
+"""The ``recloop`` command as a user runs it: results on disk, clear errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from sim.cli import main, scenario_schema
+from sim.loader import load_scenario
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ExplodingPolicy:
+    """A custom policy that fails in rank, to check the error a user gets."""
+
+    name = "exploding"
+
+    def __init__(self, params=None, seed=0):
+        pass
+
+    def rank(self, requests, view):
+        raise RuntimeError("boom")
+
+
+def write_tiny(folder: Path, **changes) -> Path:
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+def test_run_writes_a_results_directory_pandas_can_read(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["run", str(write_tiny(tmp_path)), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"results: {out}"
+    summary = json.loads((out / "summary.json").read_text())
+    events = pd.read_parquet(out / "events.parquet")
+    layers = pd.read_parquet(out / "layers.parquet")
+    assert summary["impressions"] == int(
+        (events.time >= 3600).sum() - (events.kind == "abandon")[events.time >= 3600].sum()
+    )
+    assert summary["ctr"] == round(summary["clicks"] / summary["impressions"], 6)
+    assert set(events.kind.unique()) <= {
+        "impression",
+        "click",
+        "skip",
+        "short_dwell",
+        "dismiss",
+        "not_interested",
+        "thumbs_down",
+        "block_creator",
+        "abandon",
+    }
+    assert list(layers.version) == list(range(1, len(layers) + 1))
+    assert summary["tick_seconds"] == 10.0 and summary["timing_error_bound_seconds"] == 0.0
+    assert summary["recloop_version"] != "unknown"
+    # the resolved scenario loads back to the same scenario
+    assert load_scenario(out / "scenario.yaml") == load_scenario(tmp_path / "tiny.yaml")
+    assert not list(out.glob("*.tmp"))
+
+
+def test_run_respects_output_events_false(tmp_path):
+    out = tmp_path / "r"
+    path = write_tiny(tmp_path, output={"events": False})
+    assert main(["run", str(path), "--out", str(out), "-q"]) == 0
+    assert not (out / "events.parquet").exists()
+    assert "events.parquet" not in json.loads((out / "summary.json").read_text())["files"]
+
+
+def test_set_overrides_apply_to_the_run(tmp_path):
+    out = tmp_path / "r"
+    code = main(
+        [
+            "run",
+            str(write_tiny(tmp_path)),
+            "-q",
+            "--out",
+            str(out),
+            "--set",
+            "world.users.count=150",
+            "--set",
+            "duration=1h",
+        ]
+    )
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["users"] == 150 and summary["simulated"] == "1h"
+
+
+def test_bad_scenario_exits_2_with_one_line_per_problem(tmp_path, capsys):
+    path = write_tiny(tmp_path, duration="soon", stack={"polcy": "random"})
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert sorted(err) == [
+        "recloop: error: duration: expected a duration such as '150ms', '30s', '5m', '2h', "
+        "'1d', '1w' or '1mo', got 'soon'",
+        "recloop: error: stack.polcy: unknown key; did you mean 'policy'?",
+        "recloop: error: stack.policy: required but missing",
+    ]
+    assert not Path("runs/tiny").exists()
+
+
+def test_failing_policy_names_policy_hook_and_time(tmp_path, capsys):
+    path = write_tiny(tmp_path, stack={"policy": "tests.test_cli:ExplodingPolicy", "slate_size": 5})
+    assert main(["run", str(path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "policy 'exploding' failed in rank at simulated time" in err
+    assert "RuntimeError: boom" in err
+    assert "Traceback" not in err
+
+
+def test_validate_reports_ok_and_problems(tmp_path, capsys):
+    good = write_tiny(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nduration: 1h\nstack: {policy: random, slate_size: 0}\n")
+    assert main(["validate", str(good)]) == 0
+    assert main(["validate", str(good), str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert f"{good}: ok" in captured.out
+    assert (
+        f"recloop: error: {bad}: stack.slate_size: Input should be greater than or equal to 1"
+        in captured.err
+    )
+
+
+def test_schema_is_json_schema_and_the_shipped_copy_is_current(capsys):
+    assert main(["schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["title"] == "recloop scenario"
+    assert {"name", "duration", "stack"} <= set(printed["required"])
+    shipped = json.loads((ROOT / "scenarios" / "scenario.schema.json").read_text())
+    assert shipped == scenario_schema(), "run `make schema` to regenerate the shipped schema"
+
+
+def test_every_packaged_scenario_validates(capsys):
+    assert main(["scenarios"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert "quickstart" in names
+    assert main(["validate", *names]) == 0
+
+
+def test_console_script_end_to_end(tmp_path):
+    """The installed `recloop` command, as a user types it, from another directory."""
+    exe = shutil.which("recloop", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    env = dict(os.environ, PYTHONPATH="")
+    done = subprocess.run(
+        [
+            exe,
+            "run",
+            "quickstart",
+            "--set",
+            "world.users.count=300",
+            "--set",
+            "duration=1h",
+            "--set",
+            "warmup=0s",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "results: runs/quickstart"
+    events = pd.read_parquet(tmp_path / "runs" / "quickstart" / "events.parquet")
+    assert np.isfinite(events.time).all() and len(events) > 0
+    assert "requests/s" in done.stderr

@@ -1,0 +1,122 @@
+"""Built-in policies and the slate check at the serving boundary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from policies import available, make_policy, top_k
+from sim.domain import CatalogView, EventTable, Kind, Requests, TrainingData, View
+from sim.errors import PolicyError
+from sim.stack import check_slates
+
+N_ITEMS, N_USERS = 60, 30
+
+
+def catalog(n_items=N_ITEMS):
+    return CatalogView(
+        n_items=n_items,
+        n_topics=2,
+        n_creators=3,
+        topic=(np.arange(n_items) % 2).astype(np.int16),
+        creator=(np.arange(n_items) % 3).astype(np.int32),
+        created_at=np.zeros(n_items),
+    )
+
+
+def requests(n=8, k=5):
+    return Requests(
+        times=np.linspace(0, 1, n),
+        users=np.arange(n, dtype=np.int32),
+        sessions=np.arange(n, dtype=np.int64),
+        k=k,
+    )
+
+
+def events(user, item, kind, time=None):
+    n = len(user)
+    return EventTable(
+        time=np.zeros(n) if time is None else np.asarray(time, float),
+        user=np.asarray(user, np.int32),
+        item=np.asarray(item, np.int32),
+        position=np.zeros(n, np.int16),
+        kind=np.asarray(kind, np.int8),
+        scope=np.zeros(n, np.int8),
+        dwell=np.zeros(n, np.float32),
+        session=np.zeros(n, np.int64),
+    )
+
+
+def view(model=None, n_items=N_ITEMS):
+    return View(now=10.0, model=model, catalog=catalog(n_items), n_users=N_USERS, versions={})
+
+
+def fit(policy, table):
+    return policy.fit(
+        TrainingData(events=table, catalog=catalog(), n_users=N_USERS, now=10.0, horizon=10.0)
+    )
+
+
+@pytest.mark.parametrize("name", ["random", "popular", "embedding"])
+def test_builtins_return_distinct_live_items_with_and_without_a_model(name):
+    policy = make_policy(name, {}, seed=1)
+    slates = policy.rank(requests(), view())
+    check_slates(slates, 8, 5, N_ITEMS, name, 0.0)
+    if hasattr(policy, "fit"):
+        model = fit(policy, events([0, 1, 2], [3, 4, 5], [Kind.CLICK] * 3))
+        check_slates(policy.rank(requests(), view(model)), 8, 5, N_ITEMS, name, 0.0)
+        # items that arrived after the fit are live and rankable
+        check_slates(
+            policy.rank(requests(), view(model, N_ITEMS + 7)), 8, 5, N_ITEMS + 7, name, 0.0
+        )
+
+
+def test_popular_ranks_by_recent_clicks():
+    policy = make_policy("popular", {"half_life": "1h"}, seed=0)
+    clicks = events(user=[0] * 6, item=[7, 7, 7, 9, 9, 2], kind=[Kind.CLICK] * 6)
+    slates = policy.rank(requests(k=3), view(fit(policy, clicks)))
+    np.testing.assert_array_equal(slates[0], [7, 9, 2])
+
+
+def test_popular_discounts_old_clicks():
+    policy = make_policy("popular", {"half_life": "1s"}, seed=0)
+    table = events(user=[0, 0, 0], item=[4, 4, 5], kind=[Kind.CLICK] * 3, time=[0.0, 0.0, 9.9])
+    assert policy.rank(requests(k=1), view(fit(policy, table)))[0, 0] == 5
+
+
+def test_embedding_learns_who_likes_which_topic():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, N_USERS, 3000)
+    items = rng.integers(0, N_ITEMS, 3000)
+    likes = (items % 2) == (users % 2)  # even users like even items
+    kind = np.where(likes, Kind.CLICK, Kind.DISMISS)
+    policy = make_policy("embedding", {"dim": 4}, seed=0)
+    model = fit(policy, events(users, items, kind))
+    slates = policy.rank(requests(n=N_USERS, k=10), view(model))
+    match = (slates % 2) == (np.arange(N_USERS)[:, None] % 2)
+    assert match.mean() > 0.95
+
+
+def test_registry_lists_builtins():
+    assert {"random", "popular", "embedding"} <= set(available())
+
+
+def test_top_k_orders_best_first():
+    np.testing.assert_array_equal(top_k(np.array([[1.0, 5.0, 3.0, 4.0]]), 3), [[1, 3, 2]])
+
+
+@pytest.mark.parametrize(
+    ("slates", "message"),
+    [
+        (np.zeros((2, 3), np.int64), "returned shape (2, 3), expected (2, 2)"),
+        (np.array([[0.0, 1.0], [2.0, 3.0]]), "returned dtype float64"),
+        (np.array([[0, 10], [1, 2]]), "returned item id 10, live ids are 0..9"),
+        (np.array([[0, 1], [-1, 2]]), "returned item id -1"),
+        (np.array([[0, 1], [3, 3]]), "slate 1 repeats an item: [3, 3]"),
+    ],
+)
+def test_slate_check_names_policy_time_and_problem(slates, message):
+    with pytest.raises(PolicyError) as caught:
+        check_slates(slates, 2, 2, 10, "mine", 3600.0)
+    assert "policy 'mine' rank at simulated time 1h" in str(caught.value)
+    assert message in str(caught.value)

@@ -1,0 +1,197 @@
+"""One test per validation rule: each bad input gets one line naming the path and the value."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.errors import ScenarioError
+from sim.loader import load_scenario, parse_scenario
+from sim.runner import check_scenario
+from tests.conftest import TINY, tiny
+
+
+def problems(*overrides: str) -> list[str]:
+    with pytest.raises(ScenarioError) as caught:
+        check_scenario(tiny(*overrides))
+    return caught.value.problems
+
+
+def test_the_tiny_scenario_is_valid():
+    assert tiny().name == "tiny"
+
+
+def test_unknown_key_names_path_and_nearest_key():
+    data = dict(TINY, stack={"polcy": "random"})
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(data)
+    assert "stack.polcy: unknown key; did you mean 'policy'?" in caught.value.problems
+    assert "stack.policy: required but missing" in caught.value.problems
+
+
+def test_unknown_nested_key_suggests_from_its_own_section():
+    assert problems("world.users.cuont=5") == [
+        "world.users.cuont: unknown key; did you mean 'count'?"
+    ]
+
+
+def test_unknown_key_without_a_near_match_has_no_suggestion():
+    assert problems("world.zzzz=1") == ["world.zzzz: unknown key"]
+
+
+def test_missing_required_field():
+    data = {key: value for key, value in TINY.items() if key != "duration"}
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(data)
+    assert caught.value.problems == ["duration: required but missing"]
+
+
+def test_bad_duration_names_the_rule_and_value():
+    (line,) = problems("duration=5 minutes")
+    assert line.startswith("duration: expected a duration such as")
+    assert "'5 minutes'" in line
+
+
+def test_out_of_range_number_names_path_rule_and_value():
+    assert problems("world.users.count=-5") == [
+        "world.users.count: Input should be greater than or equal to 1 (got -5)"
+    ]
+
+
+def test_wrong_type_names_path_and_value():
+    (line,) = problems("world.users.count=many")
+    assert line.startswith("world.users.count: Input should be a valid integer")
+    assert "'many'" in line
+
+
+def test_nan_is_refused():
+    (line,) = problems("world.behavior.noise_sd=.nan")
+    assert line.startswith("world.behavior.noise_sd:")
+
+
+def test_probability_above_one():
+    (line,) = problems("world.behavior.churn_prob=1.5")
+    assert line.startswith("world.behavior.churn_prob: Input should be less than or equal to 1")
+
+
+def test_literal_choice():
+    (line,) = problems("world.users.sessions_per_day.distribution=poisson")
+    assert "world.users.sessions_per_day.distribution" in line and "'poisson'" in line
+
+
+def test_catalog_smaller_than_slate():
+    (line,) = problems("world.catalog.items=3")
+    assert "world.catalog.items (3) must be at least stack.slate_size (5)" in line
+
+
+def test_tick_longer_than_fastest_feedback_path_is_refused_with_the_reason():
+    (line,) = problems("tick=1m")
+    assert "tick 1m is longer than the fastest feedback path" in line
+    assert "world.users.session.gap_min = 10s" in line
+
+
+def test_tick_zero_is_refused():
+    (line,) = problems("tick=0s")
+    assert "tick must be positive" in line
+
+
+def test_explicit_kinds_need_a_weight():
+    (line,) = problems(
+        "world.behavior.explicit_kinds={dismiss: 0, not_interested: 0, thumbs_down: 0, "
+        "block_creator: 0}"
+    )
+    assert "at least one explicit kind needs a positive weight" in line
+
+
+def test_unknown_policy_suggests_the_nearest():
+    (line,) = problems("stack.policy.name=embeding")
+    assert line.startswith(
+        "stack.policy.name: unknown policy 'embeding'; did you mean 'embedding'?"
+    )
+
+
+def test_policy_target_that_does_not_import():
+    (line,) = problems("stack.policy.name=no_such_module_x:Ranker")
+    assert line.startswith("stack.policy.name: cannot import 'no_such_module_x'")
+
+
+def test_policy_target_missing_attribute():
+    (line,) = problems("stack.policy.name=policies.builtin:Nope")
+    assert line == "stack.policy.name: 'policies.builtin' has no attribute 'Nope'"
+
+
+def test_unknown_policy_parameter():
+    assert problems("stack.policy.params.dimm=3") == ["stack.policy.params.dimm: unknown parameter"]
+
+
+def test_invalid_policy_parameter():
+    (line,) = problems("stack.policy.params.dim=0")
+    assert line.startswith("stack.policy.params.dim: Input should be greater than or equal to 1")
+
+
+def test_parameters_for_a_policy_without_parameters():
+    assert problems("stack.policy={name: random, params: {x: 1}}") == [
+        "stack.policy.params.x: unknown parameter"
+    ]
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nstack:\n  policy: [random\n")
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    (line,) = caught.value.problems
+    assert line.startswith(f"{path}:4:1: YAML syntax error")
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    with pytest.raises(ScenarioError, match="the file is empty"):
+        load_scenario(path)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ScenarioError, match="a scenario is a mapping of sections, got list"):
+        load_scenario(path)
+
+
+def test_non_utf8_file(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ScenarioError, match="not UTF-8 text"):
+        load_scenario(path)
+
+
+def test_oversized_file(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("#" * 1_000_001)
+    with pytest.raises(ScenarioError, match="scenarios are limited to"):
+        load_scenario(path)
+
+
+def test_missing_file():
+    with pytest.raises(ScenarioError, match="nope.yaml: no such file"):
+        load_scenario("nope.yaml")
+
+
+def test_unknown_packaged_name_suggests_nearest():
+    with pytest.raises(ScenarioError, match="did you mean 'quickstart'"):
+        load_scenario("quikstart")
+
+
+def test_override_without_equals():
+    with pytest.raises(ScenarioError, match="expected dotted.path=value"):
+        load_scenario("quickstart", ["world.users.count"])
+
+
+def test_override_through_a_scalar():
+    with pytest.raises(ScenarioError, match="--set seed.x: seed is 7, not a section"):
+        load_scenario("quickstart", ["seed.x=1"])
+
+
+def test_overrides_are_validated_like_the_file():
+    scenario = load_scenario("quickstart", ["world.users.count=2000", "duration=6h"])
+    assert scenario.world.users.count == 2000
+    assert scenario.duration == 6 * 3600

@@ -1,0 +1,84 @@
+"""The item catalogue: latent vectors around topic centroids, creators, quality, popularity.
+
+Ground truth (``vectors``, ``quality``, ``appeal``) stays here; only topic, creator and creation
+time are published to the stack through :meth:`Catalog.view`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.domain import CatalogView, readonly
+from sim.spec import Catalog as CatalogSpec
+
+__all__ = ["Catalog"]
+
+DAY = 86400.0
+#: Share of a creator's items that fall in the creator's home topic.
+CREATOR_TOPIC_LOYALTY = 0.8
+
+
+class Catalog:
+    """Every item that will exist during the run, of which the first ``n_live`` are live.
+
+    Items arriving later are drawn up front (their arrival times from a Poisson process) so that
+    the catalogue, like the users, is identical across the variants of one replication.
+    """
+
+    def __init__(self, spec: CatalogSpec, end: float, rng: np.random.Generator):
+        self.spec = spec
+        self.centroids = _unit_rows(rng.standard_normal((spec.topics, spec.dim)))
+        expected = spec.new_items_per_day * end / DAY
+        n_new = int(rng.poisson(expected)) if expected > 0 else 0
+        self.arrival_times = np.sort(rng.uniform(0.0, end, n_new))
+        capacity = spec.items + n_new
+
+        creator_topic = rng.integers(0, spec.topics, spec.creators)
+        self.creator = rng.integers(0, spec.creators, capacity).astype(np.int32)
+        loyal = rng.random(capacity) < CREATOR_TOPIC_LOYALTY
+        self.topic = np.where(
+            loyal, creator_topic[self.creator], rng.integers(0, spec.topics, capacity)
+        ).astype(np.int16)
+        scatter = rng.standard_normal((capacity, spec.dim)) * (
+            spec.topic_spread / np.sqrt(spec.dim)
+        )
+        self.vectors = (self.centroids[self.topic] + scatter).astype(np.float32)
+        self.quality = (rng.standard_normal(capacity) * spec.quality_sd).astype(np.float32)
+        # Zipf-like prior: a random popularity rank per item, log(1/rank^s) standardized.
+        ranks = rng.permutation(capacity) + 1.0
+        log_prior = -spec.zipf_exponent * np.log(ranks)
+        spread = log_prior.std()
+        self.appeal = ((log_prior - log_prior.mean()) / (spread if spread > 0 else 1.0)).astype(
+            np.float32
+        )
+        self.created_at = np.concatenate([np.zeros(spec.items), self.arrival_times])
+        self.n_live = spec.items
+        self._view: CatalogView | None = None
+
+    @property
+    def capacity(self) -> int:
+        """Items that exist by the end of the run."""
+        return int(self.topic.shape[0])
+
+    def add_arrived(self, count: int = 1) -> None:
+        """Make the next ``count`` drawn items live."""
+        self.n_live = min(self.n_live + count, self.capacity)
+        self._view = None
+
+    def view(self) -> CatalogView:
+        """Observable metadata of the live items (cached until the catalogue changes)."""
+        if self._view is None:
+            n = self.n_live
+            self._view = CatalogView(
+                n_items=n,
+                n_topics=self.spec.topics,
+                n_creators=self.spec.creators,
+                topic=readonly(self.topic[:n]),
+                creator=readonly(self.creator[:n]),
+                created_at=readonly(self.created_at[:n]),
+            )
+        return self._view
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
