@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/throughput.py --retrain 1d 1h --naive-seconds 60
 
 schema: $(STAMP)
 	$(BIN)/recloop schema > scenarios/scenario.schema.json

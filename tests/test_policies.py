@@ -120,3 +120,14 @@ def test_slate_check_names_policy_time_and_problem(slates, message):
         check_slates(slates, 2, 2, 10, "mine", 3600.0)
     assert "policy 'mine' rank at simulated time 1h" in str(caught.value)
     assert message in str(caught.value)
+
+
+def test_sample_distinct_is_uniform_without_replacement():
+    from policies.builtin import sample_distinct
+
+    uniforms = np.random.default_rng(0).random((40_000, 4))
+    picks = sample_distinct(uniforms, 7)
+    assert (np.sort(picks, axis=1)[:, 1:] != np.sort(picks, axis=1)[:, :-1]).all()
+    assert picks.min() == 0 and picks.max() == 6
+    for column in picks.T:  # every position is uniform over the 7 ids
+        np.testing.assert_allclose(np.bincount(column, minlength=7) / len(column), 1 / 7, atol=0.01)
