@@ -105,13 +105,17 @@ def main() -> None:
     }
     out = Path(__file__).resolve().parent / "results" / "throughput.json"
     atomic_write(out, lambda p: p.write_text(json.dumps(report, indent=2) + "\n"))
-    print(f"\n{args.users:,} users x {args.items:,} items, {machine['cpu_cores']} cores, "
-          f"{machine['processor']}, {machine['date']}\n")
+    print(
+        f"\n{args.users:,} users x {args.items:,} items, {machine['cpu_cores']} cores, "
+        f"{machine['processor']}, {machine['date']}\n"
+    )
     print("| engine | requests | simulated days | wall s | requests/s |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['engine']} | {row['requests']:,} | {row['simulated_days']} | "
-              f"{row['wall_seconds']} | {row['requests_per_second']:,.0f} |")
+        print(
+            f"| {row['engine']} | {row['requests']:,} | {row['simulated_days']} | "
+            f"{row['wall_seconds']} | {row['requests_per_second']:,.0f} |"
+        )
     print(f"\nrecloop / naive: {report['speedup_vs_naive']}x")
 
 

@@ -50,6 +50,7 @@ class PopularPolicy(BasePolicy):
 
     name = "popular"
     Params = PopularParams
+    params: PopularParams
 
     def fit(self, data: TrainingData) -> PopularModel:
         events = data.events
@@ -103,6 +104,7 @@ class EmbeddingPolicy(BasePolicy):
 
     name = "embedding"
     Params = EmbeddingParams
+    params: EmbeddingParams
 
     def __init__(self, params=None, *, seed: int = 0):
         super().__init__(params, seed=seed)

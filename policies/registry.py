@@ -21,7 +21,7 @@ ENTRY_POINT_GROUP = "recloop.policies"
 BUILTIN: dict[str, type] = {}
 
 
-def register(cls: type) -> type:
+def register(cls: Any) -> Any:
     """Make ``cls`` available under ``cls.name`` (usable as a class decorator)."""
     BUILTIN[cls.name] = cls
     return cls

@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from sim.runner import check_scenario
 
-    problems = []
+    problems: list[str] = []
     for source in args.scenarios:
         try:
             check_scenario(load_scenario(source, args.overrides))

@@ -181,7 +181,8 @@ class Responses:
 class World(Protocol):
     """The ground truth as the engine drives it (implemented in ``users``)."""
 
-    n_users: int
+    @property
+    def n_users(self) -> int: ...
 
     def catalog_view(self) -> CatalogView: ...
 

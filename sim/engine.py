@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import simpy
-from simpy.events import Event
+from simpy.events import Event, EventPriority
 
 from sim.domain import World
 from sim.eventlog import EventLog
@@ -24,7 +24,7 @@ __all__ = ["Engine", "LATE"]
 
 #: SimPy priority of the serving step: after every URGENT (0) and NORMAL (1) event at the same
 #: instant, so that releases and triggers at time t are in force for requests at t.
-LATE = 2
+LATE = EventPriority(2)
 
 
 class _LateTimeout(Event):

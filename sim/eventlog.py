@@ -33,7 +33,9 @@ class EventLog:
         self.layers = tuple(layers)
         self._dtypes = dict(CORE_COLUMNS)
         self._dtypes.update({_version_column(layer): np.int32 for layer in self.layers})
-        self._columns = {name: np.empty(capacity, dtype) for name, dtype in self._dtypes.items()}
+        self._columns: dict[str, np.ndarray] = {
+            name: np.empty(capacity, dtype) for name, dtype in self._dtypes.items()
+        }
         self._size = 0
 
     def __len__(self) -> int:
