@@ -44,10 +44,17 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     os.close(handle)
     try:
         write(Path(temporary))
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; results are for sharing
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_results(result: RunResult, out: str | Path) -> Path:
@@ -57,6 +64,8 @@ def write_results(result: RunResult, out: str | Path) -> Path:
     if result.scenario.output.events:
         table = _events_table(result)
         atomic_write(out / "events.parquet", lambda p: pq.write_table(table, p))
+    else:  # an earlier run's event log in the same directory would be mistaken for this one's
+        (out / "events.parquet").unlink(missing_ok=True)
     layers = pa.table(
         {name: [getattr(v, name) for v in result.versions] for name in VERSION_FIELDS},
         schema=pa.schema(

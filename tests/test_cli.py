@@ -66,10 +66,13 @@ def test_run_writes_a_results_directory_pandas_can_read(tmp_path, capsys):
     # the resolved scenario loads back to the same scenario
     assert load_scenario(out / "scenario.yaml") == load_scenario(tmp_path / "tiny.yaml")
     assert not list(out.glob("*.tmp"))
+    assert (out / "summary.json").stat().st_mode & 0o044 == 0o044  # readable by others
 
 
 def test_run_respects_output_events_false(tmp_path):
     out = tmp_path / "r"
+    out.mkdir()
+    (out / "events.parquet").write_text("from an earlier run")
     path = write_tiny(tmp_path, output={"events": False})
     assert main(["run", str(path), "--out", str(out), "-q"]) == 0
     assert not (out / "events.parquet").exists()
