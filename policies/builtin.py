@@ -12,7 +12,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import BasePolicy, top_k
-from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind, Requests, TrainingData, View
+from policies.signals import signal_scores
+from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind, RefreshData, Requests, TrainingData, View
 from sim.spec import Duration
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "EmbeddingPolicy",
     "PopularModel",
     "EmbeddingModel",
+    "NearlineEmbeddings",
 ]
 
 
@@ -59,11 +61,17 @@ class PopularPolicy(BasePolicy):
         )
 
     def rank(self, requests: Requests, view: View) -> np.ndarray:
+        adjustments = signal_scores(requests, view)
         if view.model is None:
-            return _cold_start(self._rng, requests, view)
+            if adjustments is None:
+                return _cold_start(self._rng, requests, view)
+            keys = self._rng.random(adjustments.shape, dtype=np.float32)
+            return top_k(keys + adjustments, requests.k)
         learned = _fit_to(view.model.scores, view.catalog.n_items).astype(np.float32)
-        best = top_k(learned[None, :], requests.k)
-        return np.repeat(best, len(requests), axis=0)
+        learned /= max(float(learned.max()), 1e-12)  # 1 for the most clicked item
+        if adjustments is None:  # everyone gets the same slate
+            return np.repeat(top_k(learned[None, :], requests.k), len(requests), axis=0)
+        return top_k(learned + adjustments, requests.k)
 
 
 class EmbeddingParams(BaseModel):
@@ -92,6 +100,14 @@ class EmbeddingModel:
 
     users: np.ndarray  # (n_users, dim + 1) float32
     items_t: np.ndarray  # (dim + 1, n_items at fit) float32, C-contiguous
+
+
+@dataclass(frozen=True)
+class NearlineEmbeddings:
+    """User vectors refreshed near-line, valid for the model they were folded into."""
+
+    model: EmbeddingModel
+    users: np.ndarray  # (n_users, dim + 1) float32, last column 1 like EmbeddingModel.users
 
 
 class EmbeddingPolicy(BasePolicy):
@@ -146,13 +162,55 @@ class EmbeddingPolicy(BasePolicy):
             items_t[:dim] = (v * root).numpy().T
         return EmbeddingModel(users=users, items_t=np.ascontiguousarray(items_t))
 
+    def refresh(self, data: RefreshData) -> NearlineEmbeddings | None:
+        """Near-line user embeddings folded into the deployed model's space from recent events.
+
+        For each window, a user's clicks (+1) and rejections (``-negative_weight``) are summed
+        over the model's item vectors and divided by the singular values (the SVD fold-in), so
+        the result is on the scale of the model's own user vectors; windows add with weights.
+        """
+        model = data.model
+        if model is None:
+            return None
+        item_vectors = model.items_t[:-1].T  # (items at fit, dim), item factors V * sqrt(S)
+        strength = np.maximum((item_vectors**2).sum(axis=0), 1e-12)  # singular values
+        events = data.events
+        value_of_kind = np.zeros(len(Kind), np.float32)
+        value_of_kind[Kind.CLICK] = 1.0
+        value_of_kind[[Kind.SHORT_DWELL, *EXPLICIT_NEGATIVE_KINDS]] = -data.negative_weight
+        value = value_of_kind[events.kind]
+        usable = (value != 0) & (events.item < item_vectors.shape[0])
+        users = np.zeros((data.n_users, self.params.dim + 1), np.float32)
+        users[:, -1] = 1.0
+        for span, weight in data.windows:
+            rows = np.flatnonzero(usable & (events.time >= data.horizon - span))
+            if not rows.shape[0] or weight == 0:
+                continue
+            interactions = torch.sparse_coo_tensor(
+                torch.from_numpy(np.stack([events.user[rows], events.item[rows]]).astype(np.int64)),
+                torch.from_numpy(value[rows]),
+                (data.n_users, item_vectors.shape[0]),
+                check_invariants=False,
+            )
+            folded = torch.sparse.mm(interactions, torch.from_numpy(item_vectors)).numpy()
+            users[:, :-1] += weight * folded / strength
+        return NearlineEmbeddings(model=model, users=users)
+
     def rank(self, requests: Requests, view: View) -> np.ndarray:
         model = view.model
+        adjustments = signal_scores(requests, view)
         if model is None:
-            return _cold_start(self._rng, requests, view)
-        return top_k(
-            model.users[requests.users] @ self._items_t(model, view.catalog.n_items), requests.k
-        )
+            if adjustments is None:
+                return _cold_start(self._rng, requests, view)
+            keys = self._rng.random(adjustments.shape, dtype=np.float32)
+            return top_k(keys + adjustments, requests.k)
+        nearline = view.states.get("nearline_embeddings")
+        # Near-line vectors live in the space of the model they were folded into.
+        users = nearline.users if nearline is not None and nearline.model is model else model.users
+        scores = users[requests.users] @ self._items_t(model, view.catalog.n_items)
+        if adjustments is not None:
+            scores += adjustments
+        return top_k(scores, requests.k)
 
     def _items_t(self, model: EmbeddingModel, n_items: int) -> np.ndarray:
         """The model's item matrix, zero-padded for items that arrived after the fit (cached)."""

@@ -22,6 +22,7 @@ __all__ = [
     "CatalogView",
     "EventTable",
     "TrainingData",
+    "RefreshData",
     "View",
     "Responses",
     "World",
@@ -154,15 +155,33 @@ class TrainingData:
 
 
 @dataclass(frozen=True)
+class RefreshData:
+    """What the near-line layer hands a policy's ``refresh``: recent visible events, the model
+    deployed when it was triggered, and the windows to summarize (``(span, weight)`` pairs)."""
+
+    events: EventTable
+    catalog: CatalogView
+    n_users: int
+    now: float
+    horizon: float
+    model: Any
+    windows: tuple[tuple[float, float], ...]
+    negative_weight: float
+
+
+@dataclass(frozen=True)
 class View:
     """What serving sees when it ranks one batch of requests.
 
-    ``model`` is the policy state deployed for these requests (``None`` before the first update);
-    ``versions`` names the version of each layer that produced it.
+    ``model`` is the retrain layer's state deployed for these requests (``None`` before the first
+    update); ``states`` holds every layer's served state by layer name (the feature store,
+    session context, profile memory, near-line embeddings, ...); ``versions`` names the version
+    of each layer that produced them.
     """
 
     now: float
     model: Any
+    states: dict[str, Any]
     catalog: CatalogView
     n_users: int
     versions: dict[str, int]

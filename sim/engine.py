@@ -47,6 +47,7 @@ class Engine:
         world: World,
         stack: Stack,
         log: EventLog,
+        layers: list[Any],
         tick: float,
         end: float,
         on_window: Callable[[float], None] | None = None,
@@ -55,6 +56,7 @@ class Engine:
         self.world = world
         self.stack = stack
         self.log = log
+        self.layers = layers
         self.tick = tick
         self.end = end
         self.on_window = on_window
@@ -75,8 +77,11 @@ class Engine:
             if due > now:  # nothing due: skip to the next request or the next other event
                 yield _LateTimeout(env, min(due, env.peek(), self.end) - now)
                 continue
+            triggered = [layer.before_window(now) for layer in self.layers]
             until = min(now + self.tick, env.peek(), self.end)
-            if until <= now:  # another event is due at this very instant: let it run first
+            if any(triggered) or until <= now:
+                # an update started (or another event is due) at this very instant: let it run
+                # first, so that what it publishes now serves this window
                 yield _LateTimeout(env, 0.0)
                 continue
             self._serve_window(now, until)
@@ -93,11 +98,13 @@ class Engine:
         self.wall["arrivals"] += t1 - t0
         if not len(requests):
             return
-        slates = self.stack.rank(requests, self.world.catalog_view(), self.world.n_users, now)
+        slates, versions = self.stack.rank(
+            requests, self.world.catalog_view(), self.world.n_users, now
+        )
         t2 = clock()
         responses = self.world.respond(batch, slates)
         t3 = clock()
-        self.log.append_slates(requests, slates, responses, self.stack.versions)
+        self.log.append_slates(requests, slates, responses, versions)
         self.wall["ranking"] += t2 - t1
         self.wall["behavior"] += t3 - t2
         self.wall["logging"] += clock() - t3

@@ -7,6 +7,7 @@ prefix visible to them without copying.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -46,9 +47,13 @@ class EventLog:
         requests: Requests,
         slates: np.ndarray,
         responses: Responses,
-        versions: dict[str, int],
+        versions: dict[str, Any],
     ) -> None:
-        """Log every impression of a served batch, then an ``ABANDON`` row per abandoned session."""
+        """Log every impression of a served batch, then an ``ABANDON`` row per abandoned session.
+
+        ``versions`` gives, per layer, the version that served the batch (an int) or each request
+        (an ``(n,)`` array, when cohorts saw different versions).
+        """
         n, k = slates.shape
         rows = {
             "time": np.repeat(requests.times, k),
@@ -77,7 +82,12 @@ class EventLog:
             rows = {name: np.concatenate([rows[name], abandon[name]])[order] for name in rows}
         count = rows["time"].shape[0]
         for layer in self.layers:
-            rows[_version_column(layer)] = np.full(count, versions[layer])
+            served = np.asarray(versions[layer])  # one version, or one per request
+            if served.ndim:
+                served = np.repeat(served, k)
+                if left.shape[0]:
+                    served = np.concatenate([served, np.asarray(versions[layer])[left]])[order]
+            rows[_version_column(layer)] = np.broadcast_to(served, (count,))
         self._append(rows, count)
 
     def _append(self, rows: dict[str, np.ndarray], count: int) -> None:
@@ -95,17 +105,25 @@ class EventLog:
             column[self._size : needed] = rows[name]
         self._size = needed
 
-    def visible(self, before: float) -> EventTable:
-        """Events with ``time < before``, as read-only views."""
-        stop = int(np.searchsorted(self._columns["time"][: self._size], before, side="left"))
-        return self._table(stop)
+    def count_before(self, before: float) -> int:
+        """How many events have ``time < before``."""
+        return int(np.searchsorted(self._columns["time"][: self._size], before, side="left"))
+
+    def visible(self, before: float, since: float | None = None) -> EventTable:
+        """Events with ``since <= time < before``, as read-only views."""
+        start = 0 if since is None else self.count_before(since)
+        return self._table(start, self.count_before(before))
+
+    def between(self, start: int, stop: int) -> EventTable:
+        """Events by position, ``start <= index < stop``."""
+        return self._table(start, stop)
 
     def table(self) -> EventTable:
         """Every event logged so far."""
-        return self._table(self._size)
+        return self._table(0, self._size)
 
-    def _table(self, stop: int) -> EventTable:
-        column = {name: readonly(values[:stop]) for name, values in self._columns.items()}
+    def _table(self, start: int, stop: int) -> EventTable:
+        column = {name: readonly(values[start:stop]) for name, values in self._columns.items()}
         return EventTable(
             **{name: column[name] for name in CORE_COLUMNS},
             versions={layer: column[_version_column(layer)] for layer in self.layers},

@@ -1,107 +1,324 @@
-"""Update layers: when, and from which events, the policy's served state changes.
+"""Update layers: when, and from which events, served state changes.
 
-A layer is a SimPy process. Its trigger reads the events visible to it (``time + latency <
-trigger``), asks the policy for a new model, and publishes it ``compute_time`` later as a new
-version. Every version is recorded exactly (trigger time, event-time horizon, live time, events
-covered), which is what propagation delays are derived from.
+A :class:`LayerRuntime` owns what every layer has (trigger, latency, compute time, rollout, cost,
+version history); a *kind* supplies the math (:mod:`sim.stores` for the feature store, session
+context and profile memory; the policy's own hooks for retrain and near-line embeddings).
+
+An event at time ``t`` is visible to an update triggered at ``s`` when ``t + latency < s``. A
+batch update publishes a new snapshot ``compute_time`` later (through a canary first, if
+configured); an incremental one applies the new events to its state in place. A continuous layer
+updates at the start of every serving window. Every update is recorded as a :class:`Version`:
+what it covers (event-time horizon), when it was triggered, when it went live and for whom.
 """
 
 from __future__ import annotations
 
 import time as wallclock
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+from river import drift
 
-from sim.domain import TrainingData, World
+from sim.domain import NEGATIVE_KINDS, EventTable, Kind, RefreshData, TrainingData, World
 from sim.durations import format_duration
 from sim.errors import PolicyError
-from sim.eventlog import EventLog
-from sim.spec import RetrainLayer
-from sim.stack import Stack
+from sim.eventlog import CORE_COLUMNS, EventLog
+from sim.spec import Layer
 
-__all__ = ["Version", "PeriodicRetrain"]
+__all__ = [
+    "Version",
+    "LayerKind",
+    "LayerRuntime",
+    "PolicyFit",
+    "PolicyRefresh",
+    "canary_cohort",
+]
 
 
 @dataclass(frozen=True)
 class Version:
-    """One published state of a layer."""
+    """One published state of a layer, for one cohort."""
 
     layer: str
     version: int
     triggered_at: float  # simulated seconds
     horizon: float  # covers events with time < horizon
-    live_at: float  # serves traffic from this time
-    cohort: str  # which traffic it serves
-    events: int  # events it was computed from
-    wall_seconds: float  # compute it took in this process (not simulated time)
+    live_at: float  # serves its cohort from this time
+    cohort: str  # "all" or "canary"
+    events: int  # events the update processed
+    cost: float  # compute units charged for the update (on its first row)
+    wall_seconds: float  # wall time the update took in this process
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)
 
 
-class PeriodicRetrain:
-    """The ``retrain`` layer: fit the policy every ``every``, publish after ``compute_time``."""
+class LayerKind(Protocol):
+    """The math of one layer."""
 
-    name = "retrain"
+    incremental: bool  # True: absorb new events in place; False: compute a new snapshot
+
+    def initial_state(self) -> Any: ...
+
+    def compute(self, data: TrainingData) -> Any:
+        """A new snapshot from the visible events (batch kinds)."""
+
+    def absorb(self, state: Any, events: EventTable) -> None:
+        """Apply newly visible events to ``state`` in place (incremental kinds)."""
+
+
+def canary_cohort(n_users: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A stable canary cohort of exactly ``round(fraction * n_users)`` users (boolean mask)."""
+    mask = np.zeros(n_users, bool)
+    mask[rng.permutation(n_users)[: round(fraction * n_users)]] = True
+    return mask
+
+
+class LayerRuntime:
+    """Trigger, latency, compute, rollout, cost and versions of one layer."""
 
     def __init__(
         self,
-        spec: RetrainLayer,
-        stack: Stack,
+        name: str,
+        spec: Layer,
+        kind: LayerKind,
         log: EventLog,
         world: World,
+        publish: Any,
         rng: np.random.Generator,
     ):
+        self.name = name
         self.spec = spec
-        self.stack = stack
+        self.kind = kind
         self.log = log
         self.world = world
-        self.phase = float(rng.uniform(0.0, spec.every)) if spec.phase == "random" else spec.phase
+        self._publish = publish  # callable(layer, version, state, cohort)
+        self.phase = (
+            float(rng.uniform(0.0, spec.every))
+            if spec.every and spec.phase == "random"
+            else float(spec.phase if spec.every and spec.phase != "random" else 0.0)
+        )
+        canary = spec.canary
+        self.canary_users = (
+            canary_cohort(world.n_users, canary.fraction, rng) if canary is not None else None
+        )
         self.history: list[Version] = []
+        self.cost_units = 0.0
         self.wall_seconds = 0.0
+        self._updates = 0
+        self._absorbed_until = 0  # log index up to which an incremental state is computed
+        self._events_at_last_trigger = 0
+        self._state = kind.initial_state() if kind.incremental else None
+        self._env: Any = None
+
+    @property
+    def state(self) -> Any:
+        """The incremental state (continuous and incremental layers only)."""
+        return self._state
+
+    # --- triggers ------------------------------------------------------------------------------
 
     def start(self, env: Any) -> None:
-        env.process(self._triggers(env))
+        self._env = env
+        if self._state is not None:
+            self._publish(self.name, 0, self._state, "all")
+        if self.spec.every:
+            env.process(self._periodic(env))
+        elif self.spec.on_drift is not None:
+            env.process(self._drift_watch(env))
 
-    def _triggers(self, env: Any):
+    def _periodic(self, env: Any):
         yield env.timeout(self.phase)
         while True:
-            env.process(self._update(env, len(self.history) + 1))
+            env.process(self._update(env))
             yield env.timeout(self.spec.every)
 
-    def _update(self, env: Any, version: int):
+    def _drift_watch(self, env: Any):
+        spec = self.spec.on_drift
+        assert spec is not None
+        detector = drift.ADWIN() if spec.detector == "adwin" else drift.PageHinkley()
+        last_trigger = -np.inf
+        measured = 0
+        while True:
+            yield env.timeout(spec.check_every)
+            visible = self.log.visible(env.now - self.spec.latency)
+            new = slice(measured, len(visible))
+            measured = len(visible)
+            kinds = visible.kind[new]
+            impressions = int((kinds != Kind.ABANDON).sum())
+            if impressions:
+                negative = np.isin(kinds, NEGATIVE_KINDS) & (kinds != Kind.ABANDON)
+                detector.update(float(negative.sum()) / impressions)
+            if detector.drift_detected and env.now - last_trigger >= spec.min_gap:
+                last_trigger = env.now
+                env.process(self._update(env))
+
+    def before_window(self, now: float) -> bool:
+        """Called by the engine before each serving window; True if an update was started."""
+        spec = self.spec
+        if spec.continuous:
+            self._absorb(now, now - spec.latency, self._take_new(now))
+            return False
+        if spec.after_events:
+            visible = self.log.count_before(now - spec.latency)
+            if visible - self._events_at_last_trigger >= spec.after_events:
+                self._events_at_last_trigger = visible
+                self._env.process(self._update(self._env))
+                return True
+        return False
+
+    # --- updates -------------------------------------------------------------------------------
+
+    def _take_new(self, now: float) -> EventTable:
+        horizon_index = self.log.count_before(now - self.spec.latency)
+        new = self.log.between(self._absorbed_until, horizon_index)
+        self._absorbed_until = horizon_index
+        return new
+
+    def _update(self, env: Any):
         triggered = env.now
         horizon = triggered - self.spec.latency
-        data = TrainingData(
-            events=self.log.visible(horizon),
+        if self.kind.incremental:
+            events = self._take_new(triggered)
+            yield env.timeout(self.spec.compute_time)
+            self._absorb(triggered, horizon, events)
+            return
+        data = self._training_data(triggered, horizon)
+        started = wallclock.perf_counter()
+        state = self.kind.compute(data)
+        spent = wallclock.perf_counter() - started
+        self._updates += 1
+        version = self._updates
+        yield env.timeout(self.spec.compute_time)
+        canary = self.spec.canary
+        if canary is None:
+            self._publish(self.name, version, state, "all")
+            self._record(triggered, env.now, len(data.events), "all", spent, True, horizon, version)
+            return
+        self._publish(self.name, version, state, "canary")
+        self._record(triggered, env.now, len(data.events), "canary", spent, True, horizon, version)
+        yield env.timeout(canary.duration)
+        self._publish(self.name, version, state, "all")
+        self._record(triggered, env.now, len(data.events), "all", 0.0, False, horizon, version)
+
+    def _absorb(self, triggered: float, horizon: float, events: EventTable) -> None:
+        """Apply new events to the in-place state; a version only when there were any."""
+        if not len(events):
+            return
+        started = wallclock.perf_counter()
+        self.kind.absorb(self._state, events)
+        spent = wallclock.perf_counter() - started
+        self._updates += 1
+        self._publish(self.name, self._updates, self._state, "all")
+        self._record(triggered, self._env.now, len(events), "all", spent, True, horizon)
+
+    def _training_data(self, now: float, horizon: float) -> TrainingData:
+        window = getattr(self.spec, "window", None)
+        events = self.log.visible(horizon, since=None if window is None else horizon - window)
+        return TrainingData(
+            events=events,
             catalog=self.world.catalog_view(),
             n_users=self.world.n_users,
-            now=triggered,
+            now=now,
             horizon=horizon,
         )
-        started = wallclock.perf_counter()
-        try:
-            model = self.stack.policy.fit(data)
-        except Exception as error:
-            raise PolicyError(
-                f"policy {self.stack.policy_name!r} failed in fit at simulated time "
-                f"{format_duration(triggered)}: {type(error).__name__}: {error}"
-            ) from error
-        spent = wallclock.perf_counter() - started
+
+    def _record(
+        self,
+        triggered: float,
+        live_at: float,
+        events: int,
+        cohort: str,
+        spent: float,
+        charge: bool,
+        horizon: float | None = None,
+        version: int | None = None,
+    ) -> None:
+        cost = self.spec.cost.per_run + self.spec.cost.per_event * events if charge else 0.0
+        self.cost_units += cost
         self.wall_seconds += spent
-        yield env.timeout(self.spec.compute_time)
-        self.stack.publish(self.name, version, model)
         self.history.append(
             Version(
                 layer=self.name,
-                version=version,
+                version=self._updates if version is None else version,
                 triggered_at=triggered,
-                horizon=horizon,
-                live_at=env.now,
-                cohort="all",
-                events=len(data.events),
+                horizon=triggered - self.spec.latency if horizon is None else horizon,
+                live_at=live_at,
+                cohort=cohort,
+                events=events,
+                cost=cost,
                 wall_seconds=spent,
             )
         )
+
+
+class PolicyFit:
+    """The ``retrain`` layer's math: the policy's ``fit`` hook."""
+
+    incremental = False
+
+    def __init__(self, policy: Any, policy_name: str):
+        self.policy = policy
+        self.policy_name = policy_name
+
+    def initial_state(self) -> None:
+        return None
+
+    def compute(self, data: TrainingData) -> Any:
+        return _call_hook(self.policy_name, "fit", data.now, self.policy.fit, data)
+
+    def absorb(self, state: Any, events: EventTable) -> None:  # pragma: no cover - batch kind
+        raise NotImplementedError
+
+
+class PolicyRefresh:
+    """The ``nearline_embeddings`` layer's math: the policy's ``refresh`` hook, given the recent
+    events in the longest window and the model deployed at trigger time."""
+
+    incremental = False
+
+    def __init__(self, policy: Any, policy_name: str, spec: Any, deployed: Any):
+        self.policy = policy
+        self.policy_name = policy_name
+        self.windows = tuple((window.span, window.weight) for window in spec.windows)
+        self.negative_weight = spec.negative_weight
+        self.deployed = deployed  # callable: the model serving outside canaries now
+
+    def initial_state(self) -> None:
+        return None
+
+    def compute(self, data: TrainingData) -> Any:
+        longest = max(span for span, _ in self.windows)
+        start = int(np.searchsorted(data.events.time, data.horizon - longest, side="left"))
+        refresh = RefreshData(
+            events=_tail(data.events, start),
+            catalog=data.catalog,
+            n_users=data.n_users,
+            now=data.now,
+            horizon=data.horizon,
+            model=self.deployed(),
+            windows=self.windows,
+            negative_weight=self.negative_weight,
+        )
+        return _call_hook(self.policy_name, "refresh", data.now, self.policy.refresh, refresh)
+
+    def absorb(self, state: Any, events: EventTable) -> None:  # pragma: no cover - batch kind
+        raise NotImplementedError
+
+
+def _tail(events: EventTable, start: int) -> EventTable:
+    columns = {name: getattr(events, name)[start:] for name in CORE_COLUMNS}
+    return EventTable(
+        **columns, versions={layer: v[start:] for layer, v in events.versions.items()}
+    )
+
+
+def _call_hook(policy: str, hook: str, now: float, function: Any, argument: Any) -> Any:
+    try:
+        return function(argument)
+    except Exception as error:
+        raise PolicyError(
+            f"policy {policy!r} failed in {hook} at simulated time {format_duration(now)}: "
+            f"{type(error).__name__}: {error}"
+        ) from error

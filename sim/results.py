@@ -25,15 +25,19 @@ from sim.runner import RunResult
 
 __all__ = ["write_results", "atomic_write"]
 
-VERSION_FIELDS = (
-    "layer",
-    "version",
-    "triggered_at",
-    "horizon",
-    "live_at",
-    "cohort",
-    "events",
-    "wall_seconds",
+#: layers.parquet: one row per published layer version and cohort (see sim.layers.Version).
+VERSION_SCHEMA = pa.schema(
+    [
+        ("layer", pa.string()),
+        ("version", pa.int32()),
+        ("triggered_at", pa.float64()),
+        ("horizon", pa.float64()),
+        ("live_at", pa.float64()),
+        ("cohort", pa.string()),
+        ("events", pa.int64()),
+        ("cost", pa.float64()),
+        ("wall_seconds", pa.float64()),
+    ]
 )
 
 
@@ -67,19 +71,8 @@ def write_results(result: RunResult, out: str | Path) -> Path:
     else:  # an earlier run's event log in the same directory would be mistaken for this one's
         (out / "events.parquet").unlink(missing_ok=True)
     layers = pa.table(
-        {name: [getattr(v, name) for v in result.versions] for name in VERSION_FIELDS},
-        schema=pa.schema(
-            [
-                ("layer", pa.string()),
-                ("version", pa.int32()),
-                ("triggered_at", pa.float64()),
-                ("horizon", pa.float64()),
-                ("live_at", pa.float64()),
-                ("cohort", pa.string()),
-                ("events", pa.int64()),
-                ("wall_seconds", pa.float64()),
-            ]
-        ),
+        {name: [getattr(v, name) for v in result.versions] for name in VERSION_SCHEMA.names},
+        schema=VERSION_SCHEMA,
     )
     atomic_write(out / "layers.parquet", lambda p: pq.write_table(layers, p))
     summary = dict(result.summary, recloop_version=_version(), files=_files(result))

@@ -21,10 +21,11 @@ from sim.domain import EXPLICIT_NEGATIVE_KINDS, NEGATIVE_KINDS, EventTable, Kind
 from sim.durations import format_duration
 from sim.engine import Engine
 from sim.eventlog import EventLog
-from sim.layers import PeriodicRetrain, Version
+from sim.layers import LayerRuntime, PolicyFit, PolicyRefresh, Version
 from sim.rng import Streams
 from sim.spec import Scenario
 from sim.stack import Stack
+from sim.stores import FeatureStoreKind, ProfileMemoryKind, SessionContextKind
 from users.world import SimulatedWorld
 
 __all__ = ["RunResult", "run_scenario", "check_scenario", "build_policy"]
@@ -40,6 +41,7 @@ class RunResult:
     item_topic: np.ndarray  # topic of every item that existed, to label events
     item_creator: np.ndarray
     churned_at: np.ndarray  # per user: simulated time they quit, inf if they stayed
+    canary_users: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> cohort mask
     versions: list[Version] = field(default_factory=list)
 
 
@@ -55,15 +57,37 @@ def check_scenario(scenario: Scenario) -> list[str]:
     return _notes(scenario, build_policy(scenario))
 
 
+#: Layers whose math is a policy hook, and the hook they need.
+POLICY_HOOKS = {"retrain": "fit", "nearline_embeddings": "refresh"}
+
+
 def _notes(scenario: Scenario, policy: Any) -> list[str]:
     notes = []
-    retrain = scenario.stack.layers.retrain
-    if retrain is not None and retrain.enabled and not callable(getattr(policy, "fit", None)):
-        notes.append(
-            f"policy {scenario.stack.policy.name!r} has no fit hook: layer 'retrain' will not "
-            f"update it"
-        )
+    for name in scenario.stack.layers.active():
+        hook = POLICY_HOOKS.get(name)
+        if hook is not None and not callable(getattr(policy, hook, None)):
+            notes.append(
+                f"policy {scenario.stack.policy.name!r} has no {hook} hook: layer {name!r} will "
+                f"not update it"
+            )
     return notes
+
+
+def _layer_kind(name: str, spec: Any, policy: Any, world: SimulatedWorld, stack: Stack) -> Any:
+    """The math of layer ``name``, or ``None`` when the policy lacks the hook it needs."""
+    hook = POLICY_HOOKS.get(name)
+    if hook is not None and not callable(getattr(policy, hook, None)):
+        return None
+    builders = {
+        "retrain": lambda: PolicyFit(policy, stack.policy_name),
+        "nearline_embeddings": lambda: PolicyRefresh(
+            policy, stack.policy_name, spec, lambda: stack.model
+        ),
+        "realtime_features": lambda: FeatureStoreKind(spec, world.n_users, world.catalog_view),
+        "session_context": lambda: SessionContextKind(spec, world.n_users, world.catalog_view),
+        "profile_memory": lambda: ProfileMemoryKind(spec, world.n_users, world.catalog_view),
+    }
+    return builders[name]()
 
 
 def run_scenario(
@@ -92,34 +116,44 @@ def _run(scenario: Scenario, on_progress: Callable[[float], None] | None) -> Run
     notes = _notes(scenario, policy)
     world = SimulatedWorld(scenario, streams)
 
-    retrain_spec = scenario.stack.layers.retrain
-    retrain_on = (
-        retrain_spec is not None and retrain_spec.enabled and callable(getattr(policy, "fit", None))
-    )
-    layer_names = ("retrain",) if retrain_on else ()
-    log = EventLog(layers=layer_names)
-    stack = Stack(policy, scenario.stack.slate_size, layer_names)
+    specs = scenario.stack.layers.active()
+    stack = Stack(policy, scenario.stack.slate_size)
+    kinds = {name: _layer_kind(name, spec, policy, world, stack) for name, spec in specs.items()}
+    kinds = {name: kind for name, kind in kinds.items() if kind is not None}
+    for name in kinds:
+        stack.add_layer(name)
+    log = EventLog(layers=tuple(kinds))
 
     env = simpy.Environment()
     world.start(env)
     layers = []
-    if retrain_on:
-        assert retrain_spec is not None
-        layer = PeriodicRetrain(retrain_spec, stack, log, world, streams.generator("layer:retrain"))
-        layer.start(env)
-        layers.append(layer)
+    for name, kind in kinds.items():
+        runtime = LayerRuntime(
+            name, specs[name], kind, log, world, stack.publish, streams.generator(f"layer:{name}")
+        )
+        if runtime.canary_users is not None:
+            stack.set_canary_users(name, runtime.canary_users)
+        if callable(getattr(kind, "serve", None)):
+            stack.set_serve_hook(name, kind.serve)
+        runtime.start(env)
+        layers.append(runtime)
     tick = scenario.tick_seconds
-    engine = Engine(env, world, stack, log, tick, scenario.end, on_progress)
+    engine = Engine(env, world, stack, log, layers, tick, scenario.end, on_progress)
     engine.start()
     env.run(until=scenario.end)
     wall = wallclock.perf_counter() - started
 
     events = log.table()
     versions = [version for layer in layers for version in layer.history]
-    summary = _summary(scenario, world, engine, events, versions, wall, notes)
+    summary = _summary(scenario, world, engine, events, wall, notes)
+    summary["layers"] = {layer.name: _layer_summary(layer, scenario) for layer in layers}
     summary["wall_seconds_by_component"].update(
         {f"layer:{layer.name}": round(layer.wall_seconds, 4) for layer in layers}
     )
+    if any(spec.continuous or spec.after_events or spec.on_drift for spec in specs.values()):
+        # Continuous updates and event-count or drift triggers act at window starts: an event
+        # can wait up to one tick beyond its latency. Periodic layers stay exact.
+        summary["timing_error_bound_seconds"] = tick
     return RunResult(
         scenario=scenario,
         summary=summary,
@@ -127,8 +161,33 @@ def _run(scenario: Scenario, on_progress: Callable[[float], None] | None) -> Run
         item_topic=world.catalog.topic,
         item_creator=world.catalog.creator,
         churned_at=world.churned_at,
+        canary_users={
+            layer.name: layer.canary_users for layer in layers if layer.canary_users is not None
+        },
         versions=versions,
     )
+
+
+def _layer_summary(layer: LayerRuntime, scenario: Scenario) -> dict[str, Any]:
+    spec = layer.spec
+    trigger = (
+        f"every {format_duration(spec.every)}"
+        if spec.every
+        else f"after {spec.after_events} events"
+        if spec.after_events
+        else "on drift"
+        if spec.on_drift
+        else "continuous"
+    )
+    updates = {v.version for v in layer.history}
+    return {
+        "trigger": trigger,
+        "latency_seconds": spec.latency,
+        "compute_time_seconds": spec.compute_time,
+        "updates": len(updates),
+        "cost_units": round(layer.cost_units, 6),
+        "cost_units_per_day": round(layer.cost_units / (scenario.end / 86400.0), 6),
+    }
 
 
 def _summary(
@@ -136,7 +195,6 @@ def _summary(
     world: SimulatedWorld,
     engine: Engine,
     events: EventTable,
-    versions: list[Version],
     wall: float,
     notes: list[str],
 ) -> dict[str, Any]:
@@ -193,16 +251,6 @@ def _summary(
         "abandon_rate": ratio("abandon_rate", abandoned, sessions, "no sessions measured"),
         "churned_users": churned,
         "churn_rate": ratio("churn_rate", churned, world.n_users, "no users"),
-        "layers": {
-            "retrain": {
-                "versions": sum(1 for v in versions if v.layer == "retrain"),
-                "last_live_at_seconds": max(
-                    (v.live_at for v in versions if v.layer == "retrain"), default=None
-                ),
-            }
-        }
-        if versions
-        else {},
         "tick_seconds": engine.tick,
         "tick_limited_by": f"{path} ({format_duration(limit)})",
         # Windows never exceed the fastest feedback path and every release ends a window, so

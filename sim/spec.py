@@ -7,7 +7,7 @@ strings such as ``30s``, ``2h`` or ``1w`` (see :mod:`sim.durations`); a bare num
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -31,7 +31,12 @@ __all__ = [
     "Stack",
     "PolicySpec",
     "Layers",
+    "Layer",
     "RetrainLayer",
+    "RealtimeFeatures",
+    "NearlineEmbeddings",
+    "SessionContext",
+    "ProfileMemory",
     "Output",
 ]
 
@@ -197,26 +202,168 @@ class PolicySpec(Spec):
         return {"name": value} if isinstance(value, str) else value
 
 
-class RetrainLayer(Spec):
-    """Periodic retrain: fit the policy on the events visible at trigger time, publish later.
+class Canary(Spec):
+    """Serve a new version to a fixed fraction of users for a while, then to everyone."""
 
-    An event at time t is visible to a trigger at time s when ``t + latency < s``; the new model
-    serves all traffic from ``s + compute_time``.
+    model_config = ConfigDict(populate_by_name=True)
+    fraction: float = Field(gt=0, lt=1, description="share of users in the canary cohort")
+    duration: Duration = Field(alias="for", gt=0, description="how long before full rollout")
+
+
+class Rollout(Spec):
+    """How a new version reaches traffic: all at once, or through a canary."""
+
+    canary: Canary
+
+
+class Cost(Spec):
+    """Compute units charged for a layer, summed into the results."""
+
+    per_run: float = Field(0.0, ge=0, description="units per update (trigger)")
+    per_event: float = Field(0.0, ge=0, description="units per event processed by an update")
+
+
+class DriftTrigger(Spec):
+    """Fire when a River drift detector sees the negative-feedback rate change."""
+
+    detector: Literal["adwin", "page_hinkley"] = "adwin"
+    check_every: Duration = Field(300.0, gt=0, description="how often the rate is measured")
+    min_gap: Duration = Field(3600.0, ge=0, description="least time between two triggers")
+
+
+TRIGGERS = ("every", "after_events", "on_drift", "continuous")
+
+
+class Layer(Spec):
+    """What every layer has: one trigger, ingestion latency, compute time, rollout and cost.
+
+    Exactly one trigger: ``every`` (periodic, first at ``phase``), ``after_events`` (once that
+    many new events are visible), ``on_drift`` (a drift detector on the negative-feedback rate)
+    or ``continuous: true`` (at every serving window). An event at time t is visible to an update
+    triggered at s when ``t + latency < s``; the update serves from ``s + compute_time``.
     """
 
     enabled: bool = True
-    every: Duration = Field(86400.0, gt=0, description="trigger period")
+    every: Duration | None = Field(None, gt=0, description="periodic trigger")
     phase: Duration | Literal["random"] = Field(
-        "random", description="first trigger time; random: uniform in [0, every)"
+        "random", description="first periodic trigger; random: uniform in [0, every)"
     )
-    latency: Duration = Field(0.0, description="ingestion delay before an event can be used")
-    compute_time: Duration = Field(0.0, description="trigger to new model live")
+    after_events: int | None = Field(None, ge=1, description="trigger after this many events")
+    on_drift: DriftTrigger | None = None
+    continuous: bool = Field(False, description="update at every serving window")
+    latency: Duration = Field(0.0, description="ingestion delay before an event is visible")
+    compute_time: Duration = Field(0.0, description="trigger to new state live")
+    rollout: Literal["immediate"] | Rollout = "immediate"
+    cost: Cost = Cost()
+
+    #: The trigger a layer gets when the scenario names none.
+    default_trigger: ClassVar[dict[str, Any]] = {"every": 86400.0}
+    #: Whether the layer's state can serve two versions at once (a canary).
+    snapshots: ClassVar[bool] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_trigger(cls, value: Any) -> Any:
+        if isinstance(value, dict) and not any(value.get(key) for key in TRIGGERS):
+            return {**cls.default_trigger, **value}
+        return value
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> Layer:
+        chosen = [key for key in TRIGGERS if getattr(self, key)]
+        if len(chosen) != 1:
+            raise ValueError(f"a layer needs exactly one trigger of {TRIGGERS}, got {chosen}")
+        if self.continuous and self.compute_time:
+            raise ValueError("a continuous layer has no compute_time (it updates every window)")
+        if self.rollout != "immediate" and not self.snapshots:
+            raise ValueError("this layer's state is updated in place: rollout must be immediate")
+        return self
+
+    @property
+    def canary(self) -> Canary | None:
+        return None if self.rollout == "immediate" else self.rollout.canary
+
+
+class RetrainLayer(Layer):
+    """Layer 3: the policy's ``fit`` on the logged window, then validation, canary, rollout."""
+
+    window: Duration | None = Field(None, gt=0, description="train on events this recent only")
+
+
+class FeatureWeights(Spec):
+    """Configured weights of the real-time features in ranking scores."""
+
+    user_topic_negative: float = Field(-1.0, description="per decayed negative on the topic")
+    user_topic_positive: float = Field(0.1, description="per decayed click on the topic")
+    item_negative_rate: float = Field(-2.0, description="per unit of the item's negative rate")
+
+
+class RealtimeFeatures(Layer):
+    """Layer 1: a feature store of decayed counts the frozen ranker reads."""
+
+    default_trigger: ClassVar[dict[str, Any]] = {"continuous": True}
+    snapshots: ClassVar[bool] = False
+    latency: Duration = Field(1.0, description="ingestion delay before an event is visible")
+    half_life: Duration = Field(3600.0, gt=0, description="decay of the per-user topic counts")
+    item_half_life: Duration = Field(3600.0, gt=0, description="decay of per-item rates")
+    weights: FeatureWeights = FeatureWeights()
+
+
+class EmbeddingWindow(Spec):
+    span: Duration = Field(gt=0, description="how far back this window reaches")
+    weight: float = Field(ge=0, description="its weight in the user embedding")
+
+
+class NearlineEmbeddings(Layer):
+    """Layer 2: user embeddings recomputed from recent behaviour in several windows."""
+
+    default_trigger: ClassVar[dict[str, Any]] = {"every": 300.0}
+    windows: list[EmbeddingWindow] = Field(
+        default_factory=lambda: [
+            EmbeddingWindow(span=7 * 86400.0, weight=0.5),
+            EmbeddingWindow(span=30 * 86400.0, weight=0.3),
+            EmbeddingWindow(span=180 * 86400.0, weight=0.2),
+        ],
+        min_length=1,
+    )
+    negative_weight: float = Field(1.0, ge=0, description="pull away from disliked items")
+
+
+class SessionContext(Layer):
+    """In-session adaptation without weight updates: what the user rejected in this session is
+    demoted for the rest of it (an LLM recommender's prompt context)."""
+
+    default_trigger: ClassVar[dict[str, Any]] = {"continuous": True}
+    snapshots: ClassVar[bool] = False
+    item_demotion: float = Field(10.0, ge=0, description="score penalty of a rejected item")
+    topic_demotion: float = Field(1.0, ge=0, description="penalty per rejection on the topic")
+    include_skips: bool = Field(False, description="count skips as rejections")
+
+
+class ProfileMemory(Layer):
+    """A stored cross-session profile of explicit dislikes, applied from the next session on."""
+
+    default_trigger: ClassVar[dict[str, Any]] = {"every": 86400.0}
+    retention: Duration = Field(90 * 86400.0, gt=0, description="how long a dislike is kept")
+    slots: int = Field(16, ge=1, le=1024, description="dislikes of items/creators kept per user")
+    item_demotion: float = Field(10.0, ge=0)
+    creator_demotion: float = Field(5.0, ge=0)
+    topic_demotion: float = Field(2.0, ge=0)
 
 
 class Layers(Spec):
-    """The update layers (more kinds arrive with the layers issue)."""
+    """The update layers; each is off unless present (or ``enabled: false``)."""
 
+    realtime_features: RealtimeFeatures | None = None
+    nearline_embeddings: NearlineEmbeddings | None = None
     retrain: RetrainLayer | None = None
+    session_context: SessionContext | None = None
+    profile_memory: ProfileMemory | None = None
+
+    def active(self) -> dict[str, Layer]:
+        """The enabled layers by name, in the order they update at one instant."""
+        found = {name: getattr(self, name) for name in type(self).model_fields}
+        return {name: spec for name, spec in found.items() if spec is not None and spec.enabled}
 
 
 class Stack(Spec):

@@ -18,32 +18,115 @@ __all__ = ["Stack", "check_slates"]
 
 
 class Stack:
-    """What is served: a policy plus the state the layers have published for it."""
+    """What is served: a policy plus the state each layer has published, per cohort.
 
-    def __init__(self, policy: Any, slate_size: int, layers: tuple[str, ...] = ()):
+    A layer in the middle of a canary serves its new version to its canary users and the previous
+    one to everyone else; a batch of requests is split into groups that see the same versions and
+    each group is ranked with its own :class:`View`.
+    """
+
+    def __init__(self, policy: Any, slate_size: int):
         self.policy = policy
         self.slate_size = slate_size
-        self.model: Any = None
-        self.versions = {layer: 0 for layer in layers}
+        self._main: dict[str, tuple[int, Any]] = {}
+        self._canary: dict[str, tuple[int, Any]] = {}
+        self._canary_users: dict[str, np.ndarray] = {}
+        self._serve_hooks: dict[str, Any] = {}
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(self._main)
+
+    def add_layer(self, layer: str) -> None:
+        """Serve ``layer``'s state from now on (``None`` until it publishes a version)."""
+        self._main[layer] = (0, None)
 
     @property
     def policy_name(self) -> str:
         return str(getattr(self.policy, "name", type(self.policy).__name__))
 
-    def publish(self, layer: str, version: int, model: Any) -> None:
-        """Serve ``model`` as ``layer``'s ``version`` from now on."""
-        self.model = model
-        self.versions[layer] = version
+    @property
+    def versions(self) -> dict[str, int]:
+        """The version each layer serves to users outside any canary."""
+        return {layer: version for layer, (version, _) in self._main.items()}
+
+    @property
+    def model(self) -> Any:
+        """The retrain layer's state served outside any canary (``None`` before the first)."""
+        return self._main.get("retrain", (0, None))[1]
+
+    def set_canary_users(self, layer: str, users: np.ndarray) -> None:
+        self._canary_users[layer] = users
+
+    def set_serve_hook(self, layer: str, hook: Any) -> None:
+        """``hook(version, state, requests) -> (state to serve, per-request versions)``."""
+        self._serve_hooks[layer] = hook
+
+    def publish(self, layer: str, version: int, state: Any, cohort: str = "all") -> None:
+        """Serve ``state`` as ``layer``'s ``version`` to ``cohort`` from now on."""
+        if cohort == "canary":
+            self._canary[layer] = (version, state)
+            return
+        self._main[layer] = (version, state)
+        if layer in self._canary and self._canary[layer][0] <= version:
+            del self._canary[layer]
 
     def rank(
         self, requests: Requests, catalog: CatalogView, n_users: int, now: float
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Slates for every request, and the version of each layer that served each request."""
+        in_canary = [layer for layer in self._canary if layer in self._canary_users]
+        if not in_canary:
+            return self._rank_group(requests, self._main, catalog, n_users, now)
+        key = np.zeros(len(requests), np.int64)
+        for bit, layer in enumerate(in_canary):
+            key |= self._canary_users[layer][requests.users].astype(np.int64) << bit
+        slates = np.empty((len(requests), requests.k), np.int64)
+        versions: dict[str, np.ndarray] = {
+            layer: np.empty(len(requests), np.int64) for layer in self.layers
+        }
+        for group in np.unique(key):
+            rows = np.flatnonzero(key == group)
+            states = dict(self._main)
+            for bit, layer in enumerate(in_canary):
+                if group >> bit & 1:
+                    states[layer] = self._canary[layer]
+            subset = Requests(
+                times=requests.times[rows],
+                users=requests.users[rows],
+                sessions=requests.sessions[rows],
+                k=requests.k,
+            )
+            group_slates, group_versions = self._rank_group(subset, states, catalog, n_users, now)
+            slates[rows] = group_slates
+            for layer, served in group_versions.items():
+                versions[layer][rows] = served
+        return slates, versions
+
+    def _rank_group(
+        self,
+        requests: Requests,
+        states: dict[str, tuple[int, Any]],
+        catalog: CatalogView,
+        n_users: int,
+        now: float,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        served: dict[str, Any] = {}
+        versions: dict[str, Any] = {}
+        for layer, (version, state) in states.items():
+            hook = self._serve_hooks.get(layer)
+            per_request = None
+            if hook is not None:
+                state, per_request = hook(version, state, requests)
+            served[layer] = state
+            versions[layer] = version if per_request is None else per_request
         view = View(
             now=now,
-            model=self.model,
+            model=served.get("retrain"),
+            states=served,
             catalog=catalog,
             n_users=n_users,
-            versions=dict(self.versions),
+            versions={layer: version for layer, (version, _) in states.items()},
         )
         try:
             slates = self.policy.rank(requests, view)
@@ -52,9 +135,10 @@ class Stack:
                 f"policy {self.policy_name!r} failed in rank at simulated time "
                 f"{format_duration(now)}: {type(error).__name__}: {error}"
             ) from error
-        return check_slates(
+        checked = check_slates(
             slates, len(requests), requests.k, catalog.n_items, self.policy_name, now
         )
+        return checked, versions
 
 
 def check_slates(slates: Any, n: int, k: int, n_items: int, policy: str, now: float) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from policies.builtin import EmbeddingPolicy
-from sim.domain import CatalogView, EventTable, Requests, TrainingData, View
+from sim.domain import CatalogView, EventTable, RefreshData, Requests, TrainingData, View
 from sim.runner import run_scenario
 from tests.conftest import tiny
 
@@ -16,7 +16,17 @@ from tests.conftest import tiny
 #: quality, appeal, churn state) must never be among them.
 ALLOWED_FIELDS = {
     Requests: {"times", "users", "sessions", "k"},
-    View: {"now", "model", "catalog", "n_users", "versions"},
+    View: {"now", "model", "states", "catalog", "n_users", "versions"},
+    RefreshData: {
+        "events",
+        "catalog",
+        "n_users",
+        "now",
+        "horizon",
+        "model",
+        "windows",
+        "negative_weight",
+    },
     CatalogView: {"n_items", "n_topics", "n_creators", "topic", "creator", "created_at"},
     TrainingData: {"events", "catalog", "n_users", "now", "horizon"},
     EventTable: {

@@ -47,8 +47,15 @@ def events(user, item, kind, time=None):
     )
 
 
-def view(model=None, n_items=N_ITEMS):
-    return View(now=10.0, model=model, catalog=catalog(n_items), n_users=N_USERS, versions={})
+def view(model=None, n_items=N_ITEMS, **states):
+    return View(
+        now=10.0,
+        model=model,
+        states={"retrain": model, **states},
+        catalog=catalog(n_items),
+        n_users=N_USERS,
+        versions={},
+    )
 
 
 def fit(policy, table):

@@ -1,0 +1,341 @@
+"""Serving-side state that layers build from logged events: the real-time feature store, the
+session context and the profile memory. Only logged events and catalogue metadata go in.
+
+Each store is vectorized over users; reads for a batch of requests are array gathers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sim.domain import (
+    EXPLICIT_NEGATIVE_KINDS,
+    CatalogView,
+    EventTable,
+    Kind,
+    Requests,
+    Scope,
+    TrainingData,
+)
+from sim.spec import ProfileMemory, RealtimeFeatures, SessionContext
+
+__all__ = [
+    "FeatureStore",
+    "FeatureStoreKind",
+    "SessionContextStore",
+    "SessionContextKind",
+    "ProfileSnapshot",
+    "ActiveProfiles",
+    "ProfileMemoryKind",
+    "REJECTIONS",
+]
+
+#: What counts as a negative for the stores: a short dwell or any explicit negative.
+REJECTIONS = (Kind.SHORT_DWELL, *EXPLICIT_NEGATIVE_KINDS)
+
+
+def _decay(elapsed: np.ndarray, half_life: float) -> np.ndarray:
+    return np.exp2(-np.maximum(elapsed, 0.0) / half_life)
+
+
+# --- real-time features ----------------------------------------------------------------------
+
+
+class FeatureStore:
+    """Per-user, per-topic decayed counts of clicks and negatives; per-item decayed negative rate;
+    per-user session counters. Values decay lazily: each row remembers when it was last updated.
+    """
+
+    def __init__(self, spec: RealtimeFeatures, n_users: int, n_topics: int):
+        self.weights = spec.weights
+        self.half_life = spec.half_life
+        self.item_half_life = spec.item_half_life
+        self._negative = np.zeros((n_users, n_topics), np.float32)
+        self._positive = np.zeros((n_users, n_topics), np.float32)
+        self._user_time = np.zeros(n_users)
+        self._item_negative = np.zeros(0)
+        self._item_shown = np.zeros(0)
+        self._item_time = np.zeros(0)
+        self._session = np.full(n_users, -1, np.int64)
+        self._session_requests = np.zeros(n_users, np.int32)
+        self._session_negatives = np.zeros(n_users, np.int32)
+
+    def user_topics(self, users: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """Decayed (negative, click) counts per topic at ``now``, each ``(n, topics)``."""
+        factor = _decay(now - self._user_time[users], self.half_life).astype(np.float32)[:, None]
+        return self._negative[users] * factor, self._positive[users] * factor
+
+    def item_negative_rate(self, n_items: int, now: float) -> np.ndarray:
+        """Decayed negatives over decayed impressions (+1), per live item, at ``now``."""
+        rate = np.zeros(n_items, np.float32)
+        known = min(n_items, self._item_shown.shape[0])
+        factor = _decay(now - self._item_time[:known], self.item_half_life)
+        rate[:known] = (
+            self._item_negative[:known] * factor / (self._item_shown[:known] * factor + 1)
+        )
+        return rate
+
+    def session_counters(
+        self, users: np.ndarray, sessions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Requests served and negatives so far in each request's own session."""
+        same = self._session[users] == sessions
+        return (
+            np.where(same, self._session_requests[users], 0),
+            np.where(same, self._session_negatives[users], 0),
+        )
+
+    def absorb(self, events: EventTable, topic_of: np.ndarray) -> None:
+        on_item = events.item >= 0
+        users, items, times = events.user[on_item], events.item[on_item], events.time[on_item]
+        kinds = events.kind[on_item]
+        negative = np.isin(kinds, REJECTIONS)
+        positive = kinds == Kind.CLICK
+        reference = float(times.max()) if times.shape[0] else 0.0
+        signal = negative | positive
+        touched = np.unique(users[signal])
+        factor = _decay(reference - self._user_time[touched], self.half_life).astype(np.float32)
+        self._negative[touched] *= factor[:, None]
+        self._positive[touched] *= factor[:, None]
+        self._user_time[touched] = reference
+        weight = _decay(reference - times, self.half_life).astype(np.float32)
+        topics = topic_of[items]
+        np.add.at(self._negative, (users[negative], topics[negative]), weight[negative])
+        np.add.at(self._positive, (users[positive], topics[positive]), weight[positive])
+        self._absorb_items(items, times, negative, reference)
+        self._absorb_sessions(events)
+
+    def _absorb_items(
+        self, items: np.ndarray, times: np.ndarray, negative: np.ndarray, reference: float
+    ) -> None:
+        if items.shape[0] and items.max() >= self._item_shown.shape[0]:
+            size = max(int(items.max()) + 1, 2 * self._item_shown.shape[0])
+            for name in ("_item_negative", "_item_shown", "_item_time"):
+                grown = np.zeros(size)
+                old = getattr(self, name)
+                grown[: old.shape[0]] = old
+                setattr(self, name, grown)
+        touched = np.unique(items)
+        factor = _decay(reference - self._item_time[touched], self.item_half_life)
+        self._item_negative[touched] *= factor
+        self._item_shown[touched] *= factor
+        self._item_time[touched] = reference
+        weight = _decay(reference - times, self.item_half_life)
+        np.add.at(self._item_shown, items, weight)
+        np.add.at(self._item_negative, items[negative], weight[negative])
+
+    def _absorb_sessions(self, events: EventTable) -> None:
+        first_of_request = events.position == 0
+        users, sessions = events.user[first_of_request], events.session[first_of_request]
+        new = self._session[users] != sessions
+        self._session[users[new]] = sessions[new]
+        self._session_requests[users[new]] = 0
+        self._session_negatives[users[new]] = 0
+        np.add.at(self._session_requests, users, 1)
+        rejected = np.isin(events.kind, REJECTIONS) & (events.session == self._session[events.user])
+        np.add.at(self._session_negatives, events.user[rejected], 1)
+
+
+class FeatureStoreKind:
+    """The ``realtime_features`` layer: absorbs events into a :class:`FeatureStore`."""
+
+    incremental = True
+
+    def __init__(self, spec: RealtimeFeatures, n_users: int, catalog: Callable[[], CatalogView]):
+        self.spec = spec
+        self.n_users = n_users
+        self.catalog = catalog
+
+    def initial_state(self) -> FeatureStore:
+        return FeatureStore(self.spec, self.n_users, self.catalog().n_topics)
+
+    def absorb(self, state: FeatureStore, events: EventTable) -> None:
+        state.absorb(events, self.catalog().topic)
+
+    def compute(self, data: TrainingData) -> Any:  # pragma: no cover - incremental kind
+        raise NotImplementedError
+
+
+# --- session context -------------------------------------------------------------------------
+
+
+class SessionContextStore:
+    """What each user rejected in their current session: per-topic counts and the last items."""
+
+    SLOTS = 16
+
+    def __init__(self, spec: SessionContext, n_users: int, n_topics: int):
+        self.item_demotion = spec.item_demotion
+        self.topic_demotion = spec.topic_demotion
+        self._kinds = (*REJECTIONS, Kind.SKIP) if spec.include_skips else REJECTIONS
+        self._session = np.full(n_users, -1, np.int64)
+        self._topics = np.zeros((n_users, n_topics), np.float32)
+        self._items = np.full((n_users, self.SLOTS), -1, np.int32)
+        self._count = np.zeros(n_users, np.int64)
+
+    def context(self, users: np.ndarray, sessions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rejections in each request's own session: topic counts ``(n, topics)`` and item ids
+        ``(n, SLOTS)`` (-1 empty); empty for a request whose session has none yet."""
+        same = (self._session[users] == sessions)[:, None]
+        return (
+            np.where(same, self._topics[users], 0.0).astype(np.float32),
+            np.where(same, self._items[users], -1),
+        )
+
+    def absorb(self, events: EventTable, topic_of: np.ndarray) -> None:
+        rejected = np.isin(events.kind, self._kinds) & (events.item >= 0)
+        users, sessions = events.user[rejected], events.session[rejected]
+        items = events.item[rejected]
+        if not users.shape[0]:
+            return
+        # Only each user's latest session in this slice matters; a new one starts empty.
+        latest = np.full(self._session.shape[0], -1, np.int64)
+        np.maximum.at(latest, users, sessions)
+        keep = sessions == latest[users]
+        users, items = users[keep], items[keep]
+        touched = np.unique(users)
+        fresh = touched[self._session[touched] != latest[touched]]
+        self._session[fresh] = latest[fresh]
+        self._topics[fresh] = 0.0
+        self._items[fresh] = -1
+        self._count[fresh] = 0
+        np.add.at(self._topics, (users, topic_of[items]), 1.0)
+        _push_recent(self._items, self._count, users, items)
+
+
+class SessionContextKind:
+    """The ``session_context`` layer: absorbs rejections into a :class:`SessionContextStore`."""
+
+    incremental = True
+
+    def __init__(self, spec: SessionContext, n_users: int, catalog: Callable[[], CatalogView]):
+        self.spec = spec
+        self.n_users = n_users
+        self.catalog = catalog
+
+    def initial_state(self) -> SessionContextStore:
+        return SessionContextStore(self.spec, self.n_users, self.catalog().n_topics)
+
+    def absorb(self, state: SessionContextStore, events: EventTable) -> None:
+        state.absorb(events, self.catalog().topic)
+
+    def compute(self, data: TrainingData) -> Any:  # pragma: no cover - incremental kind
+        raise NotImplementedError
+
+
+def _push_recent(
+    slots: np.ndarray, count: np.ndarray, users: np.ndarray, values: np.ndarray
+) -> None:
+    """Append ``values`` (in time order) to each user's ring of recent values."""
+    if not users.shape[0]:
+        return
+    order = np.argsort(users, kind="stable")
+    users, values = users[order], values[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    sizes = np.diff(np.r_[starts, users.shape[0]])
+    rank = np.arange(users.shape[0]) - np.repeat(starts, sizes)
+    width = slots.shape[1]
+    last = rank >= np.repeat(sizes, sizes) - width  # only the last `width` per user survive
+    position = (count[users] + rank) % width
+    slots[users[last], position[last]] = values[last]
+    count[users[starts]] += sizes
+
+
+# --- profile memory --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProfileSnapshot:
+    """Stated dislikes within the retention period at one refresh."""
+
+    topics: np.ndarray  # (n_users, topics) float32: "not interested" counts per topic
+    items: np.ndarray  # (n_users, slots) int32: recent dismissed / thumbed-down items, -1 empty
+    creators: np.ndarray  # (n_users, slots) int32: recently blocked creators, -1 empty
+
+
+class ActiveProfiles:
+    """The profile each user is being served: the snapshot live when their session started."""
+
+    def __init__(self, spec: ProfileMemory, n_users: int, n_topics: int):
+        self.item_demotion = spec.item_demotion
+        self.creator_demotion = spec.creator_demotion
+        self.topic_demotion = spec.topic_demotion
+        self.topics = np.zeros((n_users, n_topics), np.float32)
+        self.items = np.full((n_users, spec.slots), -1, np.int32)
+        self.creators = np.full((n_users, spec.slots), -1, np.int32)
+        self._session = np.full(n_users, -1, np.int64)
+        self._version = np.zeros(n_users, np.int64)
+
+    def activate(
+        self, version: int, snapshot: ProfileSnapshot | None, requests: Requests
+    ) -> tuple[ActiveProfiles, np.ndarray]:
+        """Give users starting a session the latest snapshot; returns per-request versions.
+
+        Called for every batch, before the first snapshot too, so that a profile published in
+        the middle of a session waits for the user's next session.
+        """
+        users = requests.users
+        starting = self._session[users] != requests.sessions
+        new_users = users[starting]
+        self._session[new_users] = requests.sessions[starting]
+        self._version[new_users] = version
+        if snapshot is None:
+            self.topics[new_users] = 0.0
+            self.items[new_users] = -1
+            self.creators[new_users] = -1
+        else:
+            self.topics[new_users] = snapshot.topics[new_users]
+            self.items[new_users] = snapshot.items[new_users]
+            self.creators[new_users] = snapshot.creators[new_users]
+        return self, self._version[users]
+
+
+class ProfileMemoryKind:
+    """The ``profile_memory`` layer: a snapshot of stated dislikes per refresh."""
+
+    incremental = False
+
+    def __init__(self, spec: ProfileMemory, n_users: int, catalog: Callable[[], CatalogView]):
+        self.spec = spec
+        self.n_users = n_users
+        self.catalog = catalog
+        self.active = ActiveProfiles(spec, n_users, catalog().n_topics)
+
+    def initial_state(self) -> None:
+        return None
+
+    def compute(self, data: TrainingData) -> ProfileSnapshot:
+        events = data.events
+        kept = (events.time >= data.horizon - self.spec.retention) & np.isin(
+            events.kind, EXPLICIT_NEGATIVE_KINDS
+        )
+        users, items, scope = events.user[kept], events.item[kept], events.scope[kept]
+        n_topics = data.catalog.n_topics
+        topics = np.zeros((self.n_users, n_topics), np.float32)
+        on_topic = scope == Scope.TOPIC
+        np.add.at(topics, (users[on_topic], data.catalog.topic[items[on_topic]]), 1.0)
+        slots = self.spec.slots
+        recent_items = np.full((self.n_users, slots), -1, np.int32)
+        on_item = scope == Scope.ITEM
+        _push_recent(recent_items, np.zeros(self.n_users, np.int64), users[on_item], items[on_item])
+        recent_creators = np.full((self.n_users, slots), -1, np.int32)
+        on_creator = scope == Scope.CREATOR
+        _push_recent(
+            recent_creators,
+            np.zeros(self.n_users, np.int64),
+            users[on_creator],
+            data.catalog.creator[items[on_creator]],
+        )
+        return ProfileSnapshot(topics=topics, items=recent_items, creators=recent_creators)
+
+    def absorb(self, state: Any, events: EventTable) -> None:  # pragma: no cover - batch kind
+        raise NotImplementedError
+
+    def serve(
+        self, version: int, snapshot: ProfileSnapshot | None, requests: Requests
+    ) -> tuple[ActiveProfiles, np.ndarray]:
+        return self.active.activate(version, snapshot, requests)

@@ -1,0 +1,96 @@
+"""The serving-side stores against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from policies.signals import signal_scores
+from sim.domain import CatalogView, EventTable, Kind, Requests, Scope, View
+from sim.spec import RealtimeFeatures, SessionContext
+from sim.stores import FeatureStore, SessionContextStore
+
+TOPIC_OF = np.array([0, 0, 1, 1, 2, 2], np.int16)
+
+
+def events(rows):
+    """rows: (time, user, item, kind, session)"""
+    time, user, item, kind, session = (np.array(column) for column in zip(*rows, strict=True))
+    n = len(rows)
+    return EventTable(
+        time=time.astype(float),
+        user=user.astype(np.int32),
+        item=item.astype(np.int32),
+        position=np.zeros(n, np.int16),
+        kind=kind.astype(np.int8),
+        scope=np.full(n, Scope.ITEM, np.int8),
+        dwell=np.zeros(n, np.float32),
+        session=session.astype(np.int64),
+    )
+
+
+def test_feature_store_counts_decay_with_their_half_life():
+    store = FeatureStore(RealtimeFeatures(half_life="1h", item_half_life="1h"), 3, 3)
+    store.absorb(
+        events(
+            [
+                (0.0, 1, 2, Kind.DISMISS, 5),
+                (0.0, 1, 0, Kind.CLICK, 5),
+                (3600.0, 1, 3, Kind.THUMBS_DOWN, 6),
+            ]
+        ),
+        TOPIC_OF,
+    )
+    negative, positive = store.user_topics(np.array([1, 0]), now=7200.0)
+    # topic 1: one negative two hours old (1/4) and one an hour old (1/2)
+    np.testing.assert_allclose(negative[0], [0, 0.75, 0], rtol=1e-6)
+    np.testing.assert_allclose(positive[0], [0.25, 0, 0], rtol=1e-6)
+    assert not negative[1].any()
+    rate = store.item_negative_rate(6, now=3600.0)
+    assert rate[3] == pytest.approx(1 / 2)  # one negative in one impression, +1 prior
+    assert rate[0] == 0
+
+
+def test_session_context_is_per_session_and_keeps_the_last_items():
+    store = SessionContextStore(SessionContext(), 2, 3)
+    store.absorb(events([(1.0, 0, 2, Kind.DISMISS, 7), (2.0, 0, 4, Kind.SKIP, 7)]), TOPIC_OF)
+    topics, items = store.context(np.array([0, 0]), np.array([7, 8]))
+    np.testing.assert_array_equal(topics, [[0, 1, 0], [0, 0, 0]])  # skips excluded by default
+    assert set(items[0]) == {2, -1} and set(items[1]) == {-1}
+    store.absorb(events([(3.0, 0, 5, Kind.NOT_INTERESTED, 8)]), TOPIC_OF)  # a new session
+    topics, items = store.context(np.array([0]), np.array([8]))
+    np.testing.assert_array_equal(topics, [[0, 0, 1]])
+    assert set(items[0]) == {5, -1}
+
+
+def test_signal_scores_demote_rejected_items_and_topics():
+    store = SessionContextStore(SessionContext(item_demotion=10, topic_demotion=1), 2, 3)
+    store.absorb(events([(1.0, 1, 2, Kind.DISMISS, 3)]), TOPIC_OF)
+    catalog = CatalogView(
+        n_items=6,
+        n_topics=3,
+        n_creators=1,
+        topic=TOPIC_OF,
+        creator=np.zeros(6, np.int32),
+        created_at=np.zeros(6),
+    )
+    requests = Requests(
+        times=np.array([5.0, 5.0]), users=np.array([0, 1], np.int32), sessions=np.array([9, 3]), k=2
+    )
+    view = View(
+        now=5.0,
+        model=None,
+        states={"session_context": store},
+        catalog=catalog,
+        n_users=2,
+        versions={},
+    )
+    scores = signal_scores(requests, view)
+    np.testing.assert_array_equal(scores[0], 0)
+    np.testing.assert_array_equal(scores[1], [0, 0, -11, -1, 0, 0])
+    assert (
+        signal_scores(
+            requests, View(now=5.0, model=None, states={}, catalog=catalog, n_users=2, versions={})
+        )
+        is None
+    )
