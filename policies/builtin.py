@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from policies.bandit import explore
 from policies.base import BasePolicy, top_k
 from policies.signals import signal_scores
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind, RefreshData, Requests, TrainingData, View
@@ -61,17 +62,14 @@ class PopularPolicy(BasePolicy):
         )
 
     def rank(self, requests: Requests, view: View) -> np.ndarray:
-        adjustments = signal_scores(requests, view)
         if view.model is None:
-            if adjustments is None:
-                return _cold_start(self._rng, requests, view)
-            keys = self._rng.random(adjustments.shape, dtype=np.float32)
-            return top_k(keys + adjustments, requests.k)
+            return serve_scores(self._rng, None, requests, view)
         learned = _fit_to(view.model.scores, view.catalog.n_items).astype(np.float32)
         learned /= max(float(learned.max()), 1e-12)  # 1 for the most clicked item
-        if adjustments is None:  # everyone gets the same slate
+        if not _personalized(view):  # everyone gets the same slate
             return np.repeat(top_k(learned[None, :], requests.k), len(requests), axis=0)
-        return top_k(learned + adjustments, requests.k)
+        scores = np.broadcast_to(learned, (len(requests), learned.shape[0]))
+        return serve_scores(self._rng, scores, requests, view)
 
 
 class EmbeddingParams(BaseModel):
@@ -198,19 +196,13 @@ class EmbeddingPolicy(BasePolicy):
 
     def rank(self, requests: Requests, view: View) -> np.ndarray:
         model = view.model
-        adjustments = signal_scores(requests, view)
         if model is None:
-            if adjustments is None:
-                return _cold_start(self._rng, requests, view)
-            keys = self._rng.random(adjustments.shape, dtype=np.float32)
-            return top_k(keys + adjustments, requests.k)
+            return serve_scores(self._rng, None, requests, view)
         nearline = view.states.get("nearline_embeddings")
         # Near-line vectors live in the space of the model they were folded into.
         users = nearline.users if nearline is not None and nearline.model is model else model.users
         scores = users[requests.users] @ self._items_t(model, view.catalog.n_items)
-        if adjustments is not None:
-            scores += adjustments
-        return top_k(scores, requests.k)
+        return serve_scores(self._rng, scores, requests, view)
 
     def _items_t(self, model: EmbeddingModel, n_items: int) -> np.ndarray:
         """The model's item matrix, zero-padded for items that arrived after the fit (cached)."""
@@ -223,6 +215,31 @@ class EmbeddingPolicy(BasePolicy):
             padded[:, :fitted] = model.items_t
             self._padded = cached = (model, n_items, padded)
         return cached[2]
+
+
+def serve_scores(
+    rng: np.random.Generator, scores: np.ndarray | None, requests: Requests, view: View
+) -> np.ndarray:
+    """Slates from a policy's ``(n, items)`` scores (``None``: no model yet), after the layers'
+    score adjustments and the bandit's exploration slot."""
+    adjustments = signal_scores(requests, view)
+    if scores is None:
+        if adjustments is None and view.states.get("bandit") is None:
+            return _cold_start(rng, requests, view)
+        scores = rng.random((len(requests), view.catalog.n_items), dtype=np.float32)
+    if adjustments is not None:
+        scores = scores + adjustments
+    return explore(scores, requests, view)
+
+
+def _personalized(view: View) -> bool:
+    """Whether any layer state makes scores differ between requests."""
+    states = view.states
+    return any(states.get(name) is not None for name in PERSONAL_LAYERS)
+
+
+#: Layers whose served state changes a policy's scores per request.
+PERSONAL_LAYERS = ("realtime_features", "session_context", "profile_memory", "bandit")
 
 
 def _cold_start(rng: np.random.Generator, requests: Requests, view: View) -> np.ndarray:

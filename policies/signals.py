@@ -55,9 +55,7 @@ def signal_scores(requests: Requests, view: View) -> np.ndarray | None:
 
     if not found:
         return None
-    one_hot = np.zeros((catalog.n_topics, m), np.float32)
-    one_hot[catalog.topic, np.arange(m)] = 1.0
-    scores = per_topic @ one_hot
+    scores = per_topic @ catalog.topic_one_hot
     scores += per_item
     if rows:
         np.subtract.at(
@@ -76,8 +74,7 @@ def _collect(rows, items, penalties, slots: np.ndarray, penalty: float, n_items:
 
 def _items_of_creators(creators: np.ndarray, catalog: CatalogView) -> tuple[np.ndarray, np.ndarray]:
     """Every (request, live item) pair whose item is by one of the request's ``creators``."""
-    order = np.argsort(catalog.creator, kind="stable")
-    bounds = np.searchsorted(catalog.creator[order], np.arange(catalog.n_creators + 1))
+    order, bounds = catalog.items_by_creator
     row, column = np.nonzero(creators >= 0)
     chosen = creators[row, column]
     starts, stops = bounds[chosen], bounds[chosen + 1]

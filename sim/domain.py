@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -108,6 +109,19 @@ class CatalogView:
     topic: np.ndarray  # (n_items,) int16
     creator: np.ndarray  # (n_items,) int32
     created_at: np.ndarray  # (n_items,) float64, simulated seconds
+
+    @cached_property
+    def topic_one_hot(self) -> np.ndarray:
+        """``(n_topics, n_items)`` float32 indicator: per-topic values times it give per-item."""
+        one_hot = np.zeros((self.n_topics, self.n_items), np.float32)
+        one_hot[self.topic, np.arange(self.n_items)] = 1.0
+        return one_hot
+
+    @cached_property
+    def items_by_creator(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(order, bounds)``: creator c's items are ``order[bounds[c]:bounds[c + 1]]``."""
+        order = np.argsort(self.creator, kind="stable")
+        return order, np.searchsorted(self.creator[order], np.arange(self.n_creators + 1))
 
 
 @dataclass(frozen=True)

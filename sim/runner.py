@@ -16,6 +16,7 @@ import simpy
 import torch
 from threadpoolctl import threadpool_limits
 
+from policies.bandit import BanditKind
 from policies.registry import make_policy
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, NEGATIVE_KINDS, EventTable, Kind
 from sim.durations import format_duration
@@ -73,7 +74,9 @@ def _notes(scenario: Scenario, policy: Any) -> list[str]:
     return notes
 
 
-def _layer_kind(name: str, spec: Any, policy: Any, world: SimulatedWorld, stack: Stack) -> Any:
+def _layer_kind(
+    name: str, spec: Any, policy: Any, world: SimulatedWorld, stack: Stack, seed: int
+) -> Any:
     """The math of layer ``name``, or ``None`` when the policy lacks the hook it needs."""
     hook = POLICY_HOOKS.get(name)
     if hook is not None and not callable(getattr(policy, hook, None)):
@@ -86,6 +89,7 @@ def _layer_kind(name: str, spec: Any, policy: Any, world: SimulatedWorld, stack:
         "realtime_features": lambda: FeatureStoreKind(spec, world.n_users, world.catalog_view),
         "session_context": lambda: SessionContextKind(spec, world.n_users, world.catalog_view),
         "profile_memory": lambda: ProfileMemoryKind(spec, world.n_users, world.catalog_view),
+        "bandit": lambda: BanditKind(spec, world.catalog_view, seed),
     }
     return builders[name]()
 
@@ -118,7 +122,10 @@ def _run(scenario: Scenario, on_progress: Callable[[float], None] | None) -> Run
 
     specs = scenario.stack.layers.active()
     stack = Stack(policy, scenario.stack.slate_size)
-    kinds = {name: _layer_kind(name, spec, policy, world, stack) for name, spec in specs.items()}
+    kinds = {
+        name: _layer_kind(name, spec, policy, world, stack, streams.integer_seed(f"kind:{name}"))
+        for name, spec in specs.items()
+    }
     kinds = {name: kind for name, kind in kinds.items() if kind is not None}
     for name in kinds:
         stack.add_layer(name)

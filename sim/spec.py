@@ -37,6 +37,7 @@ __all__ = [
     "NearlineEmbeddings",
     "SessionContext",
     "ProfileMemory",
+    "Bandit",
     "Output",
 ]
 
@@ -351,6 +352,21 @@ class ProfileMemory(Layer):
     topic_demotion: float = Field(2.0, ge=0)
 
 
+class Bandit(Layer):
+    """Layer 0: explore/exploit over topics on top of ranking; the bandit picks the topic of the
+    item at ``position`` in every slate, and learns from clicks on that item."""
+
+    default_trigger: ClassVar[dict[str, Any]] = {"every": 60.0}
+    snapshots: ClassVar[bool] = False
+    learning_policy: Literal["thompson", "ucb1", "epsilon_greedy"] = "thompson"
+    alpha: float = Field(1.0, ge=0, description="UCB1 exploration weight")
+    epsilon: float = Field(0.1, ge=0, le=1, description="epsilon-greedy exploration rate")
+    position: int = Field(0, ge=0, description="the slate position the bandit fills")
+    implementation: Literal["mabwiser", "vectorized"] = Field(
+        "mabwiser", description="MABWiser, or the vectorized equivalent for many arms"
+    )
+
+
 class Layers(Spec):
     """The update layers; each is off unless present (or ``enabled: false``)."""
 
@@ -359,6 +375,7 @@ class Layers(Spec):
     retrain: RetrainLayer | None = None
     session_context: SessionContext | None = None
     profile_memory: ProfileMemory | None = None
+    bandit: Bandit | None = None
 
     def active(self) -> dict[str, Layer]:
         """The enabled layers by name, in the order they update at one instant."""
@@ -404,6 +421,12 @@ class Scenario(Spec):
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
         k = self.stack.slate_size
+        bandit = self.stack.layers.bandit
+        if bandit is not None and bandit.position >= k:
+            raise ValueError(
+                f"stack.layers.bandit.position ({bandit.position}) must be below stack.slate_size "
+                f"({k})"
+            )
         if self.world.catalog.items < k:
             raise ValueError(
                 f"world.catalog.items ({self.world.catalog.items}) must be at least "

@@ -38,6 +38,7 @@ def test_no_layer_reflects_an_event_before_time_plus_latency(
             f"stack.layers.nearline_embeddings={{every: {every}, latency: {latency}}}",
             "stack.layers.session_context={}",
             "stack.layers.profile_memory={every: 40m}",
+            f"stack.layers.bandit={{every: {every}, latency: {feature_latency}}}",
         )
     )
     times = result.events.time
@@ -86,7 +87,13 @@ def test_canary_serves_exactly_its_fraction_of_users():
 
 def test_a_switched_off_layer_changes_nothing():
     base = run_scenario(tiny())
-    for layer in ("realtime_features", "session_context", "nearline_embeddings", "profile_memory"):
+    for layer in (
+        "realtime_features",
+        "session_context",
+        "nearline_embeddings",
+        "profile_memory",
+        "bandit",
+    ):
         off = run_scenario(tiny(f"stack.layers.{layer}={{enabled: false}}"))
         for name, column in base.events.columns().items():
             np.testing.assert_array_equal(column, off.events.columns()[name], err_msg=name)
