@@ -15,7 +15,7 @@ from policies.bandit import explore
 from policies.base import BasePolicy, top_k
 from policies.signals import signal_scores
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind, RefreshData, Requests, TrainingData, View
-from sim.spec import Duration
+from sim.spec import Duration, FeatureWeights
 
 __all__ = [
     "RandomPolicy",
@@ -218,11 +218,16 @@ class EmbeddingPolicy(BasePolicy):
 
 
 def serve_scores(
-    rng: np.random.Generator, scores: np.ndarray | None, requests: Requests, view: View
+    rng: np.random.Generator,
+    scores: np.ndarray | None,
+    requests: Requests,
+    view: View,
+    feature_weights: FeatureWeights | None = None,
 ) -> np.ndarray:
     """Slates from a policy's ``(n, items)`` scores (``None``: no model yet), after the layers'
-    score adjustments and the bandit's exploration slot."""
-    adjustments = signal_scores(requests, view)
+    score adjustments (real-time features with ``feature_weights`` if a retrain learned them)
+    and the bandit's exploration slot."""
+    adjustments = signal_scores(requests, view, feature_weights)
     if scores is None:
         if adjustments is None and view.states.get("bandit") is None:
             return _cold_start(rng, requests, view)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from policies.base import Policy
 from policies.builtin import EmbeddingPolicy, PopularPolicy, RandomPolicy
+from policies.torch_ranker import TorchRanker
 from sim.errors import ScenarioError
 
 __all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "register", "resolve", "available", "make_policy"]
@@ -27,7 +28,7 @@ def register(cls: Any) -> Any:
     return cls
 
 
-for _cls in (RandomPolicy, PopularPolicy, EmbeddingPolicy):
+for _cls in (RandomPolicy, PopularPolicy, EmbeddingPolicy, TorchRanker):
     register(_cls)
 
 

@@ -11,12 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 from sim.domain import CatalogView, Requests, View
+from sim.spec import FeatureWeights
 
 __all__ = ["signal_scores"]
 
 
-def signal_scores(requests: Requests, view: View) -> np.ndarray | None:
-    """Additive score adjustments for every live item, or ``None`` if no layer provides any."""
+def signal_scores(
+    requests: Requests, view: View, feature_weights: FeatureWeights | None = None
+) -> np.ndarray | None:
+    """Additive score adjustments for every live item, or ``None`` if no layer provides any.
+
+    The real-time features enter with ``feature_weights`` when given (weights a retrain learned),
+    else with the weights configured for the layer.
+    """
     catalog = view.catalog
     n, m = len(requests), catalog.n_items
     per_topic = np.zeros((n, catalog.n_topics), np.float32)
@@ -29,7 +36,7 @@ def signal_scores(requests: Requests, view: View) -> np.ndarray | None:
     features = view.states.get("realtime_features")
     if features is not None:
         found = True
-        weights = features.weights
+        weights = feature_weights or features.weights
         negative, positive = features.user_topics(requests.users, view.now)
         per_topic += weights.user_topic_negative * negative
         per_topic += weights.user_topic_positive * positive

@@ -158,7 +158,9 @@ class EventTable:
 class TrainingData:
     """What an update layer hands a policy: the events visible to it and the catalogue.
 
-    ``horizon`` is the event-time horizon: every event in ``events`` has ``time < horizon``.
+    ``horizon`` is the event-time horizon: every event in ``events`` has ``time < horizon``;
+    ``previous`` is the model this layer serves now (``None`` before its first version), for
+    policies that train incrementally.
     """
 
     events: EventTable
@@ -166,6 +168,7 @@ class TrainingData:
     n_users: int
     now: float
     horizon: float
+    previous: Any = None
 
 
 @dataclass(frozen=True)

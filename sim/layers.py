@@ -110,6 +110,7 @@ class LayerRuntime:
         self._absorbed_until = 0  # log index up to which an incremental state is computed
         self._events_at_last_trigger = 0
         self._state = kind.initial_state() if kind.incremental else None
+        self._published_state: Any = None
         self._env: Any = None
 
     @property
@@ -184,7 +185,7 @@ class LayerRuntime:
             yield env.timeout(self.spec.compute_time)
             self._absorb(triggered, horizon, events)
             return
-        data = self._training_data(triggered, horizon)
+        data = self._training_data(triggered, horizon, self._deployed())
         started = wallclock.perf_counter()
         state = self.kind.compute(data)
         spent = wallclock.perf_counter() - started
@@ -194,12 +195,14 @@ class LayerRuntime:
         canary = self.spec.canary
         if canary is None:
             self._publish(self.name, version, state, "all")
+            self._published_state = state
             self._record(triggered, env.now, len(data.events), "all", spent, True, horizon, version)
             return
         self._publish(self.name, version, state, "canary")
         self._record(triggered, env.now, len(data.events), "canary", spent, True, horizon, version)
         yield env.timeout(canary.duration)
         self._publish(self.name, version, state, "all")
+        self._published_state = state
         self._record(triggered, env.now, len(data.events), "all", 0.0, False, horizon, version)
 
     def _absorb(self, triggered: float, horizon: float, events: EventTable) -> None:
@@ -213,7 +216,11 @@ class LayerRuntime:
         self._publish(self.name, self._updates, self._state, "all")
         self._record(triggered, self._env.now, len(events), "all", spent, True, horizon)
 
-    def _training_data(self, now: float, horizon: float) -> TrainingData:
+    def _deployed(self) -> Any:
+        """The state this layer serves outside any canary (the newest all-traffic version)."""
+        return self._published_state
+
+    def _training_data(self, now: float, horizon: float, previous: Any = None) -> TrainingData:
         window = getattr(self.spec, "window", None)
         events = self.log.visible(horizon, since=None if window is None else horizon - window)
         return TrainingData(
@@ -222,6 +229,7 @@ class LayerRuntime:
             n_users=self.world.n_users,
             now=now,
             horizon=horizon,
+            previous=previous,
         )
 
     def _record(

@@ -64,7 +64,7 @@ def fit(policy, table):
     )
 
 
-@pytest.mark.parametrize("name", ["random", "popular", "embedding"])
+@pytest.mark.parametrize("name", ["random", "popular", "embedding", "torch_ranker"])
 def test_builtins_return_distinct_live_items_with_and_without_a_model(name):
     policy = make_policy(name, {}, seed=1)
     slates = policy.rank(requests(), view())

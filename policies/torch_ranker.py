@@ -1,0 +1,216 @@
+"""``torch_ranker``: a factorization ranker trained with PyTorch, with the real-time features as
+inputs.
+
+Score of item i for user u: ``p_u . q_i + b_i + w . f(u, i)`` where ``f`` holds the real-time
+features (decayed negatives and clicks of u on i's topic, i's decayed negative rate). Training
+uses the examined impressions visible to the retrain layer (clicked or not), with each feature
+recomputed as it stood when the impression was served, so that the learned weights ``w`` are the
+ones serving applies to the live feature store: between retrains the weights stay frozen and only
+the features move (the Tubi-style intra-day override).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.base import BasePolicy
+from policies.builtin import serve_scores
+from sim.domain import EventTable, Kind, Requests, TrainingData, View
+from sim.spec import Duration, FeatureWeights
+from sim.stores import REJECTIONS
+
+__all__ = ["TorchRanker", "TorchRankerModel", "decayed_prior_sums"]
+
+
+class TorchRankerParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dim: int = Field(16, ge=1, le=256, description="embedding dimension")
+    epochs: int = Field(2, ge=1, le=50, description="passes over the training examples")
+    batch_size: int = Field(4096, ge=16, le=1_000_000)
+    learning_rate: float = Field(0.05, gt=0, le=10)
+    l2: float = Field(1e-5, ge=0, le=1, description="weight decay")
+    max_examples: int = Field(300_000, ge=100, description="most recent examined impressions")
+    holdout: float = Field(0.1, ge=0, lt=0.5, description="newest share kept for validation")
+    incremental: bool = Field(False, description="start from the deployed model's weights")
+    feature_half_life: Duration = Field(3600.0, gt=0, description="as the feature store's")
+    negative_weight: float = Field(
+        5.0, ge=0, description="loss weight of explicit negatives and short dwells as label 0"
+    )
+
+
+@dataclass(frozen=True)
+class TorchRankerModel:
+    """An immutable snapshot of the trained weights, as numpy arrays."""
+
+    users: np.ndarray  # (n_users, dim)
+    items_t: np.ndarray  # (dim + 1, n_items): item factors, then the item bias row
+    feature_weights: FeatureWeights
+    validation_log_loss: float | None  # on the held-out newest examples; None without holdout
+
+
+class _Net(torch.nn.Module):
+    def __init__(self, n_users: int, n_items: int, dim: int):
+        super().__init__()
+        self.users = torch.nn.Embedding(n_users, dim)
+        self.items = torch.nn.Embedding(n_items, dim)
+        self.bias = torch.nn.Embedding(n_items, 1)
+        self.features = torch.nn.Linear(3, 1)
+        for table in (self.users, self.items):
+            torch.nn.init.normal_(table.weight, std=0.1)
+        torch.nn.init.zeros_(self.bias.weight)
+
+    def forward(self, users, items, features):
+        dot = (self.users(users) * self.items(items)).sum(dim=1)
+        return dot + self.bias(items).squeeze(1) + self.features(features).squeeze(1)
+
+
+class TorchRanker(BasePolicy):
+    """Matrix factorization plus learned real-time feature weights, trained with Adam."""
+
+    name = "torch_ranker"
+    Params = TorchRankerParams
+    params: TorchRankerParams
+
+    def fit(self, data: TrainingData) -> TorchRankerModel:
+        p = self.params
+        events = data.events
+        users, items, features, labels, rejected = _examples(
+            events, data.catalog.topic, p.feature_half_life
+        )
+        weights = np.where(rejected, p.negative_weight, 1.0).astype(np.float32)
+        if users.shape[0] > p.max_examples:
+            keep = slice(users.shape[0] - p.max_examples, None)
+            users, items, features = users[keep], items[keep], features[keep]
+            labels, weights = labels[keep], weights[keep]
+        split = users.shape[0] - int(round(p.holdout * users.shape[0]))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net = _Net(data.n_users, data.catalog.n_items, p.dim)
+            if p.incremental and isinstance(data.previous, TorchRankerModel):
+                _warm_start(net, data.previous)
+            columns = (users, items, features, labels, weights)
+            train = [torch.from_numpy(a[:split]) for a in columns]
+            optimizer = torch.optim.Adam(net.parameters(), lr=p.learning_rate, weight_decay=p.l2)
+            for _ in range(p.epochs):
+                for batch in torch.randperm(split).split(p.batch_size):
+                    optimizer.zero_grad()
+                    u, i, f, y, w = (tensor[batch] for tensor in train)
+                    _loss(net(u, i, f), y, w).backward()
+                    optimizer.step()
+            validation = None
+            if split < users.shape[0]:
+                with torch.no_grad():
+                    held = [torch.from_numpy(a[split:]) for a in columns]
+                    validation = float(_loss(net(*held[:3]), held[3], held[4]))
+        with torch.no_grad():
+            weights = net.features.weight[0].numpy().astype(float)
+            items_t = np.vstack(
+                [net.items.weight.numpy().T, net.bias.weight.numpy().T + float(net.features.bias)]
+            ).astype(np.float32)
+            return TorchRankerModel(
+                users=np.hstack([net.users.weight.numpy(), np.ones((data.n_users, 1), np.float32)]),
+                items_t=np.ascontiguousarray(items_t),
+                feature_weights=FeatureWeights(
+                    user_topic_negative=weights[0],
+                    user_topic_positive=weights[1],
+                    item_negative_rate=weights[2],
+                ),
+                validation_log_loss=validation,
+            )
+
+    def rank(self, requests: Requests, view: View) -> np.ndarray:
+        model = view.model
+        if model is None:
+            return serve_scores(self._rng, None, requests, view)
+        fitted = model.items_t.shape[1]
+        n_items = view.catalog.n_items
+        scores = np.zeros((len(requests), n_items), np.float32)
+        scores[:, : min(fitted, n_items)] = (model.users[requests.users] @ model.items_t)[
+            :, :n_items
+        ]
+        return serve_scores(
+            self._rng, scores, requests, view, feature_weights=model.feature_weights
+        )
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    return (losses * weights).sum() / weights.sum()
+
+
+def _warm_start(net: _Net, previous: TorchRankerModel) -> None:
+    with torch.no_grad():
+        dim = net.users.weight.shape[1]
+        net.users.weight[:, :] = torch.from_numpy(previous.users[:, :dim])
+        fitted = previous.items_t.shape[1]
+        net.items.weight[:fitted] = torch.from_numpy(previous.items_t[:dim].T.copy())
+        net.bias.weight[:fitted, 0] = torch.from_numpy(previous.items_t[dim].copy())
+        weights = previous.feature_weights
+        net.features.weight[0] = torch.tensor(
+            [weights.user_topic_negative, weights.user_topic_positive, weights.item_negative_rate]
+        )
+
+
+def _examples(
+    events: EventTable, topic_of: np.ndarray, half_life: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Examined impressions in time order: users, items, features as served, click labels,
+    and whether each was a rejection (short dwell or explicit negative)."""
+    on_item = events.item >= 0
+    user, item, time = events.user[on_item], events.item[on_item], events.time[on_item]
+    kind = events.kind[on_item]
+    topic = topic_of[item].astype(np.int64)
+    negative = np.isin(kind, REJECTIONS).astype(np.float64)
+    clicked = (kind == Kind.CLICK).astype(np.float64)
+    user_topic = user.astype(np.int64) * (int(topic_of.max(initial=0)) + 1) + topic
+    item_negative = decayed_prior_sums(item, time, negative, half_life)
+    item_shown = decayed_prior_sums(item, time, np.ones_like(negative), half_life)
+    features = np.stack(
+        [
+            decayed_prior_sums(user_topic, time, negative, half_life),
+            decayed_prior_sums(user_topic, time, clicked, half_life),
+            item_negative / (item_shown + 1.0),
+        ],
+        axis=1,
+    ).astype(np.float32)
+    examined = kind != Kind.IMPRESSION
+    return (
+        user[examined].astype(np.int64),
+        item[examined].astype(np.int64),
+        features[examined],
+        clicked[examined].astype(np.float32),
+        negative[examined] > 0,
+    )
+
+
+def decayed_prior_sums(
+    group: np.ndarray, time: np.ndarray, value: np.ndarray, half_life: float
+) -> np.ndarray:
+    """For each row, the sum of ``value`` over earlier rows of its group, each decayed by
+    ``2 ** (-(t_row - t_earlier) / half_life)``; rows at the same time do not count each other.
+
+    >>> decayed_prior_sums(np.array([0, 0, 0, 1]), np.array([0.0, 1.0, 1.0, 1.0]),
+    ...                    np.array([1.0, 1.0, 1.0, 1.0]), 1.0)
+    array([0. , 0.5, 0.5, 0. ])
+    """
+    n = group.shape[0]
+    if not n:
+        return np.zeros(0)
+    order = np.lexsort((time, group))
+    g, t, v = group[order], time[order], value[order]
+    index = np.arange(n)
+    new_group = np.r_[True, g[1:] != g[:-1]]
+    group_start = np.maximum.accumulate(np.where(new_group, index, 0))
+    exponent = (t - t[group_start]) / half_life
+    scaled = v * np.exp2(exponent)  # relative to the group's first time: no overflow for < 1000
+    before = np.cumsum(scaled) - scaled  # strictly earlier rows, any group
+    new_time = new_group | np.r_[True, t[1:] != t[:-1]]
+    tie_start = np.maximum.accumulate(np.where(new_time, index, 0))
+    prior = (before[tie_start] - before[group_start]) * np.exp2(-exponent)
+    result = np.empty(n)
+    result[order] = prior
+    return result
