@@ -28,7 +28,7 @@ ALLOWED_FIELDS = {
         "negative_weight",
     },
     CatalogView: {"n_items", "n_topics", "n_creators", "topic", "creator", "created_at"},
-    TrainingData: {"events", "catalog", "n_users", "now", "horizon"},
+    TrainingData: {"events", "catalog", "n_users", "now", "horizon", "previous"},
     EventTable: {
         "time",
         "user",
