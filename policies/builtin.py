@@ -244,7 +244,13 @@ def _personalized(view: View) -> bool:
 
 
 #: Layers whose served state changes a policy's scores per request.
-PERSONAL_LAYERS = ("realtime_features", "session_context", "profile_memory", "bandit")
+PERSONAL_LAYERS = (
+    "realtime_features",
+    "session_context",
+    "profile_memory",
+    "bandit",
+    "online_learning",
+)
 
 
 def _cold_start(rng: np.random.Generator, requests: Requests, view: View) -> np.ndarray:

@@ -42,6 +42,15 @@ def signal_scores(
         per_topic += weights.user_topic_positive * positive
         per_item += weights.item_negative_rate * features.item_negative_rate(m, view.now)
 
+    online = view.states.get("online_learning")
+    if online is not None:  # its own feature counts, with the weights it learned per event
+        found = True
+        weights = online.weights
+        negative, positive = online.user_topics(requests.users, view.now)
+        per_topic += weights.user_topic_negative * negative
+        per_topic += weights.user_topic_positive * positive
+        per_item += weights.item_negative_rate * online.item_negative_rate(m, view.now)
+
     context = view.states.get("session_context")
     if context is not None:
         found = True

@@ -17,6 +17,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from policies.bandit import BanditKind
+from policies.online import OnlineLearningKind
 from policies.registry import make_policy
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, NEGATIVE_KINDS, EventTable, Kind
 from sim.durations import format_duration
@@ -90,6 +91,7 @@ def _layer_kind(
         "session_context": lambda: SessionContextKind(spec, world.n_users, world.catalog_view),
         "profile_memory": lambda: ProfileMemoryKind(spec, world.n_users, world.catalog_view),
         "bandit": lambda: BanditKind(spec, world.catalog_view, seed),
+        "online_learning": lambda: OnlineLearningKind(spec, world.n_users, world.catalog_view),
     }
     return builders[name]()
 

@@ -38,6 +38,7 @@ __all__ = [
     "SessionContext",
     "ProfileMemory",
     "Bandit",
+    "OnlineLearning",
     "Output",
 ]
 
@@ -367,6 +368,17 @@ class Bandit(Layer):
     )
 
 
+class OnlineLearning(Layer):
+    """Per-event weight updates of a River logistic regression on the real-time features: the
+    counterfactual no production system runs, with its cost."""
+
+    default_trigger: ClassVar[dict[str, Any]] = {"continuous": True}
+    snapshots: ClassVar[bool] = False
+    latency: Duration = Field(1.0, description="ingestion delay before an event is visible")
+    learning_rate: float = Field(0.05, gt=0, le=10, description="SGD step of each update")
+    half_life: Duration = Field(3600.0, gt=0, description="decay of its feature counts")
+
+
 class Layers(Spec):
     """The update layers; each is off unless present (or ``enabled: false``)."""
 
@@ -376,6 +388,7 @@ class Layers(Spec):
     session_context: SessionContext | None = None
     profile_memory: ProfileMemory | None = None
     bandit: Bandit | None = None
+    online_learning: OnlineLearning | None = None
 
     def active(self) -> dict[str, Layer]:
         """The enabled layers by name, in the order they update at one instant."""

@@ -69,6 +69,28 @@ class FeatureStore:
         factor = _decay(now - self._user_time[users], self.half_life).astype(np.float32)[:, None]
         return self._negative[users] * factor, self._positive[users] * factor
 
+    def features_at(
+        self, users: np.ndarray, items: np.ndarray, topics: np.ndarray, times: np.ndarray
+    ) -> np.ndarray:
+        """``(n, 3)``: each row's user-topic negatives, clicks and item negative rate at its time
+        (before the row itself is absorbed)."""
+        user_factor = _decay(times - self._user_time[users], self.half_life)
+        known = items < self._item_shown.shape[0]
+        rate = np.zeros(items.shape[0])
+        item_rows = items[known]
+        factor = _decay(times[known] - self._item_time[item_rows], self.item_half_life)
+        rate[known] = (
+            self._item_negative[item_rows] * factor / (self._item_shown[item_rows] * factor + 1)
+        )
+        return np.stack(
+            [
+                self._negative[users, topics] * user_factor,
+                self._positive[users, topics] * user_factor,
+                rate,
+            ],
+            axis=1,
+        )
+
     def item_negative_rate(self, n_items: int, now: float) -> np.ndarray:
         """Decayed negatives over decayed impressions (+1), per live item, at ``now``."""
         rate = np.zeros(n_items, np.float32)

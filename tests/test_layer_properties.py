@@ -39,6 +39,7 @@ def test_no_layer_reflects_an_event_before_time_plus_latency(
             "stack.layers.session_context={}",
             "stack.layers.profile_memory={every: 40m}",
             f"stack.layers.bandit={{every: {every}, latency: {feature_latency}}}",
+            f"stack.layers.online_learning={{latency: {feature_latency}}}",
         )
     )
     times = result.events.time
@@ -93,6 +94,7 @@ def test_a_switched_off_layer_changes_nothing():
         "nearline_embeddings",
         "profile_memory",
         "bandit",
+        "online_learning",
     ):
         off = run_scenario(tiny(f"stack.layers.{layer}={{enabled: false}}"))
         for name, column in base.events.columns().items():
