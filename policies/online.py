@@ -8,17 +8,14 @@ this layer shows what it would buy and, through its cost, what it would take.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 from river import linear_model, optim
 
-from sim.domain import CatalogView, EventTable, Kind, TrainingData
+from sim.domain import EventTable, Kind
 from sim.spec import FeatureWeights, OnlineLearning, RealtimeFeatures
 from sim.stores import FeatureStore
 
-__all__ = ["OnlineModel", "OnlineLearningKind", "FEATURES"]
+__all__ = ["OnlineModel", "FEATURES"]
 
 FEATURES = ("user_topic_negative", "user_topic_positive", "item_negative_rate")
 
@@ -47,7 +44,7 @@ class OnlineModel:
     def item_negative_rate(self, n_items: int, now: float) -> np.ndarray:
         return self.store.item_negative_rate(n_items, now)
 
-    def learn(self, events: EventTable, topic_of: np.ndarray) -> None:
+    def absorb(self, events: EventTable, topic_of: np.ndarray) -> None:
         examined = (events.item >= 0) & (events.kind != Kind.IMPRESSION)
         items = events.item[examined]
         rows = self.store.features_at(
@@ -60,23 +57,3 @@ class OnlineModel:
             learn_one(dict(zip(FEATURES, row, strict=True)), label)
         self.updates += len(labels)
         self.store.absorb(events, topic_of)
-
-
-class OnlineLearningKind:
-    """Incremental kind: every newly visible event updates the River model in place."""
-
-    incremental = True
-
-    def __init__(self, spec: OnlineLearning, n_users: int, catalog: Callable[[], CatalogView]):
-        self.spec = spec
-        self.n_users = n_users
-        self.catalog = catalog
-
-    def initial_state(self) -> OnlineModel:
-        return OnlineModel(self.spec, self.n_users, self.catalog().n_topics)
-
-    def absorb(self, state: OnlineModel, events: EventTable) -> None:
-        state.learn(events, self.catalog().topic)
-
-    def compute(self, data: TrainingData) -> Any:  # pragma: no cover - incremental kind
-        raise NotImplementedError

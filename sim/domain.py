@@ -124,6 +124,10 @@ class CatalogView:
         return order, np.searchsorted(self.creator[order], np.arange(self.n_creators + 1))
 
 
+#: The core columns of every event, in order.
+EVENT_COLUMNS = ("time", "user", "item", "position", "kind", "scope", "dwell", "session")
+
+
 @dataclass(frozen=True)
 class EventTable:
     """Logged events as read-only columns, ordered by time.
@@ -144,12 +148,16 @@ class EventTable:
     def __len__(self) -> int:
         return int(self.time.shape[0])
 
+    def slice(self, start: int, stop: int | None = None) -> EventTable:
+        """Rows ``start:stop`` (views, no copy)."""
+        return EventTable(
+            **{name: getattr(self, name)[start:stop] for name in EVENT_COLUMNS},
+            versions={layer: column[start:stop] for layer, column in self.versions.items()},
+        )
+
     def columns(self) -> dict[str, np.ndarray]:
         """All columns by name, version columns as ``v_<layer>``."""
-        core = {
-            name: getattr(self, name)
-            for name in ("time", "user", "item", "position", "kind", "scope", "dwell", "session")
-        }
+        core = {name: getattr(self, name) for name in EVENT_COLUMNS}
         core.update({f"v_{layer}": column for layer, column in self.versions.items()})
         return core
 

@@ -11,20 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from sim.domain import EventTable, Kind, Requests, Responses, Scope, readonly
+from sim.domain import EVENT_COLUMNS, EventTable, Kind, Requests, Responses, Scope, readonly
 
 __all__ = ["EventLog"]
 
-CORE_COLUMNS: dict[str, type] = {
-    "time": np.float64,
-    "user": np.int32,
-    "item": np.int32,
-    "position": np.int16,
-    "kind": np.int8,
-    "scope": np.int8,
-    "dwell": np.float32,
-    "session": np.int64,
-}
+#: Storage type of each core column (same order as ``EVENT_COLUMNS``).
+CORE_COLUMNS: dict[str, type] = dict(
+    zip(
+        EVENT_COLUMNS,
+        (np.float64, np.int32, np.int32, np.int16, np.int8, np.int8, np.float32, np.int64),
+        strict=True,
+    )
+)
 
 
 class EventLog:

@@ -23,7 +23,7 @@ from river import drift
 from sim.domain import NEGATIVE_KINDS, EventTable, Kind, RefreshData, TrainingData, World
 from sim.durations import format_duration
 from sim.errors import PolicyError
-from sim.eventlog import CORE_COLUMNS, EventLog
+from sim.eventlog import EventLog
 from sim.spec import Layer
 
 __all__ = [
@@ -300,7 +300,7 @@ class PolicyRefresh:
         longest = max(span for span, _ in self.windows)
         start = int(np.searchsorted(data.events.time, data.horizon - longest, side="left"))
         refresh = RefreshData(
-            events=_tail(data.events, start),
+            events=data.events.slice(start),
             catalog=data.catalog,
             n_users=data.n_users,
             now=data.now,
@@ -313,13 +313,6 @@ class PolicyRefresh:
 
     def absorb(self, state: Any, events: EventTable) -> None:  # pragma: no cover - batch kind
         raise NotImplementedError
-
-
-def _tail(events: EventTable, start: int) -> EventTable:
-    columns = {name: getattr(events, name)[start:] for name in CORE_COLUMNS}
-    return EventTable(
-        **columns, versions={layer: v[start:] for layer, v in events.versions.items()}
-    )
 
 
 def _call_hook(policy: str, hook: str, now: float, function: Any, argument: Any) -> Any:

@@ -17,7 +17,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from policies.bandit import BanditKind
-from policies.online import OnlineLearningKind
+from policies.online import OnlineModel
 from policies.registry import make_policy
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, NEGATIVE_KINDS, EventTable, Kind
 from sim.durations import format_duration
@@ -27,7 +27,7 @@ from sim.layers import LayerRuntime, PolicyFit, PolicyRefresh, Version
 from sim.rng import Streams
 from sim.spec import Scenario
 from sim.stack import Stack
-from sim.stores import FeatureStoreKind, ProfileMemoryKind, SessionContextKind
+from sim.stores import FeatureStore, ProfileMemoryKind, SessionContextStore, StoreKind
 from users.world import SimulatedWorld
 
 __all__ = ["RunResult", "run_scenario", "check_scenario", "build_policy"]
@@ -82,16 +82,17 @@ def _layer_kind(
     hook = POLICY_HOOKS.get(name)
     if hook is not None and not callable(getattr(policy, hook, None)):
         return None
+    n_users, catalog = world.n_users, world.catalog_view
     builders = {
         "retrain": lambda: PolicyFit(policy, stack.policy_name),
         "nearline_embeddings": lambda: PolicyRefresh(
             policy, stack.policy_name, spec, lambda: stack.model
         ),
-        "realtime_features": lambda: FeatureStoreKind(spec, world.n_users, world.catalog_view),
-        "session_context": lambda: SessionContextKind(spec, world.n_users, world.catalog_view),
-        "profile_memory": lambda: ProfileMemoryKind(spec, world.n_users, world.catalog_view),
+        "realtime_features": lambda: StoreKind(FeatureStore, spec, n_users, catalog),
+        "session_context": lambda: StoreKind(SessionContextStore, spec, n_users, catalog),
+        "profile_memory": lambda: ProfileMemoryKind(spec, n_users, catalog),
         "bandit": lambda: BanditKind(spec, world.catalog_view, seed),
-        "online_learning": lambda: OnlineLearningKind(spec, world.n_users, world.catalog_view),
+        "online_learning": lambda: StoreKind(OnlineModel, spec, n_users, catalog),
     }
     return builders[name]()
 

@@ -24,10 +24,9 @@ from sim.domain import (
 from sim.spec import ProfileMemory, RealtimeFeatures, SessionContext
 
 __all__ = [
+    "StoreKind",
     "FeatureStore",
-    "FeatureStoreKind",
     "SessionContextStore",
-    "SessionContextKind",
     "ProfileSnapshot",
     "ActiveProfiles",
     "ProfileMemoryKind",
@@ -40,6 +39,30 @@ REJECTIONS = (Kind.SHORT_DWELL, *EXPLICIT_NEGATIVE_KINDS)
 
 def _decay(elapsed: np.ndarray, half_life: float) -> np.ndarray:
     return np.exp2(-np.maximum(elapsed, 0.0) / half_life)
+
+
+class StoreKind:
+    """An incremental layer whose state is a per-user store built from the layer's spec, the
+    number of users and topics, and which absorbs newly visible events in place."""
+
+    incremental = True
+
+    def __init__(
+        self, store: Callable[..., Any], spec: Any, n_users: int, catalog: Callable[[], CatalogView]
+    ):
+        self.store = store
+        self.spec = spec
+        self.n_users = n_users
+        self.catalog = catalog
+
+    def initial_state(self) -> Any:
+        return self.store(self.spec, self.n_users, self.catalog().n_topics)
+
+    def absorb(self, state: Any, events: EventTable) -> None:
+        state.absorb(events, self.catalog().topic)
+
+    def compute(self, data: TrainingData) -> Any:  # pragma: no cover - incremental kind
+        raise NotImplementedError
 
 
 # --- real-time features ----------------------------------------------------------------------
@@ -162,26 +185,6 @@ class FeatureStore:
         np.add.at(self._session_negatives, events.user[rejected], 1)
 
 
-class FeatureStoreKind:
-    """The ``realtime_features`` layer: absorbs events into a :class:`FeatureStore`."""
-
-    incremental = True
-
-    def __init__(self, spec: RealtimeFeatures, n_users: int, catalog: Callable[[], CatalogView]):
-        self.spec = spec
-        self.n_users = n_users
-        self.catalog = catalog
-
-    def initial_state(self) -> FeatureStore:
-        return FeatureStore(self.spec, self.n_users, self.catalog().n_topics)
-
-    def absorb(self, state: FeatureStore, events: EventTable) -> None:
-        state.absorb(events, self.catalog().topic)
-
-    def compute(self, data: TrainingData) -> Any:  # pragma: no cover - incremental kind
-        raise NotImplementedError
-
-
 # --- session context -------------------------------------------------------------------------
 
 
@@ -227,26 +230,6 @@ class SessionContextStore:
         self._count[fresh] = 0
         np.add.at(self._topics, (users, topic_of[items]), 1.0)
         _push_recent(self._items, self._count, users, items)
-
-
-class SessionContextKind:
-    """The ``session_context`` layer: absorbs rejections into a :class:`SessionContextStore`."""
-
-    incremental = True
-
-    def __init__(self, spec: SessionContext, n_users: int, catalog: Callable[[], CatalogView]):
-        self.spec = spec
-        self.n_users = n_users
-        self.catalog = catalog
-
-    def initial_state(self) -> SessionContextStore:
-        return SessionContextStore(self.spec, self.n_users, self.catalog().n_topics)
-
-    def absorb(self, state: SessionContextStore, events: EventTable) -> None:
-        state.absorb(events, self.catalog().topic)
-
-    def compute(self, data: TrainingData) -> Any:  # pragma: no cover - incremental kind
-        raise NotImplementedError
 
 
 def _push_recent(

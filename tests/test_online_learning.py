@@ -17,25 +17,7 @@ def test_learns_per_event_that_topic_negatives_predict_no_click():
     model = OnlineModel(OnlineLearning(learning_rate=0.1), N_USERS, N_TOPICS)
     events = data.events
     for start in range(0, len(events), 300):  # absorbed in slices, as the layer does
-        chunk = slice(start, start + 300)
-        model.learn(
-            type(events)(
-                **{
-                    name: getattr(events, name)[chunk]
-                    for name in (
-                        "time",
-                        "user",
-                        "item",
-                        "position",
-                        "kind",
-                        "scope",
-                        "dwell",
-                        "session",
-                    )
-                }
-            ),
-            data.catalog.topic,
-        )
+        model.absorb(events.slice(start, start + 300), data.catalog.topic)
     examined = int((events.kind != 0).sum())
     assert model.updates == examined
     assert model.weights.user_topic_negative < -0.3
