@@ -27,7 +27,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
 bench: $(STAMP)
-	$(BIN)/python bench/throughput.py --retrain 1d 1h --naive-seconds 60
+	$(BIN)/python bench/throughput.py --retrain 1d 1h --all-layers 1d 1h --naive-seconds 60
 
 schema: $(STAMP)
 	$(BIN)/recloop schema > scenarios/scenario.schema.json

@@ -6,17 +6,13 @@ from __future__ import annotations
 import time as wallclock
 
 import numpy as np
-import simpy
 
 from sim.domain import Requests
-from sim.eventlog import EventLog
-from sim.layers import PeriodicRetrain
 from sim.rng import Streams
-from sim.runner import build_policy
+from sim.runner import assemble
 from sim.spec import Scenario
-from sim.stack import Stack
 from users.arrivals import REQUEST_UNIFORMS, SLOT_NORMALS, SLOT_UNIFORMS, RequestBlock
-from users.world import SimulatedWorld, WorldBatch
+from users.world import WorldBatch
 
 DAY = 86400.0
 
@@ -26,19 +22,9 @@ def run_naive(scenario: Scenario, wall_limit: float = 120.0) -> dict[str, float]
 
     Returns requests served, simulated seconds reached and wall seconds.
     """
-    streams = Streams(scenario.seed)
-    world = SimulatedWorld(scenario, streams)
-    policy = build_policy(scenario, streams)
-    retrain = scenario.stack.layers.retrain
-    layers = ("retrain",) if retrain is not None and retrain.enabled else ()
-    log = EventLog(layers)
-    stack = Stack(policy, scenario.stack.slate_size, layers)
-    env = simpy.Environment()
-    world.start(env)
-    if layers:
-        assert retrain is not None
-        PeriodicRetrain(retrain, stack, log, world, streams.generator("layer:retrain")).start(env)
-    rng = streams.generator("naive")
+    parts = assemble(scenario)
+    env, world, stack, log = parts.env, parts.world, parts.stack, parts.log
+    rng = Streams(scenario.seed).generator("naive")
     k = scenario.stack.slate_size
     session_spec = scenario.world.users.session
     diurnal = world.arrivals.diurnal
@@ -72,9 +58,13 @@ def run_naive(scenario: Scenario, wall_limit: float = 120.0) -> dict[str, float]
                     request_uniform=rng.random((1, REQUEST_UNIFORMS), dtype=np.float32),
                 )
                 requests = Requests(block.time, block.user, block.session, k)
-                slates = stack.rank(requests, world.catalog_view(), world.n_users, env.now)
+                for layer in parts.layers:  # what the engine does before every window
+                    layer.before_window(env.now)
+                slates, versions = stack.rank(
+                    requests, world.catalog_view(), world.n_users, env.now
+                )
                 responses = world.respond(WorldBatch(requests, block), slates)
-                log.append_slates(requests, slates, responses, stack.versions)
+                log.append_slates(requests, slates, responses, versions)
                 served[0] += 1
                 if responses.abandoned[0]:
                     break

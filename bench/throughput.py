@@ -27,8 +27,17 @@ from sim.loader import load_scenario  # noqa: E402
 from sim.results import atomic_write  # noqa: E402
 from sim.runner import run_scenario  # noqa: E402
 
+#: Every production layer on at a realistic cadence (online learning, the counterfactual, off).
+ALL_LAYERS = (
+    "stack.layers={realtime_features: {latency: 1s}, "
+    "nearline_embeddings: {every: 5m, latency: 1m, compute_time: 1m}, "
+    "retrain: {every: RETRAIN, latency: 5m, compute_time: 10m}, "
+    "session_context: {}, profile_memory: {every: 1d}, "
+    "bandit: {every: 1m, latency: 10s, implementation: vectorized}}"
+)
 
-def scenario(users: int, items: int, days: float, retrain: str):
+
+def scenario(users: int, items: int, days: float, retrain: str, all_layers: bool = False):
     overrides = [
         f"world.users.count={users}",
         f"world.catalog.items={items}",
@@ -36,11 +45,12 @@ def scenario(users: int, items: int, days: float, retrain: str):
         "warmup=0s",
         "output.events=false",
     ]
-    overrides += (
-        ["stack.layers.retrain.enabled=false"]
-        if retrain == "off"
-        else [f"stack.layers.retrain.every={retrain}"]
-    )
+    if all_layers:
+        overrides.append(ALL_LAYERS.replace("RETRAIN", retrain))
+    elif retrain == "off":
+        overrides.append("stack.layers.retrain.enabled=false")
+    else:
+        overrides.append(f"stack.layers.retrain.every={retrain}")
     return load_scenario("quickstart", overrides)
 
 
@@ -51,16 +61,26 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=1.0)
     parser.add_argument("--retrain", nargs="+", default=["1h", "1d"])
     parser.add_argument("--naive-seconds", type=float, default=120.0)
+    parser.add_argument(
+        "--all-layers",
+        nargs="*",
+        default=["1d", "1h"],
+        metavar="RETRAIN",
+        help="also run with every layer on, for these retrain cadences",
+    )
     args = parser.parse_args()
 
     rows = []
-    for retrain in args.retrain:
-        result = run_scenario(scenario(args.users, args.items, args.days, retrain))
+    runs = [(retrain, False) for retrain in args.retrain]
+    runs += [(retrain, True) for retrain in args.all_layers]
+    for retrain, all_layers in runs:
+        result = run_scenario(scenario(args.users, args.items, args.days, retrain, all_layers))
         s = result.summary
         served = s["requests"]
+        label = "all layers, " if all_layers else ""
         rows.append(
             {
-                "engine": f"recloop (retrain every {retrain})",
+                "engine": f"recloop ({label}retrain every {retrain})",
                 "requests": served,
                 "simulated_days": args.days,
                 "wall_seconds": s["wall_seconds"],
@@ -69,7 +89,7 @@ def main() -> None:
                 "windows": s["windows"],
             }
         )
-        print(f"recloop retrain {retrain}: {s['requests_per_second']:,.0f} requests/s", flush=True)
+        print(f"{rows[-1]['engine']}: {s['requests_per_second']:,.0f} requests/s", flush=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with threadpool_limits(1):  # the same single-thread setting recloop runs with
@@ -116,7 +136,12 @@ def main() -> None:
             f"| {row['engine']} | {row['requests']:,} | {row['simulated_days']} | "
             f"{row['wall_seconds']} | {row['requests_per_second']:,.0f} |"
         )
-    print(f"\nrecloop / naive: {report['speedup_vs_naive']}x")
+    print(f"\nrecloop / naive: {report['speedup_vs_naive']}x\n")
+    print("wall seconds by component:")
+    for row in rows:
+        if "wall_by_component" in row:
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in row["wall_by_component"].items())
+            print(f"- {row['engine']}: {parts}")
 
 
 if __name__ == "__main__":

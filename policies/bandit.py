@@ -109,18 +109,19 @@ def explore(scores: np.ndarray, requests: Requests, view: View) -> np.ndarray:
     if bandit is None:
         return top_k(scores, k)
     n = len(requests)
-    topic = view.catalog.topic
     arms = bandit.choose(n)
-    in_arm = topic[None, :] == arms[:, None]
-    # A topic with no live item falls back to the policy's own choice for that slot.
-    picked = np.argmax(np.where(in_arm, scores, -np.inf), axis=1)
-    has_item = in_arm.any(axis=1)
-    rest = scores.copy()
-    rest[np.arange(n)[has_item], picked[has_item]] = -np.inf
-    others = top_k(rest, k)
-    slates = np.empty((n, k), np.int64)
+    # The policy's best item of each request's chosen topic, one topic at a time (few topics).
+    picked = np.full(n, -1, np.int64)
+    topic = view.catalog.topic
+    for arm in np.unique(arms):
+        rows = np.flatnonzero(arms == arm)
+        members = np.flatnonzero(topic == arm)
+        if members.shape[0]:  # a topic with no live item leaves the slot to the policy
+            picked[rows] = members[np.argmax(scores[np.ix_(rows, members)], axis=1)]
+    others = top_k(scores, k)
+    # Drop the picked item from the policy's slate if it is there, else its last item.
+    duplicate = others == picked[:, None]
+    rest = np.take_along_axis(others, np.argsort(duplicate, axis=1, kind="stable"), axis=1)
     p = bandit.position
-    slates[:, :p] = others[:, :p]
-    slates[:, p] = np.where(has_item, picked, others[:, p])
-    slates[:, p + 1 :] = np.where(has_item[:, None], others[:, p : k - 1], others[:, p + 1 :])
-    return slates
+    slot = np.where(picked >= 0, picked, rest[:, k - 1])
+    return np.concatenate([rest[:, :p], slot[:, None], rest[:, p : k - 1]], axis=1)

@@ -177,21 +177,23 @@ class EmbeddingPolicy(BasePolicy):
         value_of_kind[Kind.CLICK] = 1.0
         value_of_kind[[Kind.SHORT_DWELL, *EXPLICIT_NEGATIVE_KINDS]] = -data.negative_weight
         value = value_of_kind[events.kind]
-        usable = (value != 0) & (events.item < item_vectors.shape[0])
+        usable = np.flatnonzero((value != 0) & (events.item < item_vectors.shape[0]))
+        # Each event counts once, with the summed weight of every window it falls in.
+        age = data.horizon - events.time[usable]
+        coefficient = np.zeros(usable.shape[0], np.float32)
+        for span, weight in data.windows:
+            coefficient += np.float32(weight) * (age <= span)
+        rows = usable[coefficient > 0]
+        contribution = torch.from_numpy(value[rows] * coefficient[coefficient > 0])[:, None]
+        folded = torch.zeros((data.n_users, item_vectors.shape[1]))
+        folded.index_add_(
+            0,
+            torch.from_numpy(events.user[rows].astype(np.int64)),
+            contribution * torch.from_numpy(item_vectors)[torch.from_numpy(events.item[rows])],
+        )
         users = np.zeros((data.n_users, self.params.dim + 1), np.float32)
         users[:, -1] = 1.0
-        for span, weight in data.windows:
-            rows = np.flatnonzero(usable & (events.time >= data.horizon - span))
-            if not rows.shape[0] or weight == 0:
-                continue
-            interactions = torch.sparse_coo_tensor(
-                torch.from_numpy(np.stack([events.user[rows], events.item[rows]]).astype(np.int64)),
-                torch.from_numpy(value[rows]),
-                (data.n_users, item_vectors.shape[0]),
-                check_invariants=False,
-            )
-            folded = torch.sparse.mm(interactions, torch.from_numpy(item_vectors)).numpy()
-            users[:, :-1] += weight * folded / strength
+        users[:, :-1] = folded.numpy() / strength
         return NearlineEmbeddings(model=model, users=users)
 
     def rank(self, requests: Requests, view: View) -> np.ndarray:

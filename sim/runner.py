@@ -30,7 +30,7 @@ from sim.stack import Stack
 from sim.stores import FeatureStore, ProfileMemoryKind, SessionContextStore, StoreKind
 from users.world import SimulatedWorld
 
-__all__ = ["RunResult", "run_scenario", "check_scenario", "build_policy"]
+__all__ = ["RunResult", "Assembly", "assemble", "run_scenario", "check_scenario", "build_policy"]
 
 
 @dataclass
@@ -116,8 +116,20 @@ def run_scenario(
         torch.set_num_threads(threads)
 
 
-def _run(scenario: Scenario, on_progress: Callable[[float], None] | None) -> RunResult:
-    started = wallclock.perf_counter()
+@dataclass
+class Assembly:
+    """One run's parts, wired on a SimPy environment, before serving starts."""
+
+    env: simpy.Environment
+    world: SimulatedWorld
+    stack: Stack
+    log: EventLog
+    layers: list[LayerRuntime]
+    notes: list[str]
+
+
+def assemble(scenario: Scenario) -> Assembly:
+    """Build the world, the policy, the stack and its layers from one scenario and its seed."""
     streams = Streams(scenario.seed)
     policy = build_policy(scenario, streams)
     notes = _notes(scenario, policy)
@@ -147,6 +159,15 @@ def _run(scenario: Scenario, on_progress: Callable[[float], None] | None) -> Run
             stack.set_serve_hook(name, kind.serve)
         runtime.start(env)
         layers.append(runtime)
+    return Assembly(env, world, stack, log, layers, notes)
+
+
+def _run(scenario: Scenario, on_progress: Callable[[float], None] | None) -> RunResult:
+    started = wallclock.perf_counter()
+    parts = assemble(scenario)
+    env, world, stack, log, layers = parts.env, parts.world, parts.stack, parts.log, parts.layers
+    notes = parts.notes
+    specs = scenario.stack.layers.active()
     tick = scenario.tick_seconds
     engine = Engine(env, world, stack, log, layers, tick, scenario.end, on_progress)
     engine.start()
