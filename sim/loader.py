@@ -198,4 +198,5 @@ def _model_in(annotation: Any) -> Any:
 
 def resolved_yaml(scenario: Scenario) -> str:
     """The fully resolved scenario (every default filled in) as YAML that loads back equal."""
-    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    data = scenario.model_dump(mode="json", by_alias=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,37 @@
+"""The README's scenario examples are valid as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from sim.loader import load_scenario, parse_scenario
+from sim.runner import check_scenario
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+BLOCKS = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", README, re.S)]
+
+
+def test_the_scenario_example_is_valid():
+    full = next(block for block in BLOCKS if "name" in block)
+    check_scenario(parse_scenario(full))
+
+
+def test_the_layers_example_is_valid():
+    stack = next(block for block in BLOCKS if "name" not in block)["stack"]
+    scenario = load_scenario("quickstart")
+    data = scenario.model_dump(mode="json", by_alias=True)
+    data["stack"] = {**data["stack"], **stack}
+    parsed = parse_scenario(data)
+    check_scenario(parsed)
+    assert set(parsed.stack.layers.active()) == {
+        "bandit",
+        "realtime_features",
+        "nearline_embeddings",
+        "retrain",
+        "session_context",
+        "profile_memory",
+        "online_learning",
+    }
