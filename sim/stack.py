@@ -46,11 +46,6 @@ class Stack:
         return str(getattr(self.policy, "name", type(self.policy).__name__))
 
     @property
-    def versions(self) -> dict[str, int]:
-        """The version each layer serves to users outside any canary."""
-        return {layer: version for layer, (version, _) in self._main.items()}
-
-    @property
     def model(self) -> Any:
         """The retrain layer's state served outside any canary (``None`` before the first)."""
         return self._main.get("retrain", (0, None))[1]
