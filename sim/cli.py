@@ -168,6 +168,11 @@ def _report(summary: dict[str, Any]) -> str:
         f"  {summary['simulated']} simulated in {summary['wall_seconds']:.1f}s wall "
         f"({summary['requests_per_second'] or 0:,.0f} requests/s)",
     ]
+    for name, layer in summary["layers"].items():
+        lines.append(
+            f"  layer {name}: {layer['trigger']}, {layer['updates']:,} updates, "
+            f"{layer['cost_units_per_day']:,.1f} cost units/day"
+        )
     for name, reason in summary["missing"].items():
         lines.append(f"  {name}: missing ({reason})")
     return "\n".join(lines)

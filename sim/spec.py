@@ -465,9 +465,11 @@ class Scenario(Spec):
     def fastest_feedback_path(self) -> tuple[str, float]:
         """The shortest delay through which an event can change what a later request is served.
 
-        Layer triggers and releases end a serving window, so a batch layer's changes are exact at
-        any tick; what bounds the tick is a user's own next request, which must see the state
-        (abandonment, churn) that the previous one caused.
+        Periodic triggers and releases end a serving window, so their changes are exact at any
+        tick; what bounds the tick is a user's own next request, which must see the state
+        (abandonment, churn, session context) that the previous one caused. Continuous,
+        event-count and drift-triggered layers act at window starts; the timing error that adds
+        (at most one tick) is recorded with the results.
         """
         return "world.users.session.gap_min", self.world.users.session.gap_min
 

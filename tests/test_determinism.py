@@ -36,6 +36,27 @@ def test_same_seed_gives_identical_summary_and_event_log():
     ]
 
 
+ALL_LAYERS = (
+    "stack.layers={realtime_features: {latency: 1s}, nearline_embeddings: {every: 20m}, "
+    "retrain: {every: 1h, rollout: {canary: {fraction: 0.1, for: 10m}}}, session_context: {}, "
+    "profile_memory: {every: 2h}, bandit: {every: 5m}, online_learning: {latency: 2s}}"
+)
+
+
+def test_every_layer_on_is_still_bitwise_reproducible():
+    first, second = run_scenario(tiny(ALL_LAYERS)), run_scenario(tiny(ALL_LAYERS))
+    assert set(first.events.versions) == {
+        "realtime_features",
+        "nearline_embeddings",
+        "retrain",
+        "session_context",
+        "profile_memory",
+        "bandit",
+        "online_learning",
+    }
+    assert_same_events(first, second)
+
+
 def test_another_seed_gives_other_results():
     assert run_scenario(tiny()).summary["clicks"] != run_scenario(tiny("seed=4")).summary["clicks"]
 
