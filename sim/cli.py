@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, args.overrides)
     notes = check_scenario(scenario)
     out = Path(args.out) if args.out else Path("runs") / _safe_name(scenario.name)
+    _prepare_output(out)  # before simulating, not after
     if not args.quiet:
         print(_headline(scenario), file=sys.stderr)
         for note in notes:
@@ -97,6 +99,17 @@ def _run(args: argparse.Namespace) -> int:
         print(_report(result.summary), file=sys.stderr)
     print(f"results: {out}")
     return 0
+
+
+def _prepare_output(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise RecloopError(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RecloopError(f"--out {out}: cannot create the results directory ({error})") from None
+    if not os.access(out, os.W_OK):
+        raise RecloopError(f"--out {out}: the results directory is not writable")
 
 
 def _validate(args: argparse.Namespace) -> int:

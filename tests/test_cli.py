@@ -112,6 +112,15 @@ def test_bad_scenario_exits_2_with_one_line_per_problem(tmp_path, capsys):
     assert not Path("runs/tiny").exists()
 
 
+def test_an_unusable_out_path_fails_before_simulating(tmp_path, capsys):
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    assert main(["run", str(write_tiny(tmp_path)), "--out", str(taken)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"recloop: error: --out {taken}: exists and is not a directory"
+    )
+
+
 def test_failing_policy_names_policy_hook_and_time(tmp_path, capsys):
     path = write_tiny(tmp_path, stack={"policy": "tests.test_cli:ExplodingPolicy", "slate_size": 5})
     assert main(["run", str(path), "--out", str(tmp_path / "r")]) == 2
