@@ -22,7 +22,13 @@ __all__ = ["BanditState", "BanditKind", "explore"]
 
 
 class BanditState:
-    """Posterior over topics (arms), learned in place with ``learn`` and sampled with ``choose``."""
+    """A posterior over arms, learned in place with ``learn`` and sampled with ``choose``.
+
+    Arms are topics, or ranks among the policy's top candidates. LinUCB decides from a context
+    per request (the policy's best score per topic, or its top candidates' scores). Decisions are
+    remembered until their feedback is absorbed, so learning uses the arm and context actually
+    served.
+    """
 
     def __init__(self, spec: Bandit, n_arms: int, seed: int):
         self.spec = spec
@@ -32,16 +38,22 @@ class BanditState:
         self.successes = np.zeros(n_arms)
         self.trials = np.zeros(n_arms)
         self._mab: MAB | None = None
+        self._pending: list[tuple[np.ndarray, ...]] = []
         if spec.implementation == "mabwiser":
             policy = {
                 "thompson": LearningPolicy.ThompsonSampling(),
                 "ucb1": LearningPolicy.UCB1(alpha=spec.alpha),
                 "epsilon_greedy": LearningPolicy.EpsilonGreedy(epsilon=spec.epsilon),
+                "linucb": LearningPolicy.LinUCB(alpha=spec.alpha),
             }[spec.learning_policy]
             self._mab = MAB(arms=list(range(n_arms)), learning_policy=policy, seed=seed)
 
-    def learn(self, arms: np.ndarray, rewards: np.ndarray) -> None:
-        """Update with the arm pulled and the 0/1 reward of each decision."""
+    @property
+    def contextual(self) -> bool:
+        return self.spec.learning_policy == "linucb"
+
+    def learn(self, arms: np.ndarray, rewards: np.ndarray, contexts: np.ndarray | None = None):
+        """Update with the arm pulled, the 0/1 reward and (LinUCB) the context of decisions."""
         if not arms.shape[0]:
             return
         first = not self.trials.any()
@@ -49,7 +61,11 @@ class BanditState:
         np.add.at(self.successes, arms, rewards)
         if self._mab is not None:
             fit = self._mab.fit if first else self._mab.partial_fit
-            fit(decisions=arms.tolist(), rewards=rewards.tolist())
+            fit(
+                decisions=arms.tolist(),
+                rewards=rewards.tolist(),
+                contexts=contexts if self.contextual else None,
+            )
 
     def expectations(self, n: int) -> np.ndarray:
         """``(n, arms)`` values whose argmax is each decision (vectorized implementation)."""
@@ -70,18 +86,62 @@ class BanditState:
         explore = self._rng.random(n) < spec.epsilon
         return np.where(explore[:, None], self._rng.random((n, self.n_arms)), mean)
 
-    def choose(self, n: int) -> np.ndarray:
+    def choose(self, n: int, contexts: np.ndarray | None = None) -> np.ndarray:
         """One arm per request; uniformly random before any feedback."""
         if not self.trials.any():
             return self._rng.integers(0, self.n_arms, n)
         if self._mab is not None:
-            chosen = self._mab.predict(contexts=np.zeros((n, 1)))
+            rows = contexts if self.contextual else np.zeros((n, 1))
+            chosen = self._mab.predict(contexts=rows)
             return np.asarray(chosen if n > 1 else [chosen], np.int64).reshape(n)
         return np.argmax(self.expectations(n), axis=1)
 
+    def describe(self) -> dict[str, Any]:
+        """Per-arm trials and observed click rates, for the run summary."""
+        rate = np.divide(
+            self.successes, self.trials, out=np.zeros(self.n_arms), where=self.trials > 0
+        )
+        return {
+            "arms": self.spec.arms,
+            "arm_trials": self.trials.astype(int).tolist(),
+            "arm_click_rate": np.round(rate, 6).tolist(),
+        }
+
+    def remember(
+        self, times: np.ndarray, users: np.ndarray, arms: np.ndarray, contexts: np.ndarray
+    ) -> None:
+        """Keep the decisions served until their feedback arrives."""
+        self._pending.append((times, users.astype(np.int64), arms, contexts))
+
+    def recall(
+        self, times: np.ndarray, users: np.ndarray, horizon: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The decisions behind feedback at (``times``, ``users``): found mask, arms, contexts.
+
+        Decisions older than ``horizon`` are forgotten afterwards (their feedback is in).
+        """
+        if not self._pending:
+            return np.zeros(times.shape[0], bool), np.zeros(0, np.int64), np.zeros((0, 0))
+        t, u, arms, contexts = (np.concatenate(part) for part in zip(*self._pending, strict=True))
+        keys = _keys(t, u)
+        order = np.argsort(keys, order=("time", "user"))
+        keys, arms, contexts = keys[order], arms[order], contexts[order]
+        wanted = _keys(times, users.astype(np.int64))
+        at = np.minimum(np.searchsorted(keys, wanted), keys.shape[0] - 1)
+        found = keys[at] == wanted
+        later = t[order] >= horizon
+        self._pending = [(t[order][later], u[order][later], arms[later], contexts[later])]
+        return found, arms[at[found]], contexts[at[found]]
+
+
+def _keys(times: np.ndarray, users: np.ndarray) -> np.ndarray:
+    keys = np.empty(times.shape[0], [("time", "f8"), ("user", "i8")])
+    keys["time"], keys["user"] = times, users
+    return keys
+
 
 class BanditKind:
-    """The ``bandit`` layer's math: learn from the item each slate had at the bandit's slot."""
+    """The ``bandit`` layer's math: learn from the item each served decision placed."""
 
     incremental = True
 
@@ -91,33 +151,37 @@ class BanditKind:
         self.seed = seed
 
     def initial_state(self) -> BanditState:
-        return BanditState(self.spec, self.catalog().n_topics, self.seed)
+        arms = self.catalog().n_topics if self.spec.arms == "topics" else self.spec.candidates
+        return BanditState(self.spec, arms, self.seed)
 
     def absorb(self, state: BanditState, events: EventTable) -> None:
         placed = (events.position == self.spec.position) & (events.item >= 0)
-        arms = self.catalog().topic[events.item[placed]].astype(np.int64)
-        state.learn(arms, (events.kind[placed] == Kind.CLICK).astype(np.float64))
+        if not placed.any():
+            return
+        times = events.time[placed]
+        found, arms, contexts = state.recall(times, events.user[placed], float(times.max()))
+        rewards = (events.kind[placed][found] == Kind.CLICK).astype(np.float64)
+        state.learn(arms, rewards, contexts)
 
     def compute(self, data: TrainingData) -> Any:  # pragma: no cover - incremental kind
         raise NotImplementedError
 
 
 def explore(scores: np.ndarray, requests: Requests, view: View) -> np.ndarray:
-    """Top-k slates from ``scores``, with the bandit's topic pick at its position if it is on."""
+    """Top-k slates from ``scores``, with the bandit's pick at its position if it is on."""
     bandit: BanditState | None = view.states.get("bandit")
     k = requests.k
     if bandit is None:
         return top_k(scores, k)
     n = len(requests)
-    arms = bandit.choose(n)
-    # The policy's best item of each request's chosen topic, one topic at a time (few topics).
-    picked = np.full(n, -1, np.int64)
-    topic = view.catalog.topic
-    for arm in np.unique(arms):
-        rows = np.flatnonzero(arms == arm)
-        members = np.flatnonzero(topic == arm)
-        if members.shape[0]:  # a topic with no live item leaves the slot to the policy
-            picked[rows] = members[np.argmax(scores[np.ix_(rows, members)], axis=1)]
+    if bandit.spec.arms == "candidates":
+        candidates = top_k(scores, bandit.n_arms)
+        contexts = np.take_along_axis(scores, candidates, axis=1)
+        arms = bandit.choose(n, contexts)
+        picked = candidates[np.arange(n), arms]
+    else:
+        picked, arms, contexts = _topic_picks(bandit, scores, view.catalog.topic)
+    bandit.remember(requests.times, requests.users, arms, contexts)
     others = top_k(scores, k)
     # Drop the picked item from the policy's slate if it is there, else its last item.
     duplicate = others == picked[:, None]
@@ -125,3 +189,25 @@ def explore(scores: np.ndarray, requests: Requests, view: View) -> np.ndarray:
     p = bandit.position
     slot = np.where(picked >= 0, picked, rest[:, k - 1])
     return np.concatenate([rest[:, :p], slot[:, None], rest[:, p : k - 1]], axis=1)
+
+
+def _topic_picks(
+    bandit: BanditState, scores: np.ndarray, topic: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The chosen topic per request and the policy's best item of it (-1: topic has none)."""
+    n = scores.shape[0]
+    members = [np.flatnonzero(topic == arm) for arm in range(bandit.n_arms)]
+    if bandit.contextual:  # the policy's best score per topic
+        contexts = np.stack(
+            [scores[:, m].max(axis=1) if m.shape[0] else np.zeros(n) for m in members], axis=1
+        )
+    else:
+        contexts = np.zeros((n, 0))
+    arms = bandit.choose(n, contexts)
+    picked = np.full(n, -1, np.int64)
+    for arm in np.unique(arms):
+        rows = np.flatnonzero(arms == arm)
+        if members[arm].shape[0]:  # a topic with no live item leaves the slot to the policy
+            best = np.argmax(scores[np.ix_(rows, members[arm])], axis=1)
+            picked[rows] = members[arm][best]
+    return picked, arms, contexts

@@ -211,7 +211,9 @@ def _layer_summary(layer: LayerRuntime, scenario: Scenario) -> dict[str, Any]:
         else "continuous"
     )
     updates = {v.version for v in layer.history}
+    describe = getattr(layer.state, "describe", None)
     return {
+        **(describe() if callable(describe) else {}),
         "trigger": trigger,
         "latency_seconds": spec.latency,
         "compute_time_seconds": spec.compute_time,

@@ -359,13 +359,27 @@ class Bandit(Layer):
 
     default_trigger: ClassVar[dict[str, Any]] = {"every": 60.0}
     snapshots: ClassVar[bool] = False
-    learning_policy: Literal["thompson", "ucb1", "epsilon_greedy"] = "thompson"
-    alpha: float = Field(1.0, ge=0, description="UCB1 exploration weight")
+    learning_policy: Literal["thompson", "ucb1", "epsilon_greedy", "linucb"] = "thompson"
+    arms: Literal["topics", "candidates"] = Field(
+        "topics",
+        description="topics: which topic fills the slot; candidates: which of the "
+        "policy's top `candidates` items does",
+    )
+    candidates: int = Field(5, ge=2, le=1000, description="top-N candidates, with arms: candidates")
+    alpha: float = Field(1.0, ge=0, description="UCB1 and LinUCB exploration weight")
     epsilon: float = Field(0.1, ge=0, le=1, description="epsilon-greedy exploration rate")
     position: int = Field(0, ge=0, description="the slate position the bandit fills")
     implementation: Literal["mabwiser", "vectorized"] = Field(
         "mabwiser", description="MABWiser, or the vectorized equivalent for many arms"
     )
+
+    @model_validator(mode="after")
+    def _linucb_needs_mabwiser(self) -> Bandit:
+        if self.learning_policy == "linucb" and self.implementation != "mabwiser":
+            raise ValueError(
+                "linucb has no vectorized implementation; use implementation: mabwiser"
+            )
+        return self
 
 
 class OnlineLearning(Layer):

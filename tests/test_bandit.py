@@ -86,3 +86,45 @@ def test_the_bandit_fills_its_slot_and_learns_on_its_cadence(implementation):
     assert all(v.horizon == v.triggered_at - 60 for v in history)
     served = result.events.versions["bandit"]
     assert served.max() == len(history) or served.max() == len(history) - 1
+
+
+def test_feedback_is_matched_to_the_decision_that_was_served():
+    state = BanditState(Bandit(learning_policy="linucb", arms="candidates"), 5, seed=0)
+    state.remember(
+        np.array([1.0, 1.0, 2.0]),
+        np.array([7, 8, 7]),
+        np.array([4, 0, 2]),
+        np.arange(15.0).reshape(3, 5),
+    )
+    state.remember(np.array([3.0]), np.array([9]), np.array([1]), np.ones((1, 5)))
+    found, arms, contexts = state.recall(np.array([2.0, 1.0, 5.0]), np.array([7, 8, 7]), 2.5)
+    np.testing.assert_array_equal(found, [True, True, False])
+    np.testing.assert_array_equal(arms, [2, 0])
+    np.testing.assert_array_equal(contexts[0], np.arange(10.0, 15.0))
+    found, arms, _ = state.recall(np.array([3.0, 1.0]), np.array([9, 7]), 3.5)
+    np.testing.assert_array_equal(found, [True, False])  # the old decisions were forgotten
+    np.testing.assert_array_equal(arms, [1])
+
+
+def test_linucb_over_candidates_learns_to_trust_the_rankers_top_item():
+    result = run_scenario(
+        tiny(
+            "stack.layers.bandit={every: 10m, latency: 1m, arms: candidates, candidates: 4, "
+            "learning_policy: linucb}",
+            "duration=8h",
+        )
+    )
+    bandit = result.summary["layers"]["bandit"]
+    trials, rates = np.array(bandit["arm_trials"]), np.array(bandit["arm_click_rate"])
+    assert trials.sum() > 2000  # every served decision met its feedback
+    assert rates[0] > rates[3]  # the ranker's first candidate is clicked more than its fourth
+    assert trials[0] == trials.max()  # and the bandit learned to pick it most
+
+
+def test_linucb_needs_mabwiser():
+    import pytest as _pytest
+
+    from sim.errors import ScenarioError
+
+    with _pytest.raises(ScenarioError, match="linucb has no vectorized implementation"):
+        tiny("stack.layers.bandit={learning_policy: linucb, implementation: vectorized}")
