@@ -94,11 +94,11 @@ class LayerRuntime:
         self.log = log
         self.world = world
         self._publish = publish  # callable(layer, version, state, cohort)
-        self.phase = (
-            float(rng.uniform(0.0, spec.every))
-            if spec.every and spec.phase == "random"
-            else float(spec.phase if spec.every and spec.phase != "random" else 0.0)
-        )
+        self.phase = 0.0  # first periodic trigger
+        if spec.every:
+            self.phase = (
+                float(rng.uniform(0.0, spec.every)) if spec.phase == "random" else spec.phase
+            )
         canary = spec.canary
         self.canary_users = (
             canary_cohort(world.n_users, canary.fraction, rng) if canary is not None else None
@@ -110,7 +110,7 @@ class LayerRuntime:
         self._absorbed_until = 0  # log index up to which an incremental state is computed
         self._events_at_last_trigger = 0
         self._state = kind.initial_state() if kind.incremental else None
-        self._published_state: Any = None
+        self._published_state: Any = None  # the snapshot serving all traffic (for fit)
         self._env: Any = None
 
     @property
@@ -185,7 +185,7 @@ class LayerRuntime:
             yield env.timeout(self.spec.compute_time)
             self._absorb(triggered, horizon, events)
             return
-        data = self._training_data(triggered, horizon, self._deployed())
+        data = self._training_data(triggered, horizon, self._published_state)
         started = wallclock.perf_counter()
         state = self.kind.compute(data)
         spent = wallclock.perf_counter() - started
@@ -215,10 +215,6 @@ class LayerRuntime:
         self._updates += 1
         self._publish(self.name, self._updates, self._state, "all")
         self._record(triggered, self._env.now, len(events), "all", spent, True, horizon)
-
-    def _deployed(self) -> Any:
-        """The state this layer serves outside any canary (the newest all-traffic version)."""
-        return self._published_state
 
     def _training_data(self, now: float, horizon: float, previous: Any = None) -> TrainingData:
         window = getattr(self.spec, "window", None)
