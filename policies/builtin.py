@@ -123,6 +123,7 @@ class EmbeddingPolicy(BasePolicy):
     def __init__(self, params=None, *, seed: int = 0):
         super().__init__(params, seed=seed)
         self._padded: tuple[EmbeddingModel, int, np.ndarray] | None = None
+        self._fold_in: tuple[EmbeddingModel, float, np.ndarray] | None = None  # refresh cache
 
     def fit(self, data: TrainingData) -> EmbeddingModel:
         p = self.params
@@ -166,34 +167,29 @@ class EmbeddingPolicy(BasePolicy):
         For each window, a user's clicks (+1) and rejections (``-negative_weight``) are summed
         over the model's item vectors and divided by the singular values (the SVD fold-in), so
         the result is on the scale of the model's own user vectors; windows add with weights.
+
+        Incremental: per-user sums are kept between refreshes of the same model; a refresh adds
+        the events that became visible and removes those that aged out of a window, so its cost
+        follows the events that changed, not the length of the windows.
         """
         model = data.model
         if model is None:
             return None
         item_vectors = model.items_t[:-1].T  # (items at fit, dim), item factors V * sqrt(S)
+        fold = _FoldIn(data, item_vectors)
+        cached = self._fold_in
+        if cached is None or cached[0] is not model or data.horizon < cached[1]:
+            sums = np.zeros((data.n_users, item_vectors.shape[1]))
+            fold.add(sums, -np.inf, data.horizon)
+        else:
+            sums, since = cached[2], cached[1]
+            fold.add(sums, since, data.horizon)  # newly visible events
+            for span, weight in data.windows:  # events that left this window since
+                fold.add(sums, since - span, min(data.horizon - span, since), -weight)
+        self._fold_in = (model, data.horizon, sums)
         strength = np.maximum((item_vectors**2).sum(axis=0), 1e-12)  # singular values
-        events = data.events
-        value_of_kind = np.zeros(len(Kind), np.float32)
-        value_of_kind[Kind.CLICK] = 1.0
-        value_of_kind[[Kind.SHORT_DWELL, *EXPLICIT_NEGATIVE_KINDS]] = -data.negative_weight
-        value = value_of_kind[events.kind]
-        usable = np.flatnonzero((value != 0) & (events.item < item_vectors.shape[0]))
-        # Each event counts once, with the summed weight of every window it falls in.
-        age = data.horizon - events.time[usable]
-        coefficient = np.zeros(usable.shape[0], np.float32)
-        for span, weight in data.windows:
-            coefficient += np.float32(weight) * (age <= span)
-        rows = usable[coefficient > 0]
-        contribution = torch.from_numpy(value[rows] * coefficient[coefficient > 0])[:, None]
-        folded = torch.zeros((data.n_users, item_vectors.shape[1]))
-        folded.index_add_(
-            0,
-            torch.from_numpy(events.user[rows].astype(np.int64)),
-            contribution * torch.from_numpy(item_vectors)[torch.from_numpy(events.item[rows])],
-        )
-        users = np.zeros((data.n_users, self.params.dim + 1), np.float32)
-        users[:, -1] = 1.0
-        users[:, :-1] = folded.numpy() / strength
+        users = np.ones((data.n_users, self.params.dim + 1), np.float32)
+        users[:, :-1] = sums / strength
         return NearlineEmbeddings(model=model, users=users)
 
     def rank(self, requests: Requests, view: View) -> np.ndarray:
@@ -217,6 +213,40 @@ class EmbeddingPolicy(BasePolicy):
             padded[:, :fitted] = model.items_t
             self._padded = cached = (model, n_items, padded)
         return cached[2]
+
+
+class _FoldIn:
+    """Adds events' contributions ``value * item_vector`` to per-user sums, by time range."""
+
+    def __init__(self, data: RefreshData, item_vectors: np.ndarray):
+        self.data = data
+        self.item_vectors = torch.from_numpy(np.ascontiguousarray(item_vectors))
+        self.value_of_kind = np.zeros(len(Kind), np.float32)
+        self.value_of_kind[Kind.CLICK] = 1.0
+        self.value_of_kind[[Kind.SHORT_DWELL, *EXPLICIT_NEGATIVE_KINDS]] = -data.negative_weight
+
+    def add(self, sums: np.ndarray, since: float, until: float, weight: float | None = None):
+        """Add events with ``since <= time < until``, each with ``weight``, or (``None``) with
+        the summed weight of every window it is in at the horizon."""
+        events, data = self.data.events, self.data
+        if until <= since:
+            return
+        lo, hi = np.searchsorted(events.time, [since, until], side="left")
+        value = self.value_of_kind[events.kind[lo:hi]]
+        rows = lo + np.flatnonzero((value != 0) & (events.item[lo:hi] < self.item_vectors.shape[0]))
+        if weight is None:
+            age = data.horizon - events.time[rows]
+            coefficient = np.zeros(rows.shape[0], np.float32)
+            for span, window_weight in data.windows:
+                coefficient += np.float32(window_weight) * (age <= span)
+        else:
+            coefficient = np.full(rows.shape[0], weight, np.float32)
+        contribution = torch.from_numpy(value[rows - lo] * coefficient)[:, None].double()
+        vectors = self.item_vectors[torch.from_numpy(events.item[rows])].double()
+        total = torch.from_numpy(sums)
+        total.index_add_(
+            0, torch.from_numpy(events.user[rows].astype(np.int64)), contribution * vectors
+        )
 
 
 def serve_scores(

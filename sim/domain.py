@@ -181,7 +181,7 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class RefreshData:
-    """What the near-line layer hands a policy's ``refresh``: recent visible events, the model
+    """What the near-line layer hands a policy's ``refresh``: the visible events, the model
     deployed when it was triggered, and the windows to summarize (``(span, weight)`` pairs)."""
 
     events: EventTable

@@ -277,8 +277,8 @@ class PolicyFit:
 
 
 class PolicyRefresh:
-    """The ``nearline_embeddings`` layer's math: the policy's ``refresh`` hook, given the recent
-    events in the longest window and the model deployed at trigger time."""
+    """The ``nearline_embeddings`` layer's math: the policy's ``refresh`` hook, given the visible
+    events (the policy picks its windows from them) and the model deployed at trigger time."""
 
     incremental = False
 
@@ -293,10 +293,8 @@ class PolicyRefresh:
         return None
 
     def compute(self, data: TrainingData) -> Any:
-        longest = max(span for span, _ in self.windows)
-        start = int(np.searchsorted(data.events.time, data.horizon - longest, side="left"))
         refresh = RefreshData(
-            events=data.events.slice(start),
+            events=data.events,
             catalog=data.catalog,
             n_users=data.n_users,
             now=data.now,

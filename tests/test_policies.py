@@ -138,3 +138,42 @@ def test_sample_distinct_is_uniform_without_replacement():
     assert picks.min() == 0 and picks.max() == 6
     for column in picks.T:  # every position is uniform over the 7 ids
         np.testing.assert_allclose(np.bincount(column, minlength=7) / len(column), 1 / 7, atol=0.01)
+
+
+def test_incremental_near_line_refresh_equals_a_full_one():
+    from sim.domain import RefreshData
+
+    rng = np.random.default_rng(2)
+    n = 4000
+    times = np.sort(rng.uniform(0, 40 * 86400, n))
+    table = events(
+        rng.integers(0, N_USERS, n),
+        rng.integers(0, N_ITEMS, n),
+        rng.choice([Kind.CLICK, Kind.SKIP, Kind.DISMISS], n),
+        time=times,
+    )
+    policy = make_policy("embedding", {"dim": 4}, seed=0)
+    model = fit(policy, table)
+    windows = ((7 * 86400.0, 0.5), (30 * 86400.0, 0.3), (180 * 86400.0, 0.2))
+
+    def refresh(target, horizon):
+        visible = table.slice(0, int(np.searchsorted(times, horizon)))
+        return target.refresh(
+            RefreshData(
+                events=visible,
+                catalog=catalog(),
+                n_users=N_USERS,
+                now=horizon,
+                horizon=horizon,
+                model=model,
+                windows=windows,
+                negative_weight=1.0,
+            )
+        )
+
+    incremental = make_policy("embedding", {"dim": 4}, seed=0)
+    for horizon in np.linspace(86400, 40 * 86400, 25):  # windows fill up, then events age out
+        kept = refresh(incremental, horizon)
+        fresh = refresh(make_policy("embedding", {"dim": 4}, seed=0), horizon)
+        np.testing.assert_allclose(kept.users, fresh.users, rtol=1e-5, atol=1e-6)
+    assert np.abs(kept.users[:, :-1]).max() > 0
