@@ -180,7 +180,7 @@ def explore(scores: np.ndarray, requests: Requests, view: View) -> np.ndarray:
         arms = bandit.choose(n, contexts)
         picked = candidates[np.arange(n), arms]
     else:
-        picked, arms, contexts = _topic_picks(bandit, scores, view.catalog.topic)
+        picked, arms, contexts = _topic_picks(bandit, scores, view.catalog.items_by_topic)
     bandit.remember(requests.times, requests.users, arms, contexts)
     others = top_k(scores, k)
     # Drop the picked item from the policy's slate if it is there, else its last item.
@@ -192,11 +192,10 @@ def explore(scores: np.ndarray, requests: Requests, view: View) -> np.ndarray:
 
 
 def _topic_picks(
-    bandit: BanditState, scores: np.ndarray, topic: np.ndarray
+    bandit: BanditState, scores: np.ndarray, members: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chosen topic per request and the policy's best item of it (-1: topic has none)."""
     n = scores.shape[0]
-    members = [np.flatnonzero(topic == arm) for arm in range(bandit.n_arms)]
     if bandit.contextual:  # the policy's best score per topic
         contexts = np.stack(
             [scores[:, m].max(axis=1) if m.shape[0] else np.zeros(n) for m in members], axis=1

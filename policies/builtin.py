@@ -258,14 +258,17 @@ def serve_scores(
 ) -> np.ndarray:
     """Slates from a policy's ``(n, items)`` scores (``None``: no model yet), after the layers'
     score adjustments (real-time features with ``feature_weights`` if a retrain learned them)
-    and the bandit's exploration slot."""
+    and the bandit's exploration slot. A writeable ``scores`` is adjusted in place."""
     adjustments = signal_scores(requests, view, feature_weights)
     if scores is None:
         if adjustments is None and view.states.get("bandit") is None:
             return _cold_start(rng, requests, view)
         scores = rng.random((len(requests), view.catalog.n_items), dtype=np.float32)
     if adjustments is not None:
-        scores = scores + adjustments
+        if scores.flags.writeable:
+            scores += adjustments
+        else:
+            scores = scores + adjustments
     return explore(scores, requests, view)
 
 

@@ -118,6 +118,13 @@ class CatalogView:
         return one_hot
 
     @cached_property
+    def items_by_topic(self) -> list[np.ndarray]:
+        """Live item ids of each topic."""
+        order = np.argsort(self.topic, kind="stable")
+        bounds = np.searchsorted(self.topic[order], np.arange(self.n_topics + 1))
+        return [order[bounds[t] : bounds[t + 1]] for t in range(self.n_topics)]
+
+    @cached_property
     def items_by_creator(self) -> tuple[np.ndarray, np.ndarray]:
         """``(order, bounds)``: creator c's items are ``order[bounds[c]:bounds[c + 1]]``."""
         order = np.argsort(self.creator, kind="stable")
