@@ -165,3 +165,42 @@ def test_drift_trigger_fires_when_the_negative_rate_moves_and_respects_min_gap()
     triggers = [v.triggered_at for v in versions_of(result, "profile_memory")]
     assert triggers, "the drift detector never fired"
     assert all(b - a >= 1800 for a, b in zip(triggers, triggers[1:], strict=False))
+
+
+def test_immediate_real_time_features_stop_a_rejected_topic_at_the_next_request():
+    """Real-time features at zero latency with a decisive weight reach the bound: after a user
+    says "not interested" in a topic, none of their next requests in the hour shows it."""
+
+    def repeats(result):
+        events = result.events
+        topic = result.item_topic[np.maximum(events.item, 0)]
+        said_no = np.flatnonzero(events.kind == Kind.NOT_INTERESTED)
+        count = 0
+        for row in said_no:
+            later = (
+                (events.user == events.user[row])
+                & (events.time > events.time[row])
+                & (events.time <= events.time[row] + 3600)
+                & (events.item >= 0)
+            )
+            count += int((topic[later] == topic[row]).sum())
+        return count, said_no.shape[0]
+
+    base = (
+        "stack.policy=popular",
+        "world.behavior.explicit_prob=0.8",
+        "world.behavior.explicit_kinds={not_interested: 1, dismiss: 0, thumbs_down: 0, "
+        "block_creator: 0}",
+    )
+    without, said = repeats(run_scenario(tiny(*base)))
+    with_features, _ = repeats(
+        run_scenario(
+            tiny(
+                *base,
+                "stack.layers.realtime_features={latency: 0s, weights: "
+                "{user_topic_negative: -100}}",
+            )
+        )
+    )
+    assert said > 50 and without > 100
+    assert with_features == 0
