@@ -272,12 +272,6 @@ def serve_scores(
     return explore(scores, requests, view)
 
 
-def _personalized(view: View) -> bool:
-    """Whether any layer state makes scores differ between requests."""
-    states = view.states
-    return any(states.get(name) is not None for name in PERSONAL_LAYERS)
-
-
 #: Layers whose served state changes a policy's scores per request.
 PERSONAL_LAYERS = (
     "realtime_features",
@@ -286,6 +280,12 @@ PERSONAL_LAYERS = (
     "bandit",
     "online_learning",
 )
+
+
+def _personalized(view: View) -> bool:
+    """Whether any layer state makes scores differ between requests."""
+    states = view.states
+    return any(states.get(name) is not None for name in PERSONAL_LAYERS)
 
 
 def _cold_start(rng: np.random.Generator, requests: Requests, view: View) -> np.ndarray:
