@@ -1,4 +1,9 @@
-"""Readers for a results directory, usable without the simulator (pyarrow and json only)."""
+"""Readers for a results directory, usable without the simulator (pyarrow and json only).
+
+A results directory holds a sweep (a single run is a sweep of one variant, ``default``, and one
+replication): the top-level tables have ``variant`` and ``replication`` columns, and each run's
+own files (its ``events.parquet`` among them) are in the folder :func:`run_folder` finds.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["ResultsError", "read_summary", "read_events", "read_layers"]
+__all__ = [
+    "ResultsError",
+    "read_summary",
+    "read_table",
+    "run_folder",
+    "read_run_summary",
+    "read_events",
+    "read_layers",
+]
 
 
 class ResultsError(Exception):
@@ -17,24 +30,58 @@ class ResultsError(Exception):
 
 
 def read_summary(folder: str | Path) -> dict[str, Any]:
-    """``summary.json`` as a dict."""
-    path = Path(folder) / "summary.json"
+    """The top-level ``summary.json`` (the sweep: variants, comparisons, failed runs)."""
+    return _json(Path(folder) / "summary.json", folder)
+
+
+def read_table(folder: str | Path, name: str, columns: list[str] | None = None) -> pa.Table:
+    """A top-level table (``runs``, ``variants``, ``propagation``, ``exposure``,
+    ``suppression``, ``timeseries``, ``layers``) as Arrow (``.to_pandas()`` for pandas)."""
+    return _parquet(Path(folder) / f"{name}.parquet", columns)
+
+
+def run_folder(folder: str | Path, variant: str | None = None, replication: int = 0) -> Path:
+    """The folder of one run: ``variant`` (default: the baseline) and ``replication``."""
+    summary = read_summary(folder)
+    variant = summary["baseline"] if variant is None else variant
+    key = f"{variant} r{replication}"
+    try:
+        return Path(folder) / summary["run_folders"][key]
+    except KeyError:
+        runs = ", ".join(summary["run_folders"])
+        raise ResultsError(f"{folder}: no run {key!r}; runs: {runs}") from None
+
+
+def read_run_summary(
+    folder: str | Path, variant: str | None = None, replication: int = 0
+) -> dict[str, Any]:
+    """One run's ``summary.json``: its counts, layers, metrics and wall time."""
+    run = run_folder(folder, variant, replication)
+    return _json(run / "summary.json", run)
+
+
+def read_events(
+    folder: str | Path,
+    variant: str | None = None,
+    replication: int = 0,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """One run's ``events.parquet`` (one row per impression and abandoned session)."""
+    return _parquet(run_folder(folder, variant, replication) / "events.parquet", columns)
+
+
+def read_layers(folder: str | Path) -> pa.Table:
+    """``layers.parquet``: one row per published layer version, of every run."""
+    return read_table(folder, "layers")
+
+
+def _json(path: Path, folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ResultsError(f"{folder}: no summary.json (not a results directory, or unfinished)")
     try:
         return dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, UnicodeDecodeError) as error:
         raise ResultsError(f"{path}: unreadable ({error})") from None
-
-
-def read_events(folder: str | Path, columns: list[str] | None = None) -> pa.Table:
-    """``events.parquet`` as an Arrow table (``.to_pandas()`` for a DataFrame)."""
-    return _parquet(Path(folder) / "events.parquet", columns)
-
-
-def read_layers(folder: str | Path) -> pa.Table:
-    """``layers.parquet``: one row per published layer version."""
-    return _parquet(Path(folder) / "layers.parquet", None)
 
 
 def _parquet(path: Path, columns: list[str] | None) -> pa.Table:

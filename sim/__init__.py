@@ -1,6 +1,7 @@
 """recloop's engine and core types.
 
-The public names are few: load a scenario, run it, write its results.
+The public names are few: load a scenario, run it once (``run_scenario``), or run its every
+variant and replication and write the results directory (``run_sweep``).
 
 >>> from sim import load_scenario
 >>> load_scenario("quickstart").name
@@ -23,7 +24,7 @@ __all__ = [
     "Scenario",
     "load_scenario",
     "run_scenario",
-    "write_results",
+    "run_sweep",
     "RunResult",
     "RecloopError",
     "ScenarioError",
@@ -39,8 +40,8 @@ def __getattr__(name: str) -> Any:
         from sim import runner
 
         return getattr(runner, name)
-    if name == "write_results":
-        from sim.results import write_results
+    if name == "run_sweep":
+        from sim.sweep import run_sweep
 
-        return write_results
+        return run_sweep
     raise AttributeError(f"module 'sim' has no attribute {name!r}")

@@ -10,14 +10,18 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sim.durations import format_duration
 from sim.errors import RecloopError
 from sim.loader import load_scenario
 from sim.spec import Scenario
+
+if TYPE_CHECKING:
+    from sim.sweep import RunOutcome
 
 __all__ = ["main"]
 
@@ -50,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", help="a scenario YAML file, or a packaged scenario by name")
     run.add_argument("--out", "-o", help="results directory (default: runs/<scenario name>)")
     _add_overrides(run)
+    run.add_argument(
+        "--workers",
+        "-j",
+        type=int,
+        default=1,
+        help="run a sweep's runs on this many local processes (results are identical)",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     run.set_defaults(handler=_run)
 
@@ -78,27 +89,99 @@ def _add_overrides(command: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sim.results import write_results
-    from sim.runner import check_scenario, run_scenario
+    from sim.results import write_sweep
+    from sim.runner import check_scenario
+    from sim.sweep import describe_plan, plan_runs, run_plans
 
+    if args.workers < 1:
+        raise RecloopError(f"--workers {args.workers}: must be at least 1")
     scenario = load_scenario(args.scenario, args.overrides)
-    notes = check_scenario(scenario)
+    labels, baseline, plans = plan_runs(scenario)
+    notes: list[str] = []
+    for plan in plans:
+        if plan.replication == 0:
+            notes += [note for note in check_scenario(plan.scenario) if note not in notes]
     out = Path(args.out) if args.out else Path("runs") / _safe_name(scenario.name)
     _prepare_output(out)  # before simulating, not after
     if not args.quiet:
         print(_headline(scenario), file=sys.stderr)
+        if len(plans) > 1:
+            print(f"recloop: {describe_plan(labels, plans, args.workers)}", file=sys.stderr)
         for note in notes:
             print(f"recloop: note: {note}", file=sys.stderr)
-    progress = _Progress(scenario.end, enabled=not args.quiet and sys.stderr.isatty())
+    single = len(plans) == 1
+    progress = _Progress(scenario.end, enabled=single and not args.quiet and sys.stderr.isatty())
+
+    def done(outcome: RunOutcome, finished: int, total: int) -> None:
+        if args.quiet or single:
+            return
+        status = (
+            f"failed: {outcome.error}" if outcome.error else f"{outcome.row['wall_seconds']:.1f}s"
+        )
+        print(
+            f"recloop: [{finished}/{total}] {outcome.plan.variant} r{outcome.plan.replication} "
+            f"{status}",
+            file=sys.stderr,
+        )
+
+    started = time.perf_counter()
     try:
-        result = run_scenario(scenario, on_progress=progress.update)
+        outcomes = run_plans(plans, out, args.workers, done, progress.update)
     finally:
         progress.close()
-    write_results(result, out)
+    summary = write_sweep(out, scenario, labels, baseline, outcomes, time.perf_counter() - started)
+    failed = summary["failed_runs"]
+    if single and failed:
+        raise RecloopError(failed[0]["error"])
     if not args.quiet:
-        print(_report(result.summary), file=sys.stderr)
+        if single:
+            run_summary = json.loads((out / plans[0].folder / "summary.json").read_text())
+            print(_report(run_summary), file=sys.stderr)
+        else:
+            print(_comparison(summary), file=sys.stderr)
+    for run in failed:
+        print(
+            f"recloop: error: run {run['variant']} r{run['replication']} failed: {run['error']}",
+            file=sys.stderr,
+        )
     print(f"results: {out}")
-    return 0
+    return 1 if failed else 0
+
+
+#: The figures a sweep's comparison table shows, when the runs have them.
+HEADLINE_METRICS = (
+    ("bad_impressions", "bad impressions", "{:,.0f}"),
+    ("repeat_offences_per_negative", "repeats/negative", "{:.3f}"),
+    ("ctr", "CTR", "{:.4f}"),
+    ("churned_users", "churned", "{:,.0f}"),
+    ("cost_per_day", "cost/day", "{:,.1f}"),
+    ("propagation_efficiency", "efficiency", "{:.2f}"),
+)
+
+
+def _comparison(summary: dict[str, Any]) -> str:
+    """Per variant: each headline metric's mean [95% interval] and paired delta vs baseline."""
+    comparisons = summary["comparisons"]
+    shown = [m for m in HEADLINE_METRICS if any(m[0] in v for v in comparisons.values())]
+    lines = [
+        f"  {summary['replications']} replication(s); baseline: {summary['baseline']}; "
+        f"intervals: {summary['interval']}"
+    ]
+    for label, metrics in comparisons.items():
+        parts = []
+        for metric, title, fmt in shown:
+            entry = metrics.get(metric)
+            if entry is None:
+                continue
+            text = f"{title} {fmt.format(entry['mean'])}"
+            if entry["ci95"]:
+                text += " [" + ", ".join(fmt.format(x) for x in entry["ci95"]) + "]"
+            delta = entry.get("relative")
+            if delta is not None:
+                text += f" ({100 * delta['mean']:+.0f}%)"
+            parts.append(text)
+        lines.append(f"  {label}: " + "; ".join(parts))
+    return "\n".join(lines)
 
 
 def _prepare_output(out: Path) -> None:

@@ -112,6 +112,8 @@ class LayerRuntime:
         self._state = kind.initial_state() if kind.incremental else None
         self._published_state: Any = None  # the snapshot serving all traffic (for fit)
         self._env: Any = None
+        #: No update is triggered from this time on (the ``frozen`` bound freezes at warm-up).
+        self.frozen_from = np.inf
 
     @property
     def state(self) -> Any:
@@ -131,7 +133,7 @@ class LayerRuntime:
 
     def _periodic(self, env: Any):
         yield env.timeout(self.phase)
-        while True:
+        while env.now < self.frozen_from:
             env.process(self._update(env))
             yield env.timeout(self.spec.every)
 
@@ -141,7 +143,7 @@ class LayerRuntime:
         detector = drift.ADWIN() if spec.detector == "adwin" else drift.PageHinkley()
         last_trigger = -np.inf
         measured = 0
-        while True:
+        while env.now < self.frozen_from:
             yield env.timeout(spec.check_every)
             visible = self.log.visible(env.now - self.spec.latency)
             new = slice(measured, len(visible))
@@ -158,6 +160,8 @@ class LayerRuntime:
     def before_window(self, now: float) -> bool:
         """Called by the engine before each serving window; True if an update was started."""
         spec = self.spec
+        if now >= self.frozen_from:
+            return False
         if spec.continuous:
             self._absorb(now, now - spec.latency, self._take_new(now))
             return False

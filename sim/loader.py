@@ -24,6 +24,7 @@ __all__ = [
     "parse_scenario",
     "packaged_scenarios",
     "apply_override",
+    "set_path",
     "resolved_yaml",
     "MAX_SCENARIO_BYTES",
 ]
@@ -104,24 +105,37 @@ def apply_override(data: dict[str, Any], override: str) -> dict[str, Any]:
     """
     path, sep, raw = override.partition("=")
     path = path.strip()
-    if not sep or not path or any(not part for part in path.split(".")):
+    if not sep:
         raise ScenarioError(f"--set {override!r}: expected dotted.path=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    return set_path(data, path, value, f"--set {path}")
+
+
+def set_path(data: dict[str, Any], path: str, value: Any, where: str) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``value`` at ``dotted.path`` (sections created as needed).
+
+    ``where`` names the override in errors (``--set x``, ``variants.grid.x``).
+
+    >>> set_path({"stack": {"layers": {}}}, "stack.layers.retrain.every", "1h", "example")
+    {'stack': {'layers': {'retrain': {'every': '1h'}}}}
+    """
+    parts = path.split(".")
+    if not path or any(not part for part in parts):
+        raise ScenarioError(f"{where}: expected a dotted.path, got {path!r}")
     result = _deep_copy(data)
     node = result
-    parts = path.split(".")
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         elif not isinstance(child, dict):
-            where = ".".join(parts[: depth + 1])
-            raise ScenarioError(f"--set {path}: {where} is {child!r}, not a section")
+            inside = ".".join(parts[: depth + 1])
+            raise ScenarioError(f"{where}: {inside} is {child!r}, not a section")
         node = child
-    node[parts[-1]] = value
+    node[parts[-1]] = _deep_copy(value)
     return result
 
 

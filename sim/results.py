@@ -1,8 +1,12 @@
-"""Writing a run's results directory; every file is written atomically (temporary, then rename).
+"""Writing a results directory; every file is written atomically (temporary, then rename).
 
-The directory is readable without recloop: ``scenario.yaml`` (fully resolved), ``summary.json``,
-``events.parquet`` (one row per impression or abandoned session) and ``layers.parquet`` (every
-published version). ``summary.json`` is written last, so its presence marks a complete run.
+The directory is readable without recloop. At the top: ``scenario.yaml`` (fully resolved, with
+its variants), ``summary.json`` (comparisons), ``runs.parquet`` (one row per variant ×
+replication), ``variants.parquet`` (means, intervals and paired deltas), and the concatenated
+``propagation``, ``exposure``, ``suppression``, ``timeseries`` and ``layers`` tables with
+``variant`` and ``replication`` columns. Each run also has its own folder under ``variants/``
+with its resolved scenario, ``events.parquet`` and tables. A ``summary.json`` is always written
+last, so its presence marks a complete run or sweep.
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sim.compare import NO_INTERVAL, compare_variants, propagation_efficiency
 from sim.domain import Kind, Scope
 from sim.loader import resolved_yaml
+from sim.metrics import RunMetrics
 from sim.runner import RunResult
+from sim.spec import Scenario
+from sim.sweep import RunOutcome
 
-__all__ = ["write_results", "atomic_write"]
+__all__ = ["write_run", "write_sweep", "atomic_write", "METRIC_TABLES"]
 
 #: layers.parquet: one row per published layer version and cohort (see sim.layers.Version).
 VERSION_SCHEMA = pa.schema(
@@ -61,29 +69,170 @@ def _umask() -> int:
     return current
 
 
-def write_results(result: RunResult, out: str | Path) -> Path:
-    """Write ``result`` into directory ``out`` (created if needed); returns its path."""
-    out = Path(out)
-    atomic_write(out / "scenario.yaml", lambda p: p.write_text(resolved_yaml(result.scenario)))
+#: The per-run metric tables, written beside each run and concatenated at the top level.
+METRIC_TABLES = ("propagation", "exposure", "suppression", "timeseries")
+
+
+def write_run(result: RunResult, metrics: RunMetrics, folder: str | Path) -> Path:
+    """Write one run into ``folder``: its scenario, events, layer versions, metric tables, and
+    ``summary.json`` last (its presence marks the run complete)."""
+    folder = Path(folder)
+    atomic_write(folder / "scenario.yaml", lambda p: p.write_text(resolved_yaml(result.scenario)))
     if result.scenario.output.events:
         table = _events_table(result)
-        atomic_write(out / "events.parquet", lambda p: pq.write_table(table, p))
+        atomic_write(folder / "events.parquet", lambda p: pq.write_table(table, p))
     else:  # an earlier run's event log in the same directory would be mistaken for this one's
-        (out / "events.parquet").unlink(missing_ok=True)
+        (folder / "events.parquet").unlink(missing_ok=True)
     layers = pa.table(
         {name: [getattr(v, name) for v in result.versions] for name in VERSION_SCHEMA.names},
         schema=VERSION_SCHEMA,
     )
-    atomic_write(out / "layers.parquet", lambda p: pq.write_table(layers, p))
-    summary = dict(result.summary, recloop_version=_version(), files=_files(result))
-    text = json.dumps(summary, indent=2, allow_nan=False)
-    atomic_write(out / "summary.json", lambda p: p.write_text(text + "\n"))
-    return out
-
-
-def _files(result: RunResult) -> list[str]:
+    atomic_write(folder / "layers.parquet", lambda p: pq.write_table(layers, p))
+    for name in METRIC_TABLES:
+        _write_parquet(folder / f"{name}.parquet", metrics.tables[name])
     files = ["scenario.yaml", "summary.json", "layers.parquet"]
-    return files + (["events.parquet"] if result.scenario.output.events else [])
+    files += [f"{name}.parquet" for name in METRIC_TABLES]
+    files += ["events.parquet"] if result.scenario.output.events else []
+    summary = dict(
+        result.summary,
+        metrics=metrics.scalars,
+        missing={**result.summary["missing"], **metrics.missing},
+        recloop_version=_version(),
+        files=files,
+    )
+    _write_json(folder / "summary.json", summary)
+    return folder
+
+
+def write_sweep(
+    out: str | Path,
+    scenario: Scenario,
+    labels: list[str],
+    baseline: str,
+    outcomes: list[RunOutcome],
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """Write the sweep's top level: every run's row, the comparisons, the concatenated tables,
+    and ``summary.json`` last. Returns the summary."""
+    out = Path(out)
+    atomic_write(out / "scenario.yaml", lambda p: p.write_text(resolved_yaml(scenario)))
+    rows = [outcome.row for outcome in outcomes]
+    if "frozen" in labels and "instant" in labels:
+        efficiency = propagation_efficiency(rows)
+        for row in rows:
+            row["propagation_efficiency"] = efficiency.get((row["variant"], row["replication"]))
+    runs = pa.Table.from_pylist(rows)
+    atomic_write(out / "runs.parquet", lambda p: pq.write_table(runs, p))
+    finished = [outcome for outcome in outcomes if outcome.error is None]
+    for name in (*METRIC_TABLES, "layers"):
+        _concatenate(out, name, finished)
+    comparisons = compare_variants([o.row for o in finished], labels, baseline)
+    variants = pa.Table.from_pylist(
+        [
+            _variant_row(label, metric, entry)
+            for label, metrics in comparisons.items()
+            for metric, entry in metrics.items()
+        ],
+        schema=VARIANT_SCHEMA,
+    )
+    atomic_write(out / "variants.parquet", lambda p: pq.write_table(variants, p))
+    missing: dict[str, str] = {}
+    for outcome in finished:
+        for metric, reason in outcome.missing.items():
+            missing.setdefault(metric, reason)
+    summary = {
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "seed": scenario.seed,
+        "replications": scenario.replications,
+        "variants": labels,
+        "baseline": baseline,
+        "runs": len(outcomes),
+        "failed_runs": [
+            {"variant": o.plan.variant, "replication": o.plan.replication, "error": o.error}
+            for o in outcomes
+            if o.error is not None
+        ],
+        "run_folders": {f"{o.plan.variant} r{o.plan.replication}": o.plan.folder for o in outcomes},
+        "interval": "95% Student-t over replications; deltas paired within a replication",
+        "comparisons": comparisons,
+        "missing": missing,
+        "notes": [] if scenario.replications > 1 else [NO_INTERVAL + ": intervals are null"],
+        "wall_seconds": round(wall_seconds, 3),
+        "recloop_version": _version(),
+        "files": [
+            "scenario.yaml",
+            "summary.json",
+            "runs.parquet",
+            "variants.parquet",
+            "layers.parquet",
+            *(f"{name}.parquet" for name in METRIC_TABLES),
+        ],
+    }
+    _write_json(out / "summary.json", summary)
+    return summary
+
+
+#: variants.parquet: one row per variant and metric, with the comparison against the baseline.
+VARIANT_SCHEMA = pa.schema(
+    [
+        ("variant", pa.string()),
+        ("metric", pa.string()),
+        ("n", pa.int64()),
+        ("mean", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("delta", pa.float64()),
+        ("delta_ci_low", pa.float64()),
+        ("delta_ci_high", pa.float64()),
+        ("relative", pa.float64()),
+        ("relative_ci_low", pa.float64()),
+        ("relative_ci_high", pa.float64()),
+    ]
+)
+
+
+def _variant_row(label: str, metric: str, entry: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"variant": label, "metric": metric, "n": entry["n"]}
+    for prefix, part in (
+        ("", entry),
+        ("delta", entry.get("delta")),
+        ("relative", entry.get("relative")),
+    ):
+        if part is None:
+            continue
+        low, high = part["ci95"] or (None, None)
+        row[prefix or "mean"] = part["mean"]
+        row[f"{prefix}_ci_low".lstrip("_")] = low
+        row[f"{prefix}_ci_high".lstrip("_")] = high
+    return row
+
+
+def _concatenate(out: Path, name: str, outcomes: list[RunOutcome]) -> None:
+    """``name``.parquet at the top level: every run's table with its variant and replication."""
+    tables = []
+    for outcome in outcomes:
+        table = pq.read_table(out / outcome.plan.folder / f"{name}.parquet")
+        rows = table.num_rows
+        table = table.add_column(
+            0, "replication", pa.array([outcome.plan.replication] * rows, pa.int32())
+        )
+        table = table.add_column(0, "variant", pa.array([outcome.plan.variant] * rows, pa.string()))
+        tables.append(table)
+    if not tables:
+        (out / f"{name}.parquet").unlink(missing_ok=True)
+        return
+    combined = pa.concat_tables(tables, promote_options="permissive")
+    atomic_write(out / f"{name}.parquet", lambda p: pq.write_table(combined, p))
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    atomic_write(path, lambda p: pq.write_table(table, p))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    text = json.dumps(data, indent=2, allow_nan=False)
+    atomic_write(path, lambda p: p.write_text(text + "\n"))
 
 
 def _events_table(result: RunResult) -> pa.Table:

@@ -28,7 +28,7 @@ from sim.rng import Streams
 from sim.spec import Scenario
 from sim.stack import Stack
 from sim.stores import FeatureStore, ProfileMemoryKind, SessionContextStore, StoreKind
-from users.world import SimulatedWorld
+from users.world import Affected, SimulatedWorld
 
 __all__ = ["RunResult", "Assembly", "assemble", "run_scenario", "check_scenario", "build_policy"]
 
@@ -45,6 +45,9 @@ class RunResult:
     churned_at: np.ndarray  # per user: simulated time they quit, inf if they stayed
     canary_users: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> cohort mask
     versions: list[Version] = field(default_factory=list)
+    affected: dict[str, Affected] = field(default_factory=dict)  # intervention name -> whom
+    item_created_at: np.ndarray = field(default_factory=lambda: np.empty(0))
+    session_starts: np.ndarray = field(default_factory=lambda: np.empty(0))
 
 
 def build_policy(scenario: Scenario, streams: Streams | None = None) -> Any:
@@ -157,6 +160,8 @@ def assemble(scenario: Scenario) -> Assembly:
             stack.set_canary_users(name, runtime.canary_users)
         if callable(getattr(kind, "serve", None)):
             stack.set_serve_hook(name, kind.serve)
+        if scenario.stack.frozen_after_warmup:
+            runtime.frozen_from = scenario.warmup
         runtime.start(env)
         layers.append(runtime)
     return Assembly(env, world, stack, log, layers, notes)
@@ -196,6 +201,9 @@ def _run(scenario: Scenario, on_progress: Callable[[float], None] | None) -> Run
             layer.name: layer.canary_users for layer in layers if layer.canary_users is not None
         },
         versions=versions,
+        affected=world.affected,
+        item_created_at=world.catalog.created_at,
+        session_starts=world.session_start_times(),
     )
 
 

@@ -40,6 +40,17 @@ __all__ = [
     "Bandit",
     "OnlineLearning",
     "Output",
+    "Intervention",
+    "TopicAversion",
+    "ItemTurnsBad",
+    "PreferenceShift",
+    "CatalogBurst",
+    "TrafficSpike",
+    "Variants",
+    "Case",
+    "Bounds",
+    "Metrics",
+    "RESERVED_LABELS",
 ]
 
 Duration = Annotated[
@@ -416,6 +427,168 @@ class Stack(Spec):
     policy: PolicySpec
     slate_size: int = Field(10, ge=1, le=200, description="items per slate")
     layers: Layers = Layers()
+    frozen_after_warmup: bool = Field(
+        False, description="no layer updates after warm-up (the 'frozen' reference bound)"
+    )
+
+
+# --- interventions ---------------------------------------------------------------------------
+
+
+class InterventionBase(Spec):
+    at: Duration = Field(description="simulated time the intervention happens")
+    label: str | None = Field(
+        None, max_length=200, description="names it in results; default kind@time"
+    )
+
+    @property
+    def name(self) -> str:
+        return self.label or f"{self.kind}@{format_duration(self.at)}"  # type: ignore[attr-defined]
+
+
+class TopicAversion(InterventionBase):
+    """A share of users turn strongly against a topic: their true utility for its items drops
+    by ``strength``, so they dismiss, skip or leave when shown it."""
+
+    kind: Literal["topic_aversion"]
+    topic: int = Field(ge=0, description="topic index")
+    users: float = Field(0.2, gt=0, le=1, description="share of all users affected")
+    among: Literal["fans", "all"] = Field(
+        "fans", description="fans: the users with the highest true affinity to the topic"
+    )
+    strength: float = Field(4.0, gt=0, le=100, description="utility drop on the topic's items")
+
+
+class ItemTurnsBad(InterventionBase):
+    """A set of items loses quality for everyone (clickbait, broken, policy-violating); exactly one
+    of ``items`` (a share of live items), ``topic`` or ``creator`` chooses the set."""
+
+    kind: Literal["item_turns_bad"]
+    items: float | None = Field(None, gt=0, le=1, description="share of live items")
+    topic: int | None = Field(None, ge=0, description="every live item of this topic")
+    creator: int | None = Field(None, ge=0, description="every live item of this creator")
+    quality_drop: float = Field(4.0, gt=0, le=100, description="drop of true item quality")
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> ItemTurnsBad:
+        chosen = [key for key in ("items", "topic", "creator") if getattr(self, key) is not None]
+        if len(chosen) != 1:
+            raise ValueError(
+                f"choose the items by exactly one of items, topic, creator; got {chosen}"
+            )
+        return self
+
+
+class PreferenceShift(InterventionBase):
+    """A share of users move their interests towards another topic."""
+
+    kind: Literal["preference_shift"]
+    to_topic: int = Field(ge=0, description="topic the users move to")
+    users: float = Field(0.2, gt=0, le=1, description="share of all users affected (random)")
+    amount: float = Field(0.8, gt=0, le=1, description="0 = no move, 1 = entirely to the topic")
+
+
+class CatalogBurst(InterventionBase):
+    """Many new items arrive at once (cold start)."""
+
+    kind: Literal["catalog_burst"]
+    items: int = Field(ge=1, le=10_000_000, description="items arriving")
+    topic: int | None = Field(None, ge=0, description="all of one topic, or drawn as usual")
+
+
+class TrafficSpike(InterventionBase):
+    """Session arrivals multiplied for a while."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    kind: Literal["traffic_spike"]
+    multiplier: float = Field(gt=1, le=100, description="arrival rate multiplier")
+    duration: Duration = Field(alias="for", gt=0, description="how long the spike lasts")
+
+
+Intervention = Annotated[
+    TopicAversion | ItemTurnsBad | PreferenceShift | CatalogBurst | TrafficSpike,
+    Field(discriminator="kind"),
+]
+
+
+# --- sweeps and metrics ----------------------------------------------------------------------
+
+#: Labels of the reference variants a sweep can add (see :class:`Bounds`).
+RESERVED_LABELS = ("frozen", "instant")
+
+
+class Case(Spec):
+    """One hand-written variant: a label and the overrides that make it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    label: str = Field(min_length=1, max_length=200)
+    overrides: dict[str, Any] = Field(
+        alias="set", description="dotted.path: value, applied like --set"
+    )
+
+
+class Variants(Spec):
+    """What a sweep varies: a ``grid`` (every combination) or a list of ``cases``.
+
+    A grid axis is ``dotted.path: [values]`` (labelled ``every=1h``) or ``dotted.path:
+    {label: value}``; a variant's label joins its axes' labels with `` · ``.
+    """
+
+    grid: dict[str, list[Any] | dict[str, Any]] = Field(default_factory=dict)
+    cases: list[Case] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Variants:
+        if bool(self.grid) == bool(self.cases):
+            raise ValueError("give variants as exactly one of grid or cases")
+        for path, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid axis {path} has no values")
+        return self
+
+
+class Bounds(Spec):
+    """Reference variants added to a sweep: ``frozen`` stops every layer after warm-up;
+    ``instant`` runs every layer of any variant with no latency, no compute time, immediate
+    rollout, incremental layers at every window and batch layers every ``instant_every``."""
+
+    frozen: bool = False
+    instant: bool = False
+    instant_every: Literal["tick"] | Duration = Field(
+        "tick", description="batch layers' period in the instant bound; tick = truly instant"
+    )
+
+
+NegativeKindName = Literal[
+    "skip", "short_dwell", "dismiss", "not_interested", "thumbs_down", "block_creator", "abandon"
+]
+
+
+class Metrics(Spec):
+    """How the propagation, exposure and suppression metrics are measured."""
+
+    exposure_horizon: Duration = Field(
+        86400.0, gt=0, description="residual exposure is counted this long after a negative"
+    )
+    suppression_bin: Duration = Field(
+        1800.0, gt=0, description="bad-impression rates are measured in bins this long"
+    )
+    level_window: Duration = Field(
+        3600.0, gt=0, description="the pre-intervention level is measured over this window"
+    )
+    timeseries_bin: Duration = Field(3600.0, gt=0, description="bins of timeseries.parquet")
+    propagation_kinds: list[NegativeKindName] = Field(
+        default_factory=lambda: [  # type: ignore[arg-type]
+            "short_dwell",
+            "dismiss",
+            "not_interested",
+            "thumbs_down",
+            "block_creator",
+            "abandon",
+        ],
+        min_length=1,
+        description="negative kinds whose absorption is measured (skips are many; add on demand)",
+    )
 
 
 class Output(Spec):
@@ -443,6 +616,12 @@ class Scenario(Spec):
     )
     world: World = World()
     stack: Stack
+    interventions: list[Intervention] = Field(default_factory=list)
+    variants: Variants | None = None
+    baseline: str | None = Field(None, description="label of the variant others are compared with")
+    replications: int = Field(1, ge=1, le=10_000, description="root seeds per variant")
+    bounds: Bounds = Bounds()
+    metrics: Metrics = Metrics()
     output: Output = Output()
 
     @model_validator(mode="after")
@@ -459,6 +638,30 @@ class Scenario(Spec):
                 f"world.catalog.items ({self.world.catalog.items}) must be at least "
                 f"stack.slate_size ({k})"
             )
+        catalog = self.world.catalog
+        for index, event in enumerate(self.interventions):
+            where = f"interventions.{index}"
+            for key in ("topic", "to_topic"):
+                topic = getattr(event, key, None)
+                if topic is not None and topic >= catalog.topics:
+                    raise ValueError(
+                        f"{where}.{key}: topic {topic} does not exist (world.catalog.topics is "
+                        f"{catalog.topics}; topics are 0 to {catalog.topics - 1})"
+                    )
+            creator = getattr(event, "creator", None)
+            if creator is not None and creator >= catalog.creators:
+                raise ValueError(
+                    f"{where}.creator: creator {creator} does not exist (world.catalog.creators "
+                    f"is {catalog.creators})"
+                )
+            if event.at >= self.end:
+                raise ValueError(
+                    f"{where}.at: {format_duration(event.at)} is not before the end of the run "
+                    f"({format_duration(self.end)})"
+                )
+        names = [event.name for event in self.interventions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"interventions need distinct labels, got {names}")
         if self.tick != "auto":
             if self.tick <= 0:
                 raise ValueError(f"tick must be positive, got {format_duration(self.tick)}")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from reports.results import read_events, read_run_summary, run_folder
 from sim.cli import main, scenario_schema
 from sim.loader import load_scenario
 from tests.conftest import TINY
@@ -42,9 +43,10 @@ def test_run_writes_a_results_directory_pandas_can_read(tmp_path, capsys):
     out = tmp_path / "results"
     assert main(["run", str(write_tiny(tmp_path)), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == f"results: {out}"
-    summary = json.loads((out / "summary.json").read_text())
-    events = pd.read_parquet(out / "events.parquet")
+    summary = read_run_summary(out)
+    events = read_events(out).to_pandas()
     layers = pd.read_parquet(out / "layers.parquet")
+    assert set(layers.variant) == {"default"} and set(layers.replication) == {0}
     assert summary["impressions"] == int(
         (events.time >= 3600).sum() - (events.kind == "abandon")[events.time >= 3600].sum()
     )
@@ -65,18 +67,21 @@ def test_run_writes_a_results_directory_pandas_can_read(tmp_path, capsys):
     assert summary["recloop_version"] != "unknown"
     # the resolved scenario loads back to the same scenario
     assert load_scenario(out / "scenario.yaml") == load_scenario(tmp_path / "tiny.yaml")
-    assert not list(out.glob("*.tmp"))
+    assert load_scenario(run_folder(out) / "scenario.yaml") == load_scenario(tmp_path / "tiny.yaml")
+    assert not list(out.rglob("*.tmp"))
     assert (out / "summary.json").stat().st_mode & 0o044 == 0o044  # readable by others
 
 
 def test_run_respects_output_events_false(tmp_path):
     out = tmp_path / "r"
-    out.mkdir()
-    (out / "events.parquet").write_text("from an earlier run")
+    stale = out / "variants" / "00-default" / "r0" / "events.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from an earlier run")
     path = write_tiny(tmp_path, output={"events": False})
     assert main(["run", str(path), "--out", str(out), "-q"]) == 0
-    assert not (out / "events.parquet").exists()
-    assert "events.parquet" not in json.loads((out / "summary.json").read_text())["files"]
+    assert run_folder(out) == stale.parent
+    assert not stale.exists()
+    assert "events.parquet" not in read_run_summary(out)["files"]
 
 
 def test_set_overrides_apply_to_the_run(tmp_path):
@@ -95,7 +100,7 @@ def test_set_overrides_apply_to_the_run(tmp_path):
         ]
     )
     assert code == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_run_summary(out)
     assert summary["users"] == 150 and summary["simulated"] == "1h"
 
 
@@ -185,6 +190,6 @@ def test_console_script_end_to_end(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "results: runs/quickstart"
-    events = pd.read_parquet(tmp_path / "runs" / "quickstart" / "events.parquet")
+    events = read_events(tmp_path / "runs" / "quickstart").to_pandas()
     assert np.isfinite(events.time).all() and len(events) > 0
     assert "requests/s" in done.stderr

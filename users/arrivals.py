@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.spec import TrafficSpike
 from sim.spec import Users as UsersSpec
 
 __all__ = ["Arrivals", "RequestBlock", "SLOT_UNIFORMS", "SLOT_NORMALS", "REQUEST_UNIFORMS"]
@@ -71,8 +72,12 @@ class Arrivals:
         end: float,
         session_rng: np.random.Generator,
         response_rng: np.random.Generator,
+        spikes: list[TrafficSpike] | tuple[TrafficSpike, ...] = (),
     ):
         self.spec = spec
+        self.spikes = tuple(
+            (spike.at, spike.at + spike.duration, spike.multiplier) for spike in spikes
+        )
         self.slate_size = slate_size
         self.end = end
         self._rate = sessions_per_day / DAY  # sessions per second, before the diurnal profile
@@ -93,6 +98,18 @@ class Arrivals:
         profile = self.spec.diurnal
         hours = times / 3600.0
         return 1.0 + profile.amplitude * np.cos(2 * np.pi * (hours - profile.peak_hour) / 24.0)
+
+    def multiplier(self, times: np.ndarray) -> np.ndarray:
+        """Traffic-spike multiplier of the session rate at ``times`` (1 outside spikes)."""
+        factor = np.ones_like(times)
+        for start, stop, multiplier in self.spikes:
+            factor[(times >= start) & (times < stop)] *= multiplier
+        return factor
+
+    def _peak_multiplier(self, start: float, stop: float) -> float:
+        return float(
+            np.prod([m for begin, end, m in self.spikes if begin < stop and end > start] or [1.0])
+        )
 
     def next_time(self) -> float:
         """Time of the next pending request (``inf`` when none remains before the end)."""
@@ -143,10 +160,11 @@ class Arrivals:
         session_spec = self.spec.session
         amplitude = self.spec.diurnal.amplitude
         # Thinning: candidates at the peak rate, kept with probability rate(t) / peak.
-        counts = rng.poisson(self._rate * (1.0 + amplitude) * (stop - start))
+        peak = (1.0 + amplitude) * self._peak_multiplier(start, stop)
+        counts = rng.poisson(self._rate * peak * (stop - start))
         users = np.repeat(np.arange(counts.shape[0], dtype=np.int32), counts)
         starts = rng.uniform(start, stop, users.shape[0])
-        keep = rng.random(users.shape[0]) * (1.0 + amplitude) < self.diurnal(starts)
+        keep = rng.random(users.shape[0]) * peak < self.diurnal(starts) * self.multiplier(starts)
         users, starts = users[keep], starts[keep]
         order = np.lexsort((starts, users))
         users, starts = users[order], starts[order]

@@ -10,6 +10,7 @@ import numpy as np
 
 from sim.domain import CatalogView, readonly
 from sim.spec import Catalog as CatalogSpec
+from sim.spec import CatalogBurst
 
 __all__ = ["Catalog"]
 
@@ -25,12 +26,29 @@ class Catalog:
     the catalogue, like the users, is identical across the variants of one replication.
     """
 
-    def __init__(self, spec: CatalogSpec, end: float, rng: np.random.Generator):
+    def __init__(
+        self,
+        spec: CatalogSpec,
+        end: float,
+        rng: np.random.Generator,
+        bursts: list[CatalogBurst] | tuple[CatalogBurst, ...] = (),
+    ):
         self.spec = spec
         self.centroids = _unit_rows(rng.standard_normal((spec.topics, spec.dim)))
         expected = spec.new_items_per_day * end / DAY
         n_new = int(rng.poisson(expected)) if expected > 0 else 0
-        self.arrival_times = np.sort(rng.uniform(0.0, end, n_new))
+        arrivals = rng.uniform(0.0, end, n_new)
+        # Burst items join the arrivals (all at the burst's time), optionally of one topic.
+        burst_times = [np.full(burst.items, burst.at) for burst in bursts]
+        burst_topics = [
+            np.full(burst.items, -1 if burst.topic is None else burst.topic) for burst in bursts
+        ]
+        times = np.concatenate([arrivals, *burst_times])
+        forced_topic = np.concatenate([np.full(n_new, -1), *burst_topics]).astype(np.int64)
+        order = np.argsort(times, kind="stable")
+        self.arrival_times = times[order]
+        forced_topic = forced_topic[order]
+        n_new = self.arrival_times.shape[0]
         capacity = spec.items + n_new
 
         creator_topic = rng.integers(0, spec.topics, spec.creators)
@@ -39,6 +57,8 @@ class Catalog:
         self.topic = np.where(
             loyal, creator_topic[self.creator], rng.integers(0, spec.topics, capacity)
         ).astype(np.int16)
+        forced = np.flatnonzero(forced_topic >= 0)
+        self.topic[spec.items + forced] = forced_topic[forced]
         scatter = rng.standard_normal((capacity, spec.dim)) * (
             spec.topic_spread / np.sqrt(spec.dim)
         )

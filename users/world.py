@@ -14,13 +14,31 @@ import numpy as np
 
 from sim.domain import CatalogView, Kind, Requests, Responses
 from sim.rng import Streams
-from sim.spec import Scenario
+from sim.spec import (
+    CatalogBurst,
+    ItemTurnsBad,
+    PreferenceShift,
+    Scenario,
+    TopicAversion,
+    TrafficSpike,
+)
 from users.arrivals import Arrivals, RequestBlock
 from users.behavior import respond_to_slates, utility
 from users.catalog import Catalog
 from users.population import Population
 
-__all__ = ["SimulatedWorld", "WorldBatch"]
+__all__ = ["SimulatedWorld", "WorldBatch", "Affected"]
+
+
+@dataclass(frozen=True)
+class Affected:
+    """Who or what an intervention touched: a user mask, an item mask, a topic."""
+
+    kind: str
+    at: float
+    users: np.ndarray | None = None
+    items: np.ndarray | None = None
+    topic: int | None = None
 
 
 @dataclass(frozen=True)
@@ -37,7 +55,13 @@ class SimulatedWorld:
     def __init__(self, scenario: Scenario, streams: Streams):
         world = scenario.world
         self.behavior = world.behavior
-        self.catalog = Catalog(world.catalog, scenario.end, streams.generator("catalog"))
+        self.interventions = tuple(scenario.interventions)
+        self.catalog = Catalog(
+            world.catalog,
+            scenario.end,
+            streams.generator("catalog"),
+            bursts=[event for event in self.interventions if isinstance(event, CatalogBurst)],
+        )
         self.population = Population(
             world.users, self.catalog.centroids, streams.generator("users")
         )
@@ -48,7 +72,12 @@ class SimulatedWorld:
             scenario.end,
             streams.generator("arrivals"),
             streams.generator("responses"),
+            spikes=[event for event in self.interventions if isinstance(event, TrafficSpike)],
         )
+        self._intervention_rng = streams.generator("interventions")
+        self._aversions: list[tuple[int, np.ndarray, float]] = []  # topic, users, strength
+        #: What each intervention did, for the metrics: name -> affected users / items.
+        self.affected: dict[str, Affected] = {}
         self._drift_rng = streams.generator("drift")
         n = self.population.count
         self.churned_at = np.full(n, np.inf)
@@ -74,6 +103,54 @@ class SimulatedWorld:
         env.process(self._drift(env))
         if self.catalog.arrival_times.shape[0]:
             env.process(self._new_items(env))
+        for event in self.interventions:
+            if not isinstance(event, (CatalogBurst, TrafficSpike)):  # those are drawn up front
+                env.process(self._intervene(env, event))
+
+    def _intervene(self, env: Any, event: Any):
+        yield env.timeout(event.at)
+        rng = self._intervention_rng
+        if isinstance(event, TopicAversion):
+            users = self._choose_users(event.users, event.among, event.topic, rng)
+            self._aversions.append((event.topic, users, event.strength))
+            self.affected[event.name] = Affected(
+                event.kind, event.at, users=users, topic=event.topic
+            )
+        elif isinstance(event, ItemTurnsBad):
+            live = self.catalog.n_live
+            if event.items is not None:
+                chosen = rng.permutation(live)[: max(1, round(event.items * live))]
+            elif event.topic is not None:
+                chosen = np.flatnonzero(self.catalog.topic[:live] == event.topic)
+            else:
+                chosen = np.flatnonzero(self.catalog.creator[:live] == event.creator)
+            items = np.zeros(self.catalog.capacity, bool)
+            items[chosen] = True
+            self.catalog.quality[items] -= event.quality_drop
+            self.affected[event.name] = Affected(event.kind, event.at, items=items)
+        elif isinstance(event, PreferenceShift):
+            users = self._choose_users(event.users, "all", None, rng)
+            population = self.population
+            target = self.catalog.centroids[event.to_topic].astype(np.float32)
+            population.preferences[users] += event.amount * (target - population.preferences[users])
+            self.affected[event.name] = Affected(
+                event.kind, event.at, users=users, topic=event.to_topic
+            )
+
+    def _choose_users(
+        self, share: float, among: str, topic: int | None, rng: np.random.Generator
+    ) -> np.ndarray:
+        """A boolean mask of ``round(share * n_users)`` users: random, or a topic's fans."""
+        n = self.n_users
+        count = max(1, round(share * n))
+        if among == "fans" and topic is not None:
+            affinity = self.population.preferences @ self.catalog.centroids[topic]
+            chosen = np.argsort(-affinity, kind="stable")[:count]
+        else:
+            chosen = rng.permutation(n)[:count]
+        mask = np.zeros(n, bool)
+        mask[chosen] = True
+        return mask
 
     def _drift(self, env: Any):
         every = self.population.spec.drift.every
@@ -82,9 +159,10 @@ class SimulatedWorld:
             self.population.drift(every, self._drift_rng)
 
     def _new_items(self, env: Any):
-        for arrival in self.catalog.arrival_times:
+        times, counts = np.unique(self.catalog.arrival_times, return_counts=True)
+        for arrival, count in zip(times, counts, strict=True):
             yield env.timeout(max(arrival - env.now, 0.0))
-            self.catalog.add_arrived()
+            self.catalog.add_arrived(int(count))
 
     # --- serving -----------------------------------------------------------------------------
 
@@ -120,6 +198,8 @@ class SimulatedWorld:
             catalog.appeal[slates],
             block.slot_normal[..., 0],
         )
+        for topic, averse, strength in self._aversions:
+            value = value - strength * (averse[users][:, None] & (catalog.topic[slates] == topic))
         kind, scope, dwell = respond_to_slates(
             self.behavior, value, block.slot_uniform, block.slot_normal[..., 1]
         )

@@ -1,0 +1,109 @@
+"""Comparing variants over replications: means with 95% intervals and paired deltas.
+
+Replication ``r`` of every variant shares users, items, arrivals and response noise (common
+random numbers), so the difference between two variants is measured within each replication and
+its interval is a paired t-interval over replications. With one replication there is no interval:
+it is reported as missing, not guessed.
+
+>>> interval([1.0, 2.0, 3.0])
+(2.0, -0.484138, 4.484138)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["interval", "compare_variants", "propagation_efficiency"]
+
+CONFIDENCE = 0.95
+NO_INTERVAL = "an interval needs at least 2 replications"
+
+
+def interval(values: list[float]) -> tuple[float, float | None, float | None]:
+    """Mean and two-sided 95% Student-t interval of ``values`` (``None`` bounds below n = 2)."""
+    data = np.asarray(values, np.float64)
+    mean = float(data.mean())
+    if data.shape[0] < 2:
+        return round(mean, 6), None, None
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, data.shape[0] - 1) * stats.sem(data))
+    if not np.isfinite(half):  # every value equal: sem is 0
+        half = 0.0
+    return round(mean, 6), round(mean - half, 6), round(mean + half, 6)
+
+
+def _entry(values: list[float]) -> dict[str, Any]:
+    mean, low, high = interval(values)
+    return {"mean": mean, "ci95": None if low is None else [low, high], "n": len(values)}
+
+
+def compare_variants(
+    rows: list[dict[str, Any]], labels: list[str], baseline: str
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per variant and metric: mean and interval over replications, and against the baseline
+    the paired delta and the paired relative change, each with its interval.
+
+    ``rows`` are ``runs.parquet`` rows (``variant``, ``replication`` and metric columns); a
+    metric that is ``None`` in a run leaves that replication out of its figures.
+    """
+    by_run = {(row["variant"], row["replication"]): row for row in rows}
+    metrics = sorted(
+        {
+            name
+            for row in rows
+            for name, value in row.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
+        - {"replication", "seed", "wall_seconds"}
+    )
+    replications = sorted({row["replication"] for row in rows})
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for label in labels:
+        per_metric: dict[str, dict[str, Any]] = {}
+        for metric in metrics:
+            values = _values(by_run, label, metric, replications)
+            if not values:
+                continue
+            entry = _entry(list(values.values()))
+            if label != baseline:
+                base = _values(by_run, baseline, metric, list(values))
+                paired = [values[r] - base[r] for r in base]
+                if paired:
+                    entry["delta"] = _entry(paired)
+                relative = [(values[r] - base[r]) / base[r] for r in base if base[r] != 0]
+                if relative:
+                    entry["relative"] = _entry(relative)
+            per_metric[metric] = entry
+        result[label] = per_metric
+    return result
+
+
+def _values(
+    by_run: dict[tuple[str, int], dict[str, Any]], label: str, metric: str, replications: list[int]
+) -> dict[int, float]:
+    """A metric's value per replication of one variant, where it was computed."""
+    found = {r: by_run.get((label, r), {}).get(metric) for r in replications}
+    return {r: float(value) for r, value in found.items() if value is not None}
+
+
+def propagation_efficiency(
+    rows: list[dict[str, Any]], metric: str = "bad_impressions"
+) -> dict[tuple[str, int], float | None]:
+    """(frozen − variant) / (frozen − instant) of ``metric`` per run, within each replication.
+
+    1 means the variant suppresses as well as instant propagation, 0 as badly as no updates at
+    all. ``None`` where the bounds are missing or equal (nothing to gain from propagation).
+    """
+    by_run = {(row["variant"], row["replication"]): row for row in rows}
+    result: dict[tuple[str, int], float | None] = {}
+    for (label, replication), row in by_run.items():
+        frozen = by_run.get(("frozen", replication), {}).get(metric)
+        instant = by_run.get(("instant", replication), {}).get(metric)
+        value = row.get(metric)
+        if frozen is None or instant is None or value is None or frozen == instant:
+            result[(label, replication)] = None
+        else:
+            result[(label, replication)] = (frozen - value) / (frozen - instant)
+    return result

@@ -1,0 +1,515 @@
+"""What one run measured: propagation, residual exposure, suppression after interventions, and
+business metrics over time. Pure functions of a :class:`sim.runner.RunResult`.
+
+Every figure is computed exactly from the event log and the layers' version histories. A figure
+that cannot be computed (no data, or censored by the end of the run) is ``None`` and its reason is
+recorded in ``missing``; nothing is NaN or infinite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind, Scope
+from sim.propagation import absorption_delays
+from sim.runner import RunResult
+
+__all__ = ["RunMetrics", "measure", "exposure_grid", "gini", "count_following"]
+
+#: Residual exposure curves are evaluated at this many horizons, log-spaced from one minute.
+EXPOSURE_POINTS = 40
+#: Fractions of the pre-intervention level that define suppression.
+SUPPRESSION_LEVELS = (0.5, 0.1)
+#: Interventions with a definition of a "bad impression".
+HARMFUL = ("topic_aversion", "item_turns_bad")
+
+
+@dataclass
+class RunMetrics:
+    """One run's metrics: scalars (a ``runs.parquet`` row), tables, and reasons for gaps."""
+
+    scalars: dict[str, float | int | None] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+
+    def put(self, name: str, value: float | int | None, reason: str = "") -> None:
+        if value is None or not np.isfinite(value):
+            self.scalars[name] = None
+            self.missing[name] = reason or "not computable"
+        else:
+            self.scalars[name] = value if isinstance(value, int) else round(float(value), 6)
+
+
+def measure(result: RunResult) -> RunMetrics:
+    """Every metric of one run."""
+    metrics = RunMetrics()
+    _business(result, metrics)
+    _propagation(result, metrics)
+    _exposure(result, metrics)
+    _suppression(result, metrics)
+    metrics.tables["timeseries"] = timeseries(result)
+    _costs(result, metrics)
+    return metrics
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _codes(keys: list[np.ndarray], times: list[np.ndarray]) -> list[np.ndarray]:
+    """Integer codes ordering (key, time) pairs lexicographically, comparable across the lists.
+
+    Keys are densely ranked and times ranked among all times given, so ``key * R + rank`` stays
+    far inside int64 for any log that fits in memory.
+    """
+    unique_keys = np.unique(np.concatenate(keys))
+    unique_times = np.unique(np.concatenate(times))
+    span = np.int64(unique_times.shape[0] + 1)
+    return [
+        np.searchsorted(unique_keys, k).astype(np.int64) * span
+        + np.searchsorted(unique_times, t).astype(np.int64)
+        for k, t in zip(keys, times, strict=True)
+    ]
+
+
+def count_following(
+    keys: np.ndarray,
+    times: np.ndarray,
+    query_keys: np.ndarray,
+    query_from: np.ndarray,
+    query_to: np.ndarray,
+) -> np.ndarray:
+    """For each query, how many ``(keys, times)`` rows have its key and a time in ``(from, to]``.
+
+    >>> count_following(np.array([1, 1, 2, 1]), np.array([1.0, 2.0, 2.0, 5.0]),
+    ...                 np.array([1, 2]), np.array([1.0, 0.0]), np.array([5.0, 1.0]))
+    array([2, 0])
+    """
+    codes, low, high = _codes([keys, query_keys, query_keys], [times, query_from, query_to])
+    codes.sort()
+    return np.searchsorted(codes, high, side="right") - np.searchsorted(codes, low, side="right")
+
+
+def first_at_or_after(
+    keys: np.ndarray, times: np.ndarray, query_keys: np.ndarray, query_times: np.ndarray
+) -> np.ndarray:
+    """For each query, the earliest time among rows with its key at or after its time (or inf).
+
+    >>> first_at_or_after(np.array([1, 1, 2]), np.array([3.0, 8.0, 1.0]),
+    ...                   np.array([1, 1, 2]), np.array([4.0, 9.0, 0.5]))
+    array([ 8., inf,  1.])
+    """
+    order = np.lexsort((times, keys))
+    keys, times = keys[order], times[order]
+    codes, queries = _codes([keys, query_keys], [times, query_times])
+    found = np.searchsorted(codes, queries, side="left")
+    result = np.full(query_keys.shape[0], np.inf)
+    inside = found < codes.shape[0]
+    same_key = np.zeros_like(inside)
+    same_key[inside] = keys[found[inside]] == query_keys[inside]
+    result[same_key] = times[found[same_key]]
+    return result
+
+
+def gini(counts: np.ndarray) -> float:
+    """Gini coefficient of non-negative counts (0 = even, towards 1 = concentrated).
+
+    >>> gini(np.array([5, 5, 5, 5])), round(gini(np.array([0, 0, 0, 8])), 3)
+    (0.0, 0.75)
+    """
+    values = np.sort(np.asarray(counts, np.float64))
+    total = values.sum()
+    if total <= 0:
+        return float("nan")
+    n = values.shape[0]
+    return float(2.0 * np.sum(np.arange(1, n + 1) * values) / (n * total) - (n + 1) / n)
+
+
+def exposure_grid(horizon: float) -> np.ndarray:
+    """Seconds since a negative event at which exposure curves are evaluated."""
+    start = min(60.0, horizon)
+    return np.unique(np.geomspace(start, horizon, EXPOSURE_POINTS).round(3))
+
+
+def _quantile(values: np.ndarray, q: float) -> float | None:
+    """Quantile of delays that may be ``inf`` (not absorbed); ``None`` when it lands there."""
+    if values.shape[0] == 0:
+        return None
+    found = float(np.quantile(values, q, method="inverted_cdf"))
+    return found if np.isfinite(found) else None
+
+
+# --- business --------------------------------------------------------------------------------
+
+
+def _business(result: RunResult, metrics: RunMetrics) -> None:
+    summary = result.summary
+    for name in (
+        "ctr",
+        "mean_dwell_seconds",
+        "explicit_negative_rate",
+        "abandon_rate",
+        "churn_rate",
+    ):
+        metrics.put(name, summary[name], summary["missing"].get(name, ""))
+    for name in ("requests", "impressions", "clicks", "sessions", "churned_users"):
+        metrics.put(name, int(summary[name]))
+
+
+def _costs(result: RunResult, metrics: RunMetrics) -> None:
+    layers = result.summary["layers"]
+    total = 0.0
+    for name, layer in layers.items():
+        metrics.put(f"cost_per_day.{name}", layer["cost_units_per_day"])
+        total += layer["cost_units_per_day"]
+    metrics.put("cost_per_day", total)
+
+
+# --- propagation -----------------------------------------------------------------------------
+
+
+def _propagation(result: RunResult, metrics: RunMetrics) -> None:
+    scenario = result.scenario
+    events = result.events
+    codes = [int(Kind[name.upper()]) for name in scenario.metrics.propagation_kinds]
+    chosen = np.flatnonzero((events.time >= scenario.warmup) & np.isin(events.kind, codes))
+    times, users = events.time[chosen], events.user[chosen]
+    layer_names = list(result.summary["layers"])
+    starts = _session_starts_by_user(result) if "profile_memory" in layer_names else None
+    columns: dict[str, list[np.ndarray]] = {"event": [], "layer": [], "delay": []}
+    for layer in layer_names:
+        delays = layer_delays(result, layer, times, users)
+        if layer == "profile_memory" and starts is not None:
+            # a profile applies from the user's next session that starts once it is live
+            session_keys, session_times = starts
+            live = times + delays
+            finite = np.isfinite(live)
+            served = np.full(live.shape[0], np.inf)
+            served[finite] = first_at_or_after(
+                session_keys, session_times, users[finite].astype(np.int64), live[finite]
+            )
+            delays = served - times
+        columns["event"].append(chosen)
+        columns["layer"].append(np.full(chosen.shape[0], layer_names.index(layer), np.int8))
+        columns["delay"].append(delays)
+        absorbed = np.isfinite(delays)
+        prefix = f"absorption.{layer}"
+        censored = "fewer events absorbed before the run ended than this quantile needs"
+        if chosen.shape[0] == 0:
+            censored = "no negative events in the measured period"
+        metrics.put(f"{prefix}.median_seconds", _quantile(delays, 0.5), censored)
+        metrics.put(f"{prefix}.p90_seconds", _quantile(delays, 0.9), censored)
+        metrics.put(f"{prefix}.p99_seconds", _quantile(delays, 0.99), censored)
+        metrics.put(
+            f"{prefix}.mean_seconds",
+            float(delays[absorbed].mean()) if absorbed.all() and absorbed.shape[0] else None,
+            "some events were not absorbed before the run ended"
+            if chosen.shape[0]
+            else "no negative events in the measured period",
+        )
+        metrics.put(
+            f"{prefix}.absorbed_share",
+            float(absorbed.mean()) if absorbed.shape[0] else None,
+            "no negative events in the measured period",
+        )
+    event = np.concatenate(columns["event"]) if layer_names else np.empty(0, np.int64)
+    delay = np.concatenate(columns["delay"]) if layer_names else np.empty(0)
+    layer_codes = np.concatenate(columns["layer"]) if layer_names else np.empty(0, np.int8)
+    absorbed = np.isfinite(delay)
+    kind_names = pa.array([kind.name.lower() for kind in Kind])
+    metrics.tables["propagation"] = pa.table(
+        {
+            "event": event.astype(np.int64),
+            "time": events.time[event],
+            "user": events.user[event],
+            "kind": pa.DictionaryArray.from_arrays(pa.array(events.kind[event]), kind_names),
+            "layer": pa.DictionaryArray.from_arrays(
+                pa.array(layer_codes), pa.array(layer_names, pa.string())
+            ),
+            "absorbed": absorbed,
+            "delay_seconds": pa.array(np.where(absorbed, delay, 0.0), mask=~absorbed),
+        }
+    )
+
+
+def layer_delays(result: RunResult, layer: str, times: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """Absorption delay through ``layer`` of events at ``times`` by ``users`` (inf: never).
+
+    A user in the layer's canary cohort is served a version from its canary release on; everyone
+    else from its full rollout.
+    """
+    rows = [v for v in result.versions if v.layer == layer]
+    full = [v for v in rows if v.cohort == "all"]
+    delays = absorption_delays(
+        times,
+        np.array([v.horizon for v in full]),
+        np.array([v.live_at for v in full]),
+    )
+    canary = result.canary_users.get(layer)
+    if canary is not None:
+        in_canary = canary[users]
+        delays[in_canary] = absorption_delays(
+            times[in_canary],
+            np.array([v.horizon for v in rows]),
+            np.array([v.live_at for v in rows]),
+        )
+    return delays
+
+
+def _session_starts_by_user(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
+    events = result.events
+    _, first = np.unique(events.session, return_index=True)
+    return events.user[first].astype(np.int64), events.time[first]
+
+
+# --- residual exposure -----------------------------------------------------------------------
+
+
+def _exposure(result: RunResult, metrics: RunMetrics) -> None:
+    scenario = result.scenario
+    events = result.events
+    end, horizon = scenario.end, scenario.metrics.exposure_horizon
+    shown = np.flatnonzero(events.item >= 0)
+    negative = np.flatnonzero(
+        (events.time >= scenario.warmup) & np.isin(events.kind, EXPLICIT_NEGATIVE_KINDS)
+    )
+    user = events.user.astype(np.int64)
+    item = np.where(events.item >= 0, events.item, 0).astype(np.int64)
+    attributes = {
+        "item": item,
+        "topic": result.item_topic[item].astype(np.int64),
+        "creator": result.item_creator[item].astype(np.int64),
+    }
+    t = events.time[negative]
+    grid = exposure_grid(horizon)
+    rows: dict[str, list[Any]] = {"match": [], "seconds": [], "per_negative": [], "negatives": []}
+    for match in ("item", "topic"):
+        span = int(attributes[match].max()) + 1 if attributes[match].shape[0] else 1
+        keys = user * span + attributes[match]
+        for seconds in grid:
+            observed = t + seconds <= end
+            counts = count_following(
+                keys[shown],
+                events.time[shown],
+                keys[negative][observed],
+                t[observed],
+                t[observed] + seconds,
+            )
+            rows["match"].append(match)
+            rows["seconds"].append(float(seconds))
+            rows["per_negative"].append(float(counts.mean()) if counts.shape[0] else None)
+            rows["negatives"].append(int(observed.sum()))
+    metrics.tables["exposure"] = pa.table(
+        {
+            "match": pa.array(rows["match"], pa.string()),
+            "seconds_since_negative": pa.array(rows["seconds"], pa.float64()),
+            "impressions_per_negative": pa.array(rows["per_negative"], pa.float64()),
+            "negatives_observed": pa.array(rows["negatives"], pa.int64()),
+        }
+    )
+
+    # Repeat offences: showing the user again what the negative rejected (its scope), within
+    # the horizon (cut at the end of the run).
+    scope = events.scope[negative]
+    offences = 0
+    for scope_code, match in (
+        (Scope.ITEM, "item"),
+        (Scope.TOPIC, "topic"),
+        (Scope.CREATOR, "creator"),
+    ):
+        which = negative[scope == scope_code]
+        if not which.shape[0]:
+            continue
+        span = int(attributes[match].max()) + 1
+        keys = user * span + attributes[match]
+        offences += int(
+            count_following(
+                keys[shown],
+                events.time[shown],
+                keys[which],
+                events.time[which],
+                np.minimum(events.time[which] + horizon, end),
+            ).sum()
+        )
+    metrics.put("explicit_negatives", int(negative.shape[0]))
+    metrics.put("repeat_offences", offences)
+    metrics.put(
+        "repeat_offences_per_negative",
+        offences / negative.shape[0] if negative.shape[0] else None,
+        "no explicit negatives in the measured period",
+    )
+
+
+# --- suppression after interventions -----------------------------------------------------------
+
+
+def _suppression(result: RunResult, metrics: RunMetrics) -> None:
+    scenario = result.scenario
+    spec = scenario.metrics
+    events = result.events
+    end = scenario.end
+    shown = events.item >= 0
+    item = np.where(shown, events.item, 0)
+    columns: dict[str, list[Any]] = {
+        name: [] for name in ("intervention", "kind", "bin_start_seconds", "bad", "population")
+    }
+    total_bad = 0
+    harmful = 0
+    for name, affected in result.affected.items():
+        if affected.kind not in HARMFUL:
+            continue
+        harmful += 1
+        if affected.users is not None:  # topic aversion: the averse users, shown the topic
+            population = shown & affected.users[events.user]
+            bad = population & (result.item_topic[item] == affected.topic)
+        else:  # items turned bad: anyone shown them
+            assert affected.items is not None
+            population = shown
+            bad = shown & affected.items[item]
+        at = affected.at
+        edges = np.arange(at, end, spec.suppression_bin)
+        after = events.time >= at
+        bins = np.searchsorted(edges, events.time, side="right") - 1
+        bad_per_bin = np.bincount(bins[after & bad], minlength=edges.shape[0])
+        pop_per_bin = np.bincount(bins[after & population], minlength=edges.shape[0])
+        before = (events.time >= max(at - spec.level_window, 0.0)) & ~after
+        level_pop = int((population & before).sum())
+        level = (bad & before).sum() / level_pop if level_pop else None
+        prefix = f"{name}."
+        metrics.put(
+            prefix + "level",
+            level,
+            "no impressions to the affected population before the intervention",
+        )
+        metrics.put(prefix + "bad_impressions", int(bad_per_bin.sum()))
+        total_bad += int(bad_per_bin.sum())
+        share = np.divide(
+            bad_per_bin, pop_per_bin, out=np.full(edges.shape[0], np.inf), where=pop_per_bin > 0
+        )
+        for fraction in SUPPRESSION_LEVELS:
+            percent = round(100 * fraction)
+            if not level:
+                reason = "no pre-intervention level to compare with"
+                seconds, before_suppression = None, None
+            else:
+                below = np.flatnonzero(share <= fraction * level)
+                reason = f"not suppressed to {percent}% of the level by the end of the run"
+                seconds = (
+                    float(min(edges[below[0]] + spec.suppression_bin, end) - at)
+                    if below.shape[0]
+                    else None
+                )
+                before_suppression = (
+                    int(bad_per_bin[: below[0] + 1].sum()) if below.shape[0] else None
+                )
+            metrics.put(f"{prefix}time_to_{percent}pct_seconds", seconds, reason)
+            metrics.put(f"{prefix}bad_before_{percent}pct", before_suppression, reason)
+        _harm(result, metrics, prefix, bad, at)
+        columns["intervention"] += [name] * edges.shape[0]
+        columns["kind"] += [affected.kind] * edges.shape[0]
+        columns["bin_start_seconds"] += list(edges - at)
+        columns["bad"] += bad_per_bin.tolist()
+        columns["population"] += pop_per_bin.tolist()
+    if harmful:
+        metrics.put("bad_impressions", total_bad)
+    metrics.tables["suppression"] = pa.table(
+        {
+            "intervention": pa.array(columns["intervention"], pa.string()),
+            "kind": pa.array(columns["kind"], pa.string()),
+            "seconds_since_intervention": pa.array(columns["bin_start_seconds"], pa.float64()),
+            "bad_impressions": pa.array(columns["bad"], pa.int64()),
+            "population_impressions": pa.array(columns["population"], pa.int64()),
+        }
+    )
+
+
+def _harm(
+    result: RunResult,
+    metrics: RunMetrics,
+    prefix: str,
+    bad: np.ndarray,
+    at: float,
+) -> None:
+    """Sessions abandoned right after a slate with a bad impression, and affected users who
+    churned after the intervention (associated with the harm; paired deltas give the effect)."""
+    events = result.events
+    after = events.time >= at
+    times = np.unique(events.time)
+    request = events.user.astype(np.int64) * (times.shape[0] + 1) + np.searchsorted(
+        times, events.time
+    )
+    bad_requests = np.unique(request[bad & after])
+    abandoned = (events.kind == Kind.ABANDON) & after
+    metrics.put(prefix + "sessions_lost", int(np.isin(request[abandoned], bad_requests).sum()))
+    exposed = np.zeros(result.churned_at.shape[0], bool)
+    exposed[events.user[bad & after]] = True
+    churned = exposed & np.isfinite(result.churned_at) & (result.churned_at >= at)
+    metrics.put(prefix + "churned_exposed_users", int(churned.sum()))
+
+
+# --- timeseries ------------------------------------------------------------------------------
+
+
+def timeseries(result: RunResult) -> pa.Table:
+    """Business and health metrics per ``metrics.timeseries_bin`` of simulated time."""
+    scenario = result.scenario
+    events = result.events
+    width = scenario.metrics.timeseries_bin
+    edges = np.arange(0.0, scenario.end, width)
+    n = edges.shape[0]
+    bins = np.searchsorted(edges, events.time, side="right") - 1
+    shown = events.item >= 0
+    kind = events.kind
+
+    def per_bin(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(
+            bins[mask], weights=None if weights is None else weights[mask], minlength=n
+        )
+
+    impressions = per_bin(shown)
+    clicks = per_bin(kind == Kind.CLICK)
+    dwell = per_bin(kind == Kind.CLICK, events.dwell.astype(np.float64))
+    explicit = per_bin(np.isin(kind, EXPLICIT_NEGATIVE_KINDS))
+    requests = per_bin(shown & (events.position == 0))
+    abandons = per_bin(kind == Kind.ABANDON)
+    sessions = np.bincount(
+        np.searchsorted(edges, result.session_starts, side="right") - 1, minlength=n
+    )
+    churn_times = result.churned_at[np.isfinite(result.churned_at)]
+    churned = np.bincount(np.searchsorted(edges, churn_times, side="right") - 1, minlength=n)
+
+    capacity = max(int(result.item_topic.shape[0]), 1)
+    pairs = np.unique(bins[shown].astype(np.int64) * capacity + events.item[shown])
+    distinct = np.bincount(pairs // capacity, minlength=n)
+    live = np.searchsorted(result.item_created_at, np.minimum(edges + width, scenario.end), "right")
+    topics = int(scenario.world.catalog.topics)
+    topic_counts = np.zeros((n, topics))
+    np.add.at(topic_counts, (bins[shown], result.item_topic[events.item[shown]]), 1)
+
+    def ratio(numerator: np.ndarray, denominator: np.ndarray) -> pa.Array:
+        empty = denominator <= 0
+        values = np.divide(numerator, denominator, out=np.zeros(n), where=~empty)
+        return pa.array(values, mask=empty)
+
+    concentration = np.array([gini(row) if row.sum() else 0.0 for row in topic_counts])
+    return pa.table(
+        {
+            "start_seconds": edges,
+            "measured": edges >= scenario.warmup,
+            "requests": requests.astype(np.int64),
+            "impressions": impressions.astype(np.int64),
+            "clicks": clicks.astype(np.int64),
+            "ctr": ratio(clicks, impressions),
+            "mean_dwell_seconds": ratio(dwell, clicks),
+            "explicit_negatives": explicit.astype(np.int64),
+            "explicit_negative_rate": ratio(explicit, impressions),
+            "sessions": sessions[:n].astype(np.int64),
+            "abandoned_sessions": abandons.astype(np.int64),
+            "churned_users": churned[:n].astype(np.int64),
+            "catalog_coverage": ratio(distinct.astype(np.float64), live.astype(np.float64)),
+            "topic_gini": pa.array(concentration, mask=impressions == 0),
+        }
+    )

@@ -1,0 +1,282 @@
+"""Sweeps: a scenario's variants × replications, run serially or on local worker processes.
+
+Every scenario is a sweep: without ``variants`` it has one variant, ``default``. A variant is the
+scenario with its overrides applied (``variants.grid`` or ``variants.cases``), validated before
+anything runs; the ``frozen`` and ``instant`` bounds are added when ``bounds`` asks for them.
+Replication ``r`` runs every variant with the same root seed (the scenario's own for ``r = 0``),
+so variants share users, items, arrivals and response noise and their differences are paired.
+Runs are independent and deterministic, so ``--workers N`` gives the same results as a serial run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import re
+import time as wallclock
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sim.durations import format_duration
+from sim.errors import RecloopError, ScenarioError
+from sim.loader import parse_scenario, set_path
+from sim.rng import Streams
+from sim.spec import RESERVED_LABELS, Scenario
+
+__all__ = [
+    "RunPlan",
+    "RunOutcome",
+    "plan_runs",
+    "run_plans",
+    "run_sweep",
+    "execute",
+    "describe_plan",
+]
+
+#: Scenario keys that describe the sweep rather than one run.
+SWEEP_KEYS = ("variants", "baseline", "replications", "bounds")
+DEFAULT_LABEL = "default"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run of a sweep: which variant, which replication, its scenario and directory."""
+
+    variant: str
+    replication: int
+    scenario: Scenario
+    folder: str  # relative to the results directory
+
+
+@dataclass
+class RunOutcome:
+    """What a finished (or failed) run reports back: one ``runs.parquet`` row."""
+
+    plan: RunPlan
+    row: dict[str, Any]
+    missing: dict[str, str]
+    error: str | None = None
+
+
+def _base_data(scenario: Scenario) -> dict[str, Any]:
+    data = scenario.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return {key: value for key, value in data.items() if key not in SWEEP_KEYS}
+
+
+def _label(path: str, value: Any) -> str:
+    parts = path.split(".")
+    name = ".".join(parts[-2:])
+    shown = str(value).lower() if isinstance(value, bool) else value
+    return f"{name}={shown}"
+
+
+def variant_overrides(scenario: Scenario) -> list[tuple[str, dict[str, Any], str]]:
+    """(label, overrides, where) of every declared variant, in order."""
+    variants = scenario.variants
+    if variants is None:
+        return [(DEFAULT_LABEL, {}, "scenario")]
+    if variants.cases:
+        return [
+            (case.label, dict(case.overrides), f"variants.cases.{index}")
+            for index, case in enumerate(variants.cases)
+        ]
+    axes = []
+    for path, values in variants.grid.items():
+        if isinstance(values, dict):
+            axes.append([(str(label), path, value) for label, value in values.items()])
+        else:
+            axes.append([(_label(path, value), path, value) for value in values])
+    found = []
+    for combination in itertools.product(*axes):
+        label = " · ".join(part for part, _, _ in combination)
+        overrides = {path: value for _, path, value in combination}
+        found.append((label, overrides, "variants.grid"))
+    return found
+
+
+def plan_runs(scenario: Scenario) -> tuple[list[str], str, list[RunPlan]]:
+    """Variant labels (declared, then the bounds), the baseline label, and every run.
+
+    Raises :class:`ScenarioError` naming the variant when one does not validate.
+    """
+    base = _base_data(scenario)
+    declared = variant_overrides(scenario)
+    labels = [label for label, _, _ in declared]
+    problems = []
+    if len(set(labels)) != len(labels):
+        problems.append(f"variants: labels must be distinct, got {labels}")
+    for label in labels:
+        if label in RESERVED_LABELS:
+            problems.append(f"variants: label {label!r} is reserved for the bounds")
+    variants: dict[str, dict[str, Any]] = {}
+    for label, overrides, where in declared:
+        data = base
+        try:
+            for path, value in overrides.items():
+                data = set_path(data, path, value, f"{where}: {path}")
+            parse_scenario(data, label)
+        except ScenarioError as error:
+            problems.extend(f"variant {label!r} ({where}): {line}" for line in error.problems)
+            continue
+        variants[label] = data
+    baseline = scenario.baseline or labels[0]
+    if baseline not in labels:
+        problems.append(f"baseline: {baseline!r} is not a variant; variants: {', '.join(labels)}")
+    if problems:
+        raise ScenarioError(problems)
+
+    bounds = scenario.bounds
+    if bounds.frozen:
+        variants["frozen"] = set_path(variants[baseline], "stack.frozen_after_warmup", True, "")
+    if bounds.instant:
+        variants["instant"] = _instant(scenario, variants, baseline)
+    all_labels = list(variants)
+    plans = []
+    for replication in range(scenario.replications):
+        seed = _replication_seed(scenario.seed, replication)
+        for index, label in enumerate(all_labels):
+            data = dict(variants[label], seed=seed)
+            plans.append(
+                RunPlan(
+                    variant=label,
+                    replication=replication,
+                    scenario=parse_scenario(data, label),
+                    folder=f"variants/{index:02d}-{_slug(label)}/r{replication}",
+                )
+            )
+    return all_labels, baseline, plans
+
+
+def _replication_seed(seed: int, replication: int) -> int:
+    return seed if replication == 0 else Streams(seed).integer_seed(f"replication:{replication}")
+
+
+def _instant(scenario: Scenario, variants: dict[str, dict[str, Any]], baseline: str) -> dict:
+    """The baseline with every layer of any variant at its fastest: no latency, no compute
+    time, immediate rollout; incremental layers at every window, batch layers every
+    ``bounds.instant_every``."""
+    layers: dict[str, Any] = {}
+    for label in [baseline, *variants]:
+        for name, layer in parse_scenario(variants[label], label).stack.layers.active().items():
+            layers.setdefault(name, layer)
+    period = (
+        scenario.tick_seconds
+        if scenario.bounds.instant_every == "tick"
+        else (scenario.bounds.instant_every)
+    )
+    data = variants[baseline]
+    for name, layer in layers.items():
+        fast = layer.model_dump(mode="json", by_alias=True)
+        fast.update(
+            enabled=True,
+            latency=0.0,
+            compute_time=0.0,
+            rollout="immediate",
+            every=None,
+            after_events=None,
+            on_drift=None,
+            continuous=not layer.snapshots,  # state updated in place: at every window
+        )
+        if layer.snapshots:
+            fast.update(every=period, phase=0.0)
+        data = set_path(data, f"stack.layers.{name}", fast, "bounds.instant")
+    return data
+
+
+def _slug(label: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.=-]+", "-", label).strip("-.")
+    return cleaned[:60] or "variant"
+
+
+# --- execution -------------------------------------------------------------------------------
+
+
+def execute(
+    plan: RunPlan, out: str, on_progress: Callable[[float], None] | None = None
+) -> RunOutcome:
+    """Run one plan, measure it and write its directory; a policy or scenario error fails this
+    run only."""
+    from sim.metrics import measure
+    from sim.results import write_run
+    from sim.runner import run_scenario
+
+    started = wallclock.perf_counter()
+    row: dict[str, Any] = {
+        "variant": plan.variant,
+        "replication": plan.replication,
+        "seed": plan.scenario.seed,
+    }
+    try:
+        result = run_scenario(plan.scenario, on_progress)
+        metrics = measure(result)
+    except RecloopError as error:
+        return RunOutcome(plan, row | {"status": "failed"}, {}, error=str(error))
+    row["status"] = "ok"
+    row["wall_seconds"] = round(wallclock.perf_counter() - started, 3)
+    row.update(metrics.scalars)
+    write_run(result, metrics, Path(out) / plan.folder)
+    return RunOutcome(plan, row, metrics.missing)
+
+
+def run_plans(
+    plans: list[RunPlan],
+    out: str | Path,
+    workers: int = 1,
+    on_done: Callable[[RunOutcome, int, int], None] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> list[RunOutcome]:
+    """Run every plan (``workers`` processes when above 1); outcomes in plan order."""
+    out = str(out)
+    outcomes: dict[int, RunOutcome] = {}
+    if workers <= 1 or len(plans) == 1:
+        for index, plan in enumerate(plans):
+            outcome = execute(plan, out, on_progress if len(plans) == 1 else None)
+            outcomes[index] = outcome
+            if on_done is not None:
+                on_done(outcome, len(outcomes), len(plans))
+        return [outcomes[index] for index in range(len(plans))]
+    # spawn: a fresh interpreter per worker, no thread pools inherited from this process
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: dict[Future[RunOutcome], int] = {
+            pool.submit(execute, plan, out): index for index, plan in enumerate(plans)
+        }
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                index = pending.pop(future)
+                outcomes[index] = future.result()
+                if on_done is not None:
+                    on_done(outcomes[index], len(outcomes), len(plans))
+    return [outcomes[index] for index in range(len(plans))]
+
+
+def describe_plan(labels: list[str], plans: list[RunPlan], workers: int) -> str:
+    scenario = plans[0].scenario
+    replications = len({plan.replication for plan in plans})
+    return (
+        f"{len(labels)} variant{'s' * (len(labels) != 1)} × {replications} replication"
+        f"{'s' * (replications != 1)} = {len(plans)} run{'s' * (len(plans) != 1)} of "
+        f"{format_duration(scenario.end)} simulated, {workers} worker{'s' * (workers != 1)}"
+    )
+
+
+def run_sweep(
+    scenario: Scenario,
+    out: str | Path,
+    workers: int = 1,
+    on_done: Callable[[RunOutcome, int, int], None] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> dict[str, Any]:
+    """Plan, run and write a scenario's every variant × replication; returns ``summary.json``."""
+    from sim.results import write_sweep
+
+    started = wallclock.perf_counter()
+    labels, baseline, plans = plan_runs(scenario)
+    outcomes = run_plans(plans, out, workers, on_done, on_progress)
+    return write_sweep(
+        out, scenario, labels, baseline, outcomes, wallclock.perf_counter() - started
+    )
