@@ -1,4 +1,4 @@
-"""Issue-4 metrics: exact helpers against brute force, and the simulator against analytic results."""
+"""Issue-4 metrics: exact helpers against brute force, the simulator against analytic results."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind
-from sim.layers import Version
 from sim.metrics import count_following, first_at_or_after, layer_delays, measure
 from sim.propagation import absorption_delays
 from sim.runner import run_scenario
