@@ -114,6 +114,8 @@ class LayerRuntime:
         self._env: Any = None
         #: No update is triggered from this time on (the ``frozen`` bound freezes at warm-up).
         self.frozen_from = np.inf
+        #: A batch layer's extra update, timed to be live when the warm-up ends.
+        self.warm_start_at: float | None = None
 
     @property
     def state(self) -> Any:
@@ -126,10 +128,16 @@ class LayerRuntime:
         self._env = env
         if self._state is not None:
             self._publish(self.name, 0, self._state, "all")
+        if self.warm_start_at is not None:
+            env.process(self._warm_start(env, self.warm_start_at))
         if self.spec.every:
             env.process(self._periodic(env))
         elif self.spec.on_drift is not None:
             env.process(self._drift_watch(env))
+
+    def _warm_start(self, env: Any, at: float):
+        yield env.timeout(at)
+        yield env.process(self._update(env))
 
     def _periodic(self, env: Any):
         yield env.timeout(self.phase)

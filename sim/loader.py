@@ -115,27 +115,42 @@ def apply_override(data: dict[str, Any], override: str) -> dict[str, Any]:
 
 
 def set_path(data: dict[str, Any], path: str, value: Any, where: str) -> dict[str, Any]:
-    """Return a copy of ``data`` with ``value`` at ``dotted.path`` (sections created as needed).
+    """Return a copy of ``data`` with ``value`` at ``dotted.path`` (sections created as needed;
+    a number selects a list entry, as in ``interventions.0.at``).
 
     ``where`` names the override in errors (``--set x``, ``variants.grid.x``).
 
     >>> set_path({"stack": {"layers": {}}}, "stack.layers.retrain.every", "1h", "example")
     {'stack': {'layers': {'retrain': {'every': '1h'}}}}
+    >>> set_path({"interventions": [{"at": "1h"}]}, "interventions.0.at", "2h", "example")
+    {'interventions': [{'at': '2h'}]}
     """
     parts = path.split(".")
     if not path or any(not part for part in parts):
         raise ScenarioError(f"{where}: expected a dotted.path, got {path!r}")
     result = _deep_copy(data)
-    node = result
-    for depth, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, dict):
-            inside = ".".join(parts[: depth + 1])
-            raise ScenarioError(f"{where}: {inside} is {child!r}, not a section")
-        node = child
-    node[parts[-1]] = _deep_copy(value)
+    node: Any = result
+    for depth, part in enumerate(parts):
+        inside = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ScenarioError(
+                    f"{where}: {inside}: {'.'.join(parts[:depth])} has {len(node)} entries; "
+                    f"use an index from 0 to {len(node) - 1}"
+                )
+            index: Any = int(part)
+        elif isinstance(node, dict):
+            index = part
+            if not last and node.get(part) is None:
+                node[part] = {}
+        else:
+            outer = ".".join(parts[:depth])
+            raise ScenarioError(f"{where}: {outer} is {node!r}, not a section")
+        if last:
+            node[index] = _deep_copy(value)
+        else:
+            node = node[index]
     return result
 
 

@@ -18,7 +18,16 @@ from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind, Scope
 from sim.propagation import absorption_delays
 from sim.runner import RunResult
 
-__all__ = ["RunMetrics", "measure", "exposure_grid", "gini", "count_following"]
+__all__ = [
+    "RunMetrics",
+    "measure",
+    "exposure_grid",
+    "gini",
+    "KeyedTimes",
+    "count_following",
+    "first_at_or_after",
+    "layer_delays",
+]
 
 #: Residual exposure curves are evaluated at this many horizons, log-spaced from one minute.
 EXPOSURE_POINTS = 40
@@ -59,20 +68,54 @@ def measure(result: RunResult) -> RunMetrics:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _codes(keys: list[np.ndarray], times: list[np.ndarray]) -> list[np.ndarray]:
-    """Integer codes ordering (key, time) pairs lexicographically, comparable across the lists.
+class KeyedTimes:
+    """Rows with an integer key and a time, indexed once for many range queries by key.
 
-    Keys are densely ranked and times ranked among all times given, so ``key * R + rank`` stays
-    far inside int64 for any log that fits in memory.
+    A row is coded ``dense key * (n + 1) + rank`` where ``rank`` counts the rows at or before its
+    time; thresholds are ranked the same way, so comparisons of codes are exact comparisons of
+    (key, time) and every query is a binary search.
     """
-    unique_keys = np.unique(np.concatenate(keys))
-    unique_times = np.unique(np.concatenate(times))
-    span = np.int64(unique_times.shape[0] + 1)
-    return [
-        np.searchsorted(unique_keys, k).astype(np.int64) * span
-        + np.searchsorted(unique_times, t).astype(np.int64)
-        for k, t in zip(keys, times, strict=True)
-    ]
+
+    def __init__(self, keys: np.ndarray, times: np.ndarray):
+        self._keys = np.unique(keys)
+        self._times = np.sort(times)
+        self._span = np.int64(times.shape[0] + 1)
+        codes = self._dense(keys) * self._span + np.searchsorted(self._times, times, "right")
+        order = np.argsort(codes, kind="stable")
+        self._codes = codes[order]
+        self._times_by_code = times[order]
+
+    def _dense(self, keys: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self._keys, keys).astype(np.int64)
+
+    def _known(self, keys: np.ndarray) -> np.ndarray:
+        if not self._keys.shape[0]:
+            return np.zeros(keys.shape[0], bool)
+        dense = np.minimum(self._dense(keys), self._keys.shape[0] - 1)
+        return self._keys[dense] == keys
+
+    def count(self, keys: np.ndarray, after: np.ndarray, until: np.ndarray) -> np.ndarray:
+        """Rows with each query's key and a time in ``(after, until]``."""
+        base = self._dense(keys) * self._span
+        low = base + np.searchsorted(self._times, after, "right")
+        high = base + np.searchsorted(self._times, until, "right")
+        counts = np.searchsorted(self._codes, high, "right") - np.searchsorted(
+            self._codes, low, "right"
+        )
+        return np.where(self._known(keys), counts, 0)
+
+    def first_at_or_after(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """The earliest row time with each query's key at or after its time (``inf``: none)."""
+        dense = self._dense(keys)
+        found = np.searchsorted(
+            self._codes, dense * self._span + np.searchsorted(self._times, times, "left"), "right"
+        )
+        result = np.full(keys.shape[0], np.inf)
+        inside = (found < self._codes.shape[0]) & self._known(keys)
+        same = np.zeros_like(inside)
+        same[inside] = self._codes[found[inside]] // self._span == dense[inside]
+        result[same] = self._times_by_code[found[same]]
+        return result
 
 
 def count_following(
@@ -88,9 +131,7 @@ def count_following(
     ...                 np.array([1, 2]), np.array([1.0, 0.0]), np.array([5.0, 1.0]))
     array([2, 0])
     """
-    codes, low, high = _codes([keys, query_keys, query_keys], [times, query_from, query_to])
-    codes.sort()
-    return np.searchsorted(codes, high, side="right") - np.searchsorted(codes, low, side="right")
+    return KeyedTimes(keys, times).count(query_keys, query_from, query_to)
 
 
 def first_at_or_after(
@@ -102,16 +143,7 @@ def first_at_or_after(
     ...                   np.array([1, 1, 2]), np.array([4.0, 9.0, 0.5]))
     array([ 8., inf,  1.])
     """
-    order = np.lexsort((times, keys))
-    keys, times = keys[order], times[order]
-    codes, queries = _codes([keys, query_keys], [times, query_times])
-    found = np.searchsorted(codes, queries, side="left")
-    result = np.full(query_keys.shape[0], np.inf)
-    inside = found < codes.shape[0]
-    same_key = np.zeros_like(inside)
-    same_key[inside] = keys[found[inside]] == query_keys[inside]
-    result[same_key] = times[found[same_key]]
-    return result
+    return KeyedTimes(keys, times).first_at_or_after(query_keys, query_times)
 
 
 def gini(counts: np.ndarray) -> float:
@@ -286,18 +318,16 @@ def _exposure(result: RunResult, metrics: RunMetrics) -> None:
     t = events.time[negative]
     grid = exposure_grid(horizon)
     rows: dict[str, list[Any]] = {"match": [], "seconds": [], "per_negative": [], "negatives": []}
-    for match in ("item", "topic"):
+    indexes = {}
+    for match in ("item", "topic", "creator"):
         span = int(attributes[match].max()) + 1 if attributes[match].shape[0] else 1
         keys = user * span + attributes[match]
+        indexes[match] = (keys, KeyedTimes(keys[shown], events.time[shown]))
+    for match in ("item", "topic"):
+        keys, index = indexes[match]
         for seconds in grid:
             observed = t + seconds <= end
-            counts = count_following(
-                keys[shown],
-                events.time[shown],
-                keys[negative][observed],
-                t[observed],
-                t[observed] + seconds,
-            )
+            counts = index.count(keys[negative][observed], t[observed], t[observed] + seconds)
             rows["match"].append(match)
             rows["seconds"].append(float(seconds))
             rows["per_negative"].append(float(counts.mean()) if counts.shape[0] else None)
@@ -321,17 +351,10 @@ def _exposure(result: RunResult, metrics: RunMetrics) -> None:
         (Scope.CREATOR, "creator"),
     ):
         which = negative[scope == scope_code]
-        if not which.shape[0]:
-            continue
-        span = int(attributes[match].max()) + 1
-        keys = user * span + attributes[match]
+        keys, index = indexes[match]
         offences += int(
-            count_following(
-                keys[shown],
-                events.time[shown],
-                keys[which],
-                events.time[which],
-                np.minimum(events.time[which] + horizon, end),
+            index.count(
+                keys[which], events.time[which], np.minimum(events.time[which] + horizon, end)
             ).sum()
         )
     metrics.put("explicit_negatives", int(negative.shape[0]))

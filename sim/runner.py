@@ -162,6 +162,9 @@ def assemble(scenario: Scenario) -> Assembly:
             stack.set_serve_hook(name, kind.serve)
         if scenario.stack.frozen_after_warmup:
             runtime.frozen_from = scenario.warmup
+        spec = specs[name]
+        if spec.warm_start and not kind.incremental and scenario.warmup > spec.compute_time:
+            runtime.warm_start_at = scenario.warmup - spec.compute_time
         runtime.start(env)
         layers.append(runtime)
     return Assembly(env, world, stack, log, layers, notes)

@@ -268,6 +268,12 @@ class Layer(Spec):
     compute_time: Duration = Field(0.0, description="trigger to new state live")
     rollout: Literal["immediate"] | Rollout = "immediate"
     cost: Cost = Cost()
+    warm_start: bool = Field(
+        True,
+        description="batch layers: one extra update that is live when the warm-up ends, so "
+        "measuring starts from a trained state whatever the cadence (a production stack has "
+        "one); its version is recorded like any other",
+    )
 
     #: The trigger a layer gets when the scenario names none.
     default_trigger: ClassVar[dict[str, Any]] = {"every": 86400.0}

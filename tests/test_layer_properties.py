@@ -71,7 +71,7 @@ def test_canary_serves_exactly_its_fraction_of_users():
         tiny(
             "world.users.count=1000",
             "stack.layers.retrain={every: 1h, phase: 20m, "
-            "rollout: {canary: {fraction: 0.05, for: 30m}}}",
+            "rollout: {canary: {fraction: 0.05, for: 30m}}, warm_start: false}",
         )
     )
     cohort = result.canary_users["retrain"]
@@ -145,7 +145,9 @@ def test_profile_memory_applies_from_the_next_session_on():
 
 
 def test_after_events_trigger_fires_each_time_enough_events_are_visible():
-    result = run_scenario(tiny("stack.layers.retrain={after_events: 3000, latency: 1m}"))
+    result = run_scenario(
+        tiny("stack.layers.retrain={after_events: 3000, latency: 1m, warm_start: false}")
+    )
     history = versions_of(result, "retrain")
     assert len(history) >= 3
     times = result.events.time

@@ -11,7 +11,9 @@ from tests.conftest import tiny
 
 
 def test_versions_follow_the_cadence_exactly():
-    result = run_scenario(tiny("stack.layers.retrain.phase=7m"))
+    result = run_scenario(
+        tiny("stack.layers.retrain.phase=7m", "stack.layers.retrain.warm_start=false")
+    )
     spec = result.scenario.stack.layers.retrain
     triggered = np.array([v.triggered_at for v in result.versions])
     np.testing.assert_allclose(triggered, 420 + spec.every * np.arange(len(triggered)))
@@ -20,6 +22,16 @@ def test_versions_follow_the_cadence_exactly():
         assert version.live_at == version.triggered_at + spec.compute_time
         assert version.events == int((result.events.time < version.horizon).sum())
     assert [v.version for v in result.versions] == list(range(1, len(result.versions) + 1))
+
+
+def test_a_warm_start_update_is_live_when_the_warmup_ends_whatever_the_cadence():
+    # a weekly retrain whose first periodic trigger is after the run would leave no model
+    result = run_scenario(tiny("stack.layers.retrain={every: 7d, phase: 6d, compute_time: 20m}"))
+    (warm,) = result.versions
+    assert warm.triggered_at == 3600 - 1200 and warm.live_at == 3600
+    assert warm.events == int((result.events.time < warm.horizon).sum()) > 0
+    frozen = run_scenario(tiny("stack.frozen_after_warmup=true"))
+    assert [v.live_at for v in frozen.versions][-1] <= 3600 + 300  # nothing triggered after
 
 
 def test_random_phase_is_uniform_over_the_period():
