@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from policies.bandit import explore
 from policies.base import BasePolicy, top_k
 from policies.signals import signal_scores
-from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind, RefreshData, Requests, TrainingData, View
+from sim.domain import (
+    EXPLICIT_NEGATIVE_KINDS,
+    EventTable,
+    Kind,
+    RefreshData,
+    Requests,
+    TrainingData,
+    View,
+)
 from sim.spec import Duration, FeatureWeights
 
 __all__ = [
@@ -83,7 +91,12 @@ class EmbeddingParams(BaseModel):
     negative_weight: float = Field(
         -1.0, description="value of a short dwell or an explicit negative"
     )
-    popularity_weight: float = Field(0.2, ge=0, description="weight of log popularity in scores")
+    popularity_weight: float = Field(
+        0.2, ge=0, description="weight of the item's log click-rate lift in scores"
+    )
+    prior_impressions: float = Field(
+        20.0, gt=0, description="pseudo-impressions at the average click rate per item"
+    )
     iterations: int = Field(4, ge=0, le=50, description="power iterations of the randomized SVD")
 
 
@@ -92,7 +105,8 @@ class EmbeddingModel:
     """User and item embeddings factorized from the interaction matrix, with popularity folded in.
 
     ``users[u] @ items_t`` is every fitted item's score for user ``u``: the last user column is 1
-    and the last item row is ``popularity_weight * log1p(decayed clicks)``, so serving is a
+    and the last item row is ``popularity_weight`` times the item's log click-rate lift (see
+    :func:`click_rate_lift`), so serving is a
     single matrix product.
     """
 
@@ -140,8 +154,8 @@ class EmbeddingPolicy(BasePolicy):
         users = np.zeros((n_users, p.dim + 1), np.float32)
         users[:, -1] = 1.0
         items_t = np.zeros((p.dim + 1, n_items), np.float32)
-        items_t[-1] = p.popularity_weight * np.log1p(
-            _decayed_clicks(events, n_items, data.now, p.half_life)
+        items_t[-1] = p.popularity_weight * click_rate_lift(
+            events, n_items, data.now, p.half_life, p.prior_impressions
         )
         if rows.shape[0]:
             index = torch.from_numpy(
@@ -316,6 +330,28 @@ def sample_distinct(uniforms: np.ndarray, n_items: int) -> np.ndarray:
             pick += earlier <= pick
         picks[:, j] = pick
     return picks
+
+
+def click_rate_lift(
+    events: EventTable, n_items: int, now: float, half_life: float, prior: float
+) -> np.ndarray:
+    """Per item, log of its smoothed click rate over the average one (0 for unseen items).
+
+    Clicks per impression, not clicks: raw click counts measure what the ranker chose to show as
+    much as what users like, and with frequent retrains that exposure feeds back on itself
+    until a few early winners are locked in. Rates are shrunk towards the average with
+    ``prior`` pseudo-impressions, and both counts are time-decayed.
+    """
+    shown = events.item >= 0
+    weights = np.exp2(-(now - events.time[shown]) / half_life)
+    impressions = np.bincount(events.item[shown], weights=weights, minlength=n_items)[:n_items]
+    clicks = _decayed_clicks(events, n_items, now, half_life)
+    total = impressions.sum()
+    if total <= 0:
+        return np.zeros(n_items, np.float32)
+    average = max(clicks.sum() / total, 1e-6)
+    rate = (clicks + prior * average) / (impressions + prior)
+    return np.log(rate / average).astype(np.float32)
 
 
 def _decayed_clicks(events, n_items: int, now: float, half_life: float) -> np.ndarray:
