@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sim.durations import format_duration
+from sim.durations import format_duration, humanize_duration
 from sim.errors import RecloopError
 from sim.loader import load_scenario
 from sim.spec import Scenario
@@ -148,40 +148,57 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-#: The figures a sweep's comparison table shows, when the runs have them.
+#: Columns of a sweep's comparison table: metric, title, format of the mean.
 HEADLINE_METRICS = (
     ("bad_impressions", "bad impressions", "{:,.0f}"),
-    ("repeat_offences_per_negative", "repeats/negative", "{:.3f}"),
+    ("repeat_offences_per_negative", "repeats/negative", "{:.2f}"),
     ("ctr", "CTR", "{:.4f}"),
     ("churned_users", "churned", "{:,.0f}"),
-    ("cost_per_day", "cost/day", "{:,.1f}"),
+    ("cost_per_day", "cost/day", "{:,.0f}"),
     ("propagation_efficiency", "efficiency", "{:.2f}"),
 )
 
 
 def _comparison(summary: dict[str, Any]) -> str:
-    """Per variant: each headline metric's mean [95% interval] and paired delta vs baseline."""
+    """A table: per variant, each headline metric's mean and its paired change vs baseline."""
     comparisons = summary["comparisons"]
-    shown = [m for m in HEADLINE_METRICS if any(m[0] in v for v in comparisons.values())]
-    lines = [
-        f"  {summary['replications']} replication(s); baseline: {summary['baseline']}; "
-        f"intervals: {summary['interval']}"
-    ]
+    columns = [m for m in HEADLINE_METRICS if any(m[0] in v for v in comparisons.values())]
+    header = ["variant", *(title for _, title, _ in columns)]
+    rows = [header]
     for label, metrics in comparisons.items():
-        parts = []
-        for metric, title, fmt in shown:
+        row = [label]
+        for metric, _, fmt in columns:
             entry = metrics.get(metric)
             if entry is None:
+                row.append("n/a")
                 continue
-            text = f"{title} {fmt.format(entry['mean'])}"
-            if entry["ci95"]:
-                text += " [" + ", ".join(fmt.format(x) for x in entry["ci95"]) + "]"
-            delta = entry.get("relative")
-            if delta is not None:
-                text += f" ({100 * delta['mean']:+.0f}%)"
-            parts.append(text)
-        lines.append(f"  {label}: " + "; ".join(parts))
-    return "\n".join(lines)
+            cell = fmt.format(entry["mean"])
+            relative = entry.get("relative")
+            if relative is not None and metric != "propagation_efficiency":
+                cell += f" ({100 * relative['mean']:+.0f}%"
+                if relative["ci95"]:
+                    low, high = relative["ci95"]
+                    cell += f" [{100 * low:+.0f}, {100 * high:+.0f}]"
+                cell += ")"
+            row.append(cell)
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    intervals = (
+        "paired change vs the baseline in %, 95% interval over replications in brackets"
+        if summary["replications"] > 1
+        else "paired change vs the baseline in % (one replication: no intervals)"
+    )
+    return "\n".join(
+        [
+            f"  {summary['replications']} replication(s); baseline: {summary['baseline']}; "
+            f"{intervals}",
+            *lines,
+        ]
+    )
 
 
 def _prepare_output(out: Path) -> None:
@@ -264,14 +281,39 @@ def _report(summary: dict[str, Any]) -> str:
         f"  {summary['simulated']} simulated in {summary['wall_seconds']:.1f}s wall "
         f"({summary['requests_per_second'] or 0:,.0f} requests/s)",
     ]
+    metrics = summary["metrics"]
     for name, layer in summary["layers"].items():
+        median = metrics.get(f"absorption.{name}.median_seconds")
+        p90 = metrics.get(f"absorption.{name}.p90_seconds")
         lines.append(
             f"  layer {name}: {layer['trigger']}, {layer['updates']:,} updates, "
-            f"{layer['cost_units_per_day']:,.1f} cost units/day"
+            f"{layer['cost_units_per_day']:,.1f} cost units/day; absorbs a negative in "
+            f"{_duration_or_na(median)} (median), {_duration_or_na(p90)} (p90)"
         )
-    for name, reason in summary["missing"].items():
-        lines.append(f"  {name}: missing ({reason})")
+    repeats = metrics.get("repeat_offences_per_negative")
+    if repeats is not None:
+        lines.append(
+            f"  repeat offences: {metrics['repeat_offences']:,} ({repeats:.2f} per explicit "
+            f"negative within {format_duration(summary['exposure_horizon_seconds'])})"
+        )
+    for name in summary.get("interventions", []):
+        bad = metrics.get(f"{name}.bad_impressions")
+        if bad is not None:
+            lines.append(
+                f"  {name}: {bad:,} bad impressions; to 50% of its level in "
+                f"{_duration_or_na(metrics.get(f'{name}.time_to_50pct_seconds'))}, to 10% in "
+                f"{_duration_or_na(metrics.get(f'{name}.time_to_10pct_seconds'))}"
+            )
+    if summary["missing"]:
+        lines.append(
+            f"  {len(summary['missing'])} figures could not be computed; summary.json lists "
+            f"them under 'missing' with the reason"
+        )
     return "\n".join(lines)
+
+
+def _duration_or_na(seconds: float | None) -> str:
+    return "n/a" if seconds is None else humanize_duration(seconds)
 
 
 class _Progress:

@@ -43,7 +43,8 @@ def compare_variants(
     rows: list[dict[str, Any]], labels: list[str], baseline: str
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Per variant and metric: mean and interval over replications, and against the baseline
-    the paired delta and the paired relative change, each with its interval.
+    the paired delta and the relative change (paired delta over the baseline's mean), each with
+    its interval.
 
     ``rows`` are ``runs.parquet`` rows (``variant``, ``replication`` and metric columns); a
     metric that is ``None`` in a run leaves that replication out of its figures.
@@ -72,12 +73,31 @@ def compare_variants(
                 paired = [values[r] - base[r] for r in base]
                 if paired:
                     entry["delta"] = _entry(paired)
-                relative = [(values[r] - base[r]) / base[r] for r in base if base[r] != 0]
-                if relative:
-                    entry["relative"] = _entry(relative)
+                    entry.update(_relative(entry["delta"], [base[r] for r in base]))
             per_metric[metric] = entry
         result[label] = per_metric
     return result
+
+
+def _relative(delta: dict[str, Any], base: list[float]) -> dict[str, Any]:
+    """The paired delta as a share of the baseline's mean (its interval scaled alike).
+
+    A ratio of means, not a mean of ratios: a replication where the baseline is near zero would
+    otherwise dominate.
+    """
+    scale = float(np.mean(base))
+    if scale == 0:
+        return {}
+    interval_ = delta["ci95"]
+    return {
+        "relative": {
+            "mean": round(delta["mean"] / scale, 6),
+            "ci95": None
+            if interval_ is None
+            else sorted(round(bound / scale, 6) for bound in interval_),
+            "n": delta["n"],
+        }
+    }
 
 
 def _values(

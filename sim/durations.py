@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["UNITS", "parse_duration", "format_duration"]
+__all__ = ["UNITS", "parse_duration", "format_duration", "humanize_duration"]
 
 #: Seconds per unit; a month is 30 days.
 UNITS: dict[str, float] = {
@@ -67,3 +67,17 @@ def format_duration(seconds: float) -> str:
         if abs(amount - round(amount)) < 1e-9 and round(amount) >= 1:
             return f"{round(amount)}{unit}"
     return f"{seconds:g}s"
+
+
+def humanize_duration(seconds: float) -> str:
+    """An approximate, readable duration for reports (three significant figures at most).
+
+    >>> humanize_duration(0.25), humanize_duration(42.0), humanize_duration(269.6)
+    ('250ms', '42s', '4.49m')
+    >>> humanize_duration(5400.0), humanize_duration(3 * 86400.0)
+    ('1.5h', '3d')
+    """
+    for unit, limit in (("ms", 1.0), ("s", 120.0), ("m", 7200.0), ("h", 172800.0)):
+        if abs(seconds) < limit:
+            return f"{seconds / UNITS[unit]:.3g}{unit}"
+    return f"{seconds / UNITS['d']:.3g}d"

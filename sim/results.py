@@ -80,14 +80,14 @@ def write_run(result: RunResult, metrics: RunMetrics, folder: str | Path) -> Pat
     atomic_write(folder / "scenario.yaml", lambda p: p.write_text(resolved_yaml(result.scenario)))
     if result.scenario.output.events:
         table = _events_table(result)
-        atomic_write(folder / "events.parquet", lambda p: pq.write_table(table, p))
+        _write_parquet(folder / "events.parquet", table)
     else:  # an earlier run's event log in the same directory would be mistaken for this one's
         (folder / "events.parquet").unlink(missing_ok=True)
     layers = pa.table(
         {name: [getattr(v, name) for v in result.versions] for name in VERSION_SCHEMA.names},
         schema=VERSION_SCHEMA,
     )
-    atomic_write(folder / "layers.parquet", lambda p: pq.write_table(layers, p))
+    _write_parquet(folder / "layers.parquet", layers)
     for name in METRIC_TABLES:
         _write_parquet(folder / f"{name}.parquet", metrics.tables[name])
     files = ["scenario.yaml", "summary.json", "layers.parquet"]
@@ -122,7 +122,7 @@ def write_sweep(
         for row in rows:
             row["propagation_efficiency"] = efficiency.get((row["variant"], row["replication"]))
     runs = pa.Table.from_pylist(rows)
-    atomic_write(out / "runs.parquet", lambda p: pq.write_table(runs, p))
+    _write_parquet(out / "runs.parquet", runs)
     finished = [outcome for outcome in outcomes if outcome.error is None]
     for name in (*METRIC_TABLES, "layers"):
         _concatenate(out, name, finished)
@@ -135,7 +135,7 @@ def write_sweep(
         ],
         schema=VARIANT_SCHEMA,
     )
-    atomic_write(out / "variants.parquet", lambda p: pq.write_table(variants, p))
+    _write_parquet(out / "variants.parquet", variants)
     missing: dict[str, str] = {}
     for outcome in finished:
         for metric, reason in outcome.missing.items():
@@ -222,8 +222,7 @@ def _concatenate(out: Path, name: str, outcomes: list[RunOutcome]) -> None:
     if not tables:
         (out / f"{name}.parquet").unlink(missing_ok=True)
         return
-    combined = pa.concat_tables(tables, promote_options="permissive")
-    atomic_write(out / f"{name}.parquet", lambda p: pq.write_table(combined, p))
+    _write_parquet(out / f"{name}.parquet", pa.concat_tables(tables, promote_options="permissive"))
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:

@@ -304,6 +304,8 @@ def _summary(
         "wall_seconds": round(wall, 3),
         "requests_per_second": round(engine.requests / wall, 1) if wall > 0 else None,
         "wall_seconds_by_component": {name: round(v, 4) for name, v in engine.wall.items()},
+        "interventions": [event.name for event in scenario.interventions],
+        "exposure_horizon_seconds": scenario.metrics.exposure_horizon,
         "missing": missing,
         "notes": notes,
     }

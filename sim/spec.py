@@ -457,7 +457,9 @@ class TopicAversion(InterventionBase):
     by ``strength``, so they dismiss, skip or leave when shown it."""
 
     kind: Literal["topic_aversion"]
-    topic: int = Field(ge=0, description="topic index")
+    topic: Annotated[int, Field(ge=0)] | Literal["most_shown"] = Field(
+        description="topic index, or most_shown: the topic shown most in the hour before"
+    )
     users: float = Field(0.2, gt=0, le=1, description="share of all users affected")
     among: Literal["fans", "all"] = Field(
         "fans", description="fans: the users with the highest true affinity to the topic"
@@ -473,15 +475,17 @@ class ItemTurnsBad(InterventionBase):
     items: float | None = Field(None, gt=0, le=1, description="share of live items")
     topic: int | None = Field(None, ge=0, description="every live item of this topic")
     creator: int | None = Field(None, ge=0, description="every live item of this creator")
+    most_shown: int | None = Field(
+        None, ge=1, description="the items shown most in the hour before (a viral item turns bad)"
+    )
     quality_drop: float = Field(4.0, gt=0, le=100, description="drop of true item quality")
 
     @model_validator(mode="after")
     def _one_selector(self) -> ItemTurnsBad:
-        chosen = [key for key in ("items", "topic", "creator") if getattr(self, key) is not None]
+        keys = ("items", "topic", "creator", "most_shown")
+        chosen = [key for key in keys if getattr(self, key) is not None]
         if len(chosen) != 1:
-            raise ValueError(
-                f"choose the items by exactly one of items, topic, creator; got {chosen}"
-            )
+            raise ValueError(f"choose the items by exactly one of {', '.join(keys)}; got {chosen}")
         return self
 
 
@@ -649,7 +653,7 @@ class Scenario(Spec):
             where = f"interventions.{index}"
             for key in ("topic", "to_topic"):
                 topic = getattr(event, key, None)
-                if topic is not None and topic >= catalog.topics:
+                if isinstance(topic, int) and topic >= catalog.topics:
                     raise ValueError(
                         f"{where}.{key}: topic {topic} does not exist (world.catalog.topics is "
                         f"{catalog.topics}; topics are 0 to {catalog.topics - 1})"

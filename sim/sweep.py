@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sim.durations import format_duration
 from sim.errors import RecloopError, ScenarioError
 from sim.loader import parse_scenario, set_path
@@ -157,16 +159,16 @@ def _replication_seed(seed: int, replication: int) -> int:
 def _instant(scenario: Scenario, variants: dict[str, dict[str, Any]], baseline: str) -> dict:
     """The baseline with every layer of any variant at its fastest: no latency, no compute
     time, immediate rollout; incremental layers at every window, batch layers every
-    ``bounds.instant_every``."""
+    ``bounds.instant_every`` or their fastest period in any variant, whichever is shorter."""
     layers: dict[str, Any] = {}
+    fastest: dict[str, float] = {}
     for label in [baseline, *variants]:
         for name, layer in parse_scenario(variants[label], label).stack.layers.active().items():
             layers.setdefault(name, layer)
-    period = (
-        scenario.tick_seconds
-        if scenario.bounds.instant_every == "tick"
-        else (scenario.bounds.instant_every)
-    )
+            if layer.every:
+                fastest[name] = min(fastest.get(name, np.inf), layer.every)
+    bound = scenario.bounds.instant_every
+    period = scenario.tick_seconds if bound == "tick" else bound
     data = variants[baseline]
     for name, layer in layers.items():
         fast = layer.model_dump(mode="json", by_alias=True)
@@ -181,7 +183,7 @@ def _instant(scenario: Scenario, variants: dict[str, dict[str, Any]], baseline: 
             continuous=not layer.snapshots,  # state updated in place: at every window
         )
         if layer.snapshots:
-            fast.update(every=period, phase=0.0)
+            fast.update(every=min(period, fastest.get(name, np.inf)), phase=0.0)
         data = set_path(data, f"stack.layers.{name}", fast, "bounds.instant")
     return data
 

@@ -239,3 +239,19 @@ def test_preference_shift_moves_users_to_the_topic():
         clicked[on_topic & shifted & after].mean()
         > 1.5 * clicked[on_topic & ~shifted & after].mean()
     )
+
+
+def test_most_shown_targets_what_the_stack_was_showing_most():
+    result = run_scenario(
+        tiny(
+            "interventions=[{kind: topic_aversion, at: 3h, topic: most_shown}, "
+            "{kind: item_turns_bad, at: 3h, most_shown: 5}]"
+        )
+    )
+    events = result.events
+    hour = (events.time >= 2 * 3600) & (events.time < 3 * 3600) & (events.item >= 0)
+    topic_counts = np.bincount(result.item_topic[events.item[hour]])
+    assert result.affected["topic_aversion@3h"].topic == int(np.argmax(topic_counts))
+    item_counts = np.bincount(events.item[hour], minlength=result.item_topic.shape[0])
+    bad = np.flatnonzero(result.affected["item_turns_bad@3h"].items)
+    assert sorted(bad) == sorted(np.argsort(-item_counts, kind="stable")[:5])

@@ -9,6 +9,7 @@ import yaml
 
 from sim.loader import load_scenario, parse_scenario
 from sim.runner import check_scenario
+from sim.sweep import plan_runs
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 BLOCKS = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", README, re.S)]
@@ -35,3 +36,11 @@ def test_the_layers_example_is_valid():
         "profile_memory",
         "online_learning",
     }
+
+
+def test_the_interventions_and_sweep_example_is_valid():
+    sweep = next(block for block in BLOCKS if "interventions" in block)
+    data = load_scenario("cadence-sweep").model_dump(mode="json", by_alias=True)
+    labels, baseline, plans = plan_runs(parse_scenario({**data, **sweep}))
+    assert baseline == "retrain 1d · near-line off" and labels[-2:] == ["frozen", "instant"]
+    assert len(plans) == 8 * 3

@@ -82,6 +82,12 @@ def test_bounds_freeze_after_warmup_and_make_every_layer_of_any_variant_instant(
     for layer in instant.values():
         assert layer.latency == 0 and layer.compute_time == 0 and layer.rollout == "immediate"
     assert instant["retrain"].every == 120 and instant["nearline_embeddings"].every == 120
+    # a variant's faster period wins over instant_every
+    _, _, plans = plan_runs(
+        tiny("variants={grid: {stack.layers.retrain.every: [1m, 1h]}}", "bounds={instant: true}")
+    )
+    instant_retrain = next(p for p in plans if p.variant == "instant").scenario.stack.layers.retrain
+    assert instant_retrain.every == 10  # the tick: truly instant by default
     assert instant["realtime_features"].continuous
 
 

@@ -27,7 +27,10 @@ from users.behavior import respond_to_slates, utility
 from users.catalog import Catalog
 from users.population import Population
 
-__all__ = ["SimulatedWorld", "WorldBatch", "Affected"]
+__all__ = ["SimulatedWorld", "WorldBatch", "Affected", "RECENTLY_SHOWN"]
+
+#: How far back "most shown" looks (seconds).
+RECENTLY_SHOWN = 3600.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,14 @@ class SimulatedWorld:
         self._aversions: list[tuple[int, np.ndarray, float]] = []  # topic, users, strength
         #: What each intervention did, for the metrics: name -> affected users / items.
         self.affected: dict[str, Affected] = {}
+        # What users were shown lately, kept only when an intervention targets "most shown"
+        # (the users know what they see; the stack is not asked).
+        self._remember_shown = any(
+            getattr(event, "topic", None) == "most_shown"
+            or getattr(event, "most_shown", None) is not None
+            for event in self.interventions
+        )
+        self._shown: list[tuple[float, np.ndarray]] = []
         self._drift_rng = streams.generator("drift")
         n = self.population.count
         self.churned_at = np.full(n, np.inf)
@@ -111,15 +122,26 @@ class SimulatedWorld:
         yield env.timeout(event.at)
         rng = self._intervention_rng
         if isinstance(event, TopicAversion):
-            users = self._choose_users(event.users, event.among, event.topic, rng)
-            self._aversions.append((event.topic, users, event.strength))
-            self.affected[event.name] = Affected(
-                event.kind, event.at, users=users, topic=event.topic
-            )
+            topic = event.topic
+            if topic == "most_shown":
+                topic = int(
+                    np.argmax(
+                        np.bincount(
+                            self.catalog.topic[self._recently_shown()],
+                            minlength=self.catalog.spec.topics,
+                        )
+                    )
+                )
+            users = self._choose_users(event.users, event.among, topic, rng)
+            self._aversions.append((topic, users, event.strength))
+            self.affected[event.name] = Affected(event.kind, event.at, users=users, topic=topic)
         elif isinstance(event, ItemTurnsBad):
             live = self.catalog.n_live
             if event.items is not None:
                 chosen = rng.permutation(live)[: max(1, round(event.items * live))]
+            elif event.most_shown is not None:
+                counts = np.bincount(self._recently_shown(), minlength=live)
+                chosen = np.argsort(-counts, kind="stable")[: event.most_shown]
             elif event.topic is not None:
                 chosen = np.flatnonzero(self.catalog.topic[:live] == event.topic)
             else:
@@ -136,6 +158,12 @@ class SimulatedWorld:
             self.affected[event.name] = Affected(
                 event.kind, event.at, users=users, topic=event.to_topic
             )
+
+    def _recently_shown(self) -> np.ndarray:
+        """Items of every impression in the last hour."""
+        if not self._shown:
+            return np.empty(0, np.int64)
+        return np.concatenate([items for _, items in self._shown])
 
     def _choose_users(
         self, share: float, among: str, topic: int | None, rng: np.random.Generator
@@ -204,6 +232,11 @@ class SimulatedWorld:
             self.behavior, value, block.slot_uniform, block.slot_normal[..., 1]
         )
         abandoned = self._update_sessions(block, kind)
+        if self._remember_shown:
+            now = float(block.time[0])
+            self._shown.append((now, slates.ravel().astype(np.int64)))
+            while self._shown and self._shown[0][0] < now - RECENTLY_SHOWN:
+                self._shown.pop(0)
         return Responses(kind=kind, scope=scope, dwell=dwell, abandoned=abandoned)
 
     def _update_sessions(self, block: RequestBlock, kind: np.ndarray) -> np.ndarray:
