@@ -77,7 +77,7 @@ def humanize_duration(seconds: float) -> str:
     >>> humanize_duration(5400.0), humanize_duration(3 * 86400.0)
     ('1.5h', '3d')
     """
-    for unit, limit in (("ms", 1.0), ("s", 120.0), ("m", 7200.0), ("h", 172800.0)):
+    for unit, limit in (("ms", 1.0), ("s", 120.0), ("m", 5400.0), ("h", 172800.0)):
         if abs(seconds) < limit:
             return f"{seconds / UNITS[unit]:.3g}{unit}"
     return f"{seconds / UNITS['d']:.3g}d"
