@@ -193,3 +193,22 @@ def test_console_script_end_to_end(tmp_path):
     events = read_events(tmp_path / "runs" / "quickstart").to_pandas()
     assert np.isfinite(events.time).all() and len(events) > 0
     assert "requests/s" in done.stderr
+
+
+def test_a_failing_run_fails_alone_and_the_sweep_lists_it(tmp_path, capsys):
+    cases = {
+        "cases": [
+            {"label": "fine", "set": {"duration": "1h"}},
+            {"label": "broken", "set": {"stack.policy": "tests.test_cli:ExplodingPolicy"}},
+        ]
+    }
+    path = write_tiny(tmp_path, variants=cases)
+    out = tmp_path / "r"
+    assert main(["run", str(path), "--out", str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "recloop: error: run broken r0 failed: policy" in err and "boom" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [run["variant"] for run in summary["failed_runs"]] == ["broken"]
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert list(runs.status) == ["ok", "failed"]
+    assert read_run_summary(out, "fine")["requests"] > 0
