@@ -69,6 +69,20 @@ def _parser() -> argparse.ArgumentParser:
     _add_overrides(validate)
     validate.set_defaults(handler=_validate)
 
+    report = commands.add_parser(
+        "report", help="(re)build the HTML report of a results directory from its files"
+    )
+    report.add_argument("results", help="a results directory written by recloop run")
+    report.add_argument("--out", "-o", help="report file (default: RESULTS/report.html)")
+    report.add_argument(
+        "--plotlyjs",
+        choices=("inline", "cdn"),
+        default="inline",
+        help="inline: one file that opens offline (default); cdn: a small file that loads "
+        "Plotly from the internet",
+    )
+    report.set_defaults(handler=_report_command)
+
     schema = commands.add_parser("schema", help="print the scenario JSON Schema")
     schema.set_defaults(handler=_schema)
 
@@ -89,7 +103,7 @@ def _add_overrides(command: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sim.results import write_sweep
+    from sim.results import write_report, write_sweep
     from sim.runner import check_scenario
     from sim.sweep import describe_plan, plan_runs, run_plans
 
@@ -133,6 +147,8 @@ def _run(args: argparse.Namespace) -> int:
     failed = summary["failed_runs"]
     if single and failed:
         raise RecloopError(failed[0]["error"])
+    if len(failed) < len(plans):
+        write_report(out)
     if not args.quiet:
         if single:
             run_summary = json.loads((out / plans[0].folder / "summary.json").read_text())
@@ -145,6 +161,8 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"results: {out}")
+    if len(failed) < len(plans):
+        print(f"report: {out / 'report.html'}")
     return 1 if failed else 0
 
 
@@ -210,6 +228,18 @@ def _prepare_output(out: Path) -> None:
         raise RecloopError(f"--out {out}: cannot create the results directory ({error})") from None
     if not os.access(out, os.W_OK):
         raise RecloopError(f"--out {out}: the results directory is not writable")
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    from reports.results import ResultsError
+    from sim.results import write_report
+
+    try:
+        path = write_report(args.results, args.out, args.plotlyjs)
+    except ResultsError as error:
+        raise RecloopError(str(error)) from None
+    print(f"report: {path}")
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:

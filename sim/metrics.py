@@ -438,6 +438,15 @@ def _suppression(result: RunResult, metrics: RunMetrics) -> None:
         columns["population"] += pop_per_bin.tolist()
     if harmful:
         metrics.put("bad_impressions", total_bad)
+        for total in ("sessions_lost", "churned_exposed_users"):
+            metrics.put(
+                total,
+                sum(
+                    int(metrics.scalars[f"{name}.{total}"] or 0)
+                    for name, affected in result.affected.items()
+                    if affected.kind in HARMFUL
+                ),
+            )
     metrics.tables["suppression"] = pa.table(
         {
             "intervention": pa.array(columns["intervention"], pa.string()),

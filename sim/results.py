@@ -31,7 +31,7 @@ from sim.runner import RunResult
 from sim.spec import Scenario
 from sim.sweep import RunOutcome
 
-__all__ = ["write_run", "write_sweep", "atomic_write", "METRIC_TABLES"]
+__all__ = ["write_run", "write_sweep", "write_report", "atomic_write", "METRIC_TABLES"]
 
 #: layers.parquet: one row per published layer version and cohort (see sim.layers.Version).
 VERSION_SCHEMA = pa.schema(
@@ -154,6 +154,7 @@ def write_sweep(
             if o.error is not None
         ],
         "run_folders": {f"{o.plan.variant} r{o.plan.replication}": o.plan.folder for o in outcomes},
+        "interventions": {event.name: event.at for event in scenario.interventions},
         "interval": "95% Student-t over replications; deltas paired within a replication",
         "comparisons": comparisons,
         "missing": missing,
@@ -223,6 +224,18 @@ def _concatenate(out: Path, name: str, outcomes: list[RunOutcome]) -> None:
         (out / f"{name}.parquet").unlink(missing_ok=True)
         return
     _write_parquet(out / f"{name}.parquet", pa.concat_tables(tables, promote_options="permissive"))
+
+
+def write_report(
+    folder: str | Path, out: str | Path | None = None, plotlyjs: str = "inline"
+) -> Path:
+    """Write the HTML report of a results directory (default ``FOLDER/report.html``)."""
+    from reports.page import build_report
+
+    path = Path(out) if out is not None else Path(folder) / "report.html"
+    page = build_report(folder, plotlyjs)
+    atomic_write(path, lambda p: p.write_text(page, encoding="utf-8"))
+    return path
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:

@@ -42,7 +42,10 @@ def write_tiny(folder: Path, **changes) -> Path:
 def test_run_writes_a_results_directory_pandas_can_read(tmp_path, capsys):
     out = tmp_path / "results"
     assert main(["run", str(write_tiny(tmp_path)), "--out", str(out)]) == 0
-    assert capsys.readouterr().out.strip() == f"results: {out}"
+    assert capsys.readouterr().out.strip().splitlines() == [
+        f"results: {out}",
+        f"report: {out / 'report.html'}",
+    ]
     summary = read_run_summary(out)
     events = read_events(out).to_pandas()
     layers = pd.read_parquet(out / "layers.parquet")
@@ -189,7 +192,8 @@ def test_console_script_end_to_end(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "results: runs/quickstart"
+    assert done.stdout.strip().splitlines()[0] == "results: runs/quickstart"
+    assert (tmp_path / "runs" / "quickstart" / "report.html").is_file()
     events = read_events(tmp_path / "runs" / "quickstart").to_pandas()
     assert np.isfinite(events.time).all() and len(events) > 0
     assert "requests/s" in done.stderr
