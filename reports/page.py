@@ -451,6 +451,7 @@ def _significance(relative: dict[str, Any] | None, n: int) -> str:
 def _table(data: ReportData) -> str:
     comparisons = data.summary["comparisons"]
     baseline = data.summary["baseline"]
+    replications = int(data.summary["replications"])
     metrics = [m for m in TABLE_METRICS if any(m[0] in c for c in comparisons.values())]
     for name in _harmful_interventions(data):
         for percent in (50, 10):
@@ -476,7 +477,7 @@ def _table(data: ReportData) -> str:
             if entry is None:
                 cells.append('<td class="na">n/a</td>')
                 continue
-            cells.append(_cell(entry, fmt, best.get(metric) == variant))
+            cells.append(_cell(entry, fmt, best.get(metric) == variant, replications))
         label = esc(variant) + (" <small>(baseline)</small>" if variant == baseline else "")
         label += " <small>(bound)</small>" if variant in BOUND_COLORS else ""
         kind = " class='bound'" if variant in BOUND_COLORS else ""
@@ -491,8 +492,10 @@ def _format(value: float, fmt: str) -> str:
     return f"{value / 3600.0:,.1f} h" if fmt == "hours" else fmt.format(value)
 
 
-def _cell(entry: dict[str, Any], fmt: str, best: bool) -> str:
+def _cell(entry: dict[str, Any], fmt: str, best: bool, replications: int) -> str:
     text = _format(entry["mean"], fmt)
+    if entry["n"] < replications:  # e.g. suppression reached in only some replications
+        text += f" <small class='partial'>(in {entry['n']} of {replications})</small>"
     if entry["ci95"]:
         low, high = entry["ci95"]
         text += f" <small>[{_format(low, fmt)}, {_format(high, fmt)}]</small>"
@@ -518,8 +521,8 @@ h1{margin-bottom:.2rem}.answer{font-size:1.15rem;background:#f3f6fa;border-left:
 padding:.8rem 1rem}.variants{border-collapse:collapse;font-size:.85rem;margin:1rem 0}
 .variants th,.variants td{border:1px solid #ddd;padding:.35rem .5rem;text-align:right;
 vertical-align:top}.variants th[scope=row]{text-align:left}.best-cell{background:#eef8ee}
-.best{color:#2ca02c}.na{color:#999}.bound{color:#666;font-style:italic}.how{color:#555;font-size:.9rem;margin-top:-.4rem}
-pre{background:#f7f7f7;padding:1rem;overflow:auto;font-size:.8rem}.chart{margin:1.5rem 0}
+.best{color:#2ca02c}.na{color:#999}.bound{color:#666;font-style:italic}.how{color:#555;font-size:.9rem;margin-top:.6rem}
+pre{background:#f7f7f7;padding:1rem;overflow:auto;font-size:.8rem}.chart{margin:1.5rem 0 2.5rem}
 """
 
 
@@ -614,8 +617,9 @@ def build_report(folder: str | Path, plotlyjs: str = "inline") -> str:
 <p class="answer" id="answer">{esc(headline(data))}</p></header>
 <h2>Variants</h2>
 <p class="how">Mean over replications [95% interval]; Δ is the paired difference from the
-baseline [its interval]; ★ marks the best value. Times are until bad impressions fall to 50% or
-10% of their level before the intervention.</p>
+baseline [its interval]; ★ marks the best value among the variants (not the bounds). Times are
+until bad impressions fall to 50% or 10% of their level before the intervention; "in k of n" means
+only k replications got there before the run ended, and the figure averages those.</p>
 {_table(data)}
 {"<h3>Failed runs</h3><ul>" + failed + "</ul>" if failed else ""}
 {"<ul class='how'>" + notes + "</ul>" if notes else ""}

@@ -100,13 +100,13 @@ def test_cost_against_harm_marks_the_pareto_front(sweep):
     data = load_report_data(sweep)
     figure = cost_harm_figure(data, variant_colors(data.variants), "bad_impressions", "bad")
     front = next(t for t in figure.data if t.name == "Pareto front")
-    points = {t.name: (t.x[0], t.y[0]) for t in figure.data if t.mode == "markers"}
-    for cost, harm in points.values():  # nothing on the front is beaten on both axes
-        assert not any(c <= cost and h < harm for c, h in zip(front.x, front.y, strict=True)) or (
-            cost,
-            harm,
-        ) not in set(zip(front.x, front.y, strict=True))
-    assert len(front.x) >= 1
+    on_front = list(zip(front.x, front.y, strict=True))
+    assert on_front and list(front.x) == sorted(front.x)
+    assert all(b[1] < a[1] for a, b in zip(on_front, on_front[1:], strict=False))
+    for trace in (t for t in figure.data if t.mode == "markers"):
+        point = (trace.x[0], trace.y[0])
+        # every variant is on the front or dominated by a point of it
+        assert point in on_front or any(c <= point[0] and h <= point[1] for c, h in on_front)
 
 
 def test_user_text_is_escaped_everywhere(sweep):
