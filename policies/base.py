@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sim.domain import Requests, View
 
-__all__ = ["Policy", "BasePolicy", "NoParams", "top_k"]
+__all__ = ["Policy", "BasePolicy", "PerRequestPolicy", "NoParams", "top_k"]
 
 
 @runtime_checkable
@@ -65,6 +65,25 @@ class BasePolicy:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params!r}, seed={self.seed})"
+
+
+class PerRequestPolicy(BasePolicy):
+    """For people who do not want to vectorize: implement ``rank_one``, one request at a time.
+
+    ``rank_one(user, time, k, view)`` returns ``k`` distinct live item ids for one request. The
+    batch loop runs in Python, so it costs a Python call (and whatever ``rank_one`` does) per
+    request: expect thousands of requests per second instead of recloop's tens of thousands.
+    Fine for trying an idea on a small scenario; vectorize ``rank`` before a real sweep.
+    """
+
+    def rank(self, requests: Requests, view: View) -> np.ndarray:
+        slates = np.empty((len(requests), requests.k), np.int64)
+        for row, (user, time) in enumerate(zip(requests.users, requests.times, strict=True)):
+            slates[row] = self.rank_one(int(user), float(time), requests.k, view)
+        return slates
+
+    def rank_one(self, user: int, time: float, k: int, view: View) -> Any:  # pragma: no cover
+        raise NotImplementedError
 
 
 #: Items per block in the exact block-max prefilter of :func:`top_k`.

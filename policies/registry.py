@@ -13,10 +13,19 @@ from pydantic import BaseModel, ValidationError
 
 from policies.base import Policy
 from policies.builtin import EmbeddingPolicy, PopularPolicy, RandomPolicy
+from policies.reference import LinUCBPolicy, OraclePolicy, RiverOnlinePolicy
 from policies.torch_ranker import TorchRanker
 from sim.errors import ScenarioError
 
-__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "register", "resolve", "available", "make_policy"]
+__all__ = [
+    "BUILTIN",
+    "ENTRY_POINT_GROUP",
+    "register",
+    "resolve",
+    "available",
+    "summary_line",
+    "make_policy",
+]
 
 ENTRY_POINT_GROUP = "recloop.policies"
 BUILTIN: dict[str, type] = {}
@@ -28,7 +37,15 @@ def register(cls: Any) -> Any:
     return cls
 
 
-for _cls in (RandomPolicy, PopularPolicy, EmbeddingPolicy, TorchRanker):
+for _cls in (
+    RandomPolicy,
+    PopularPolicy,
+    EmbeddingPolicy,
+    TorchRanker,
+    OraclePolicy,
+    RiverOnlinePolicy,
+    LinUCBPolicy,
+):
     register(_cls)
 
 
@@ -40,8 +57,17 @@ def available() -> dict[str, str]:
     """Every policy name that resolves, with where it comes from."""
     found = {name: "built-in" for name in BUILTIN}
     for name, entry in _entry_points().items():
-        found.setdefault(name, f"entry point {entry.value}")
+        dist = getattr(entry, "dist", None)
+        package = f" (package {dist.name})" if dist is not None else ""
+        found.setdefault(name, f"entry point {entry.value}{package}")
     return found
+
+
+def summary_line(cls: Any) -> str:
+    """The first line of a policy's docstring, with its oracle label."""
+    paragraph = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+    line = paragraph.split(". ")[0].rstrip(".").replace("``", "")
+    return f"[oracle] {line}" if getattr(cls, "oracle", False) else line
 
 
 def resolve(name: str, path: str = "stack.policy.name") -> type:

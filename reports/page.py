@@ -480,6 +480,8 @@ def _table(data: ReportData) -> str:
             cells.append(_cell(entry, fmt, best.get(metric) == variant, replications))
         label = esc(variant) + (" <small>(baseline)</small>" if variant == baseline else "")
         label += " <small>(bound)</small>" if variant in BOUND_COLORS else ""
+        if variant in data.summary.get("oracle_variants", []):
+            label += " <small>(oracle: ranks by ground truth, an upper bound)</small>"
         kind = " class='bound'" if variant in BOUND_COLORS else ""
         rows.append(f"<tr{kind}><th scope='row'>{label}</th>{''.join(cells)}</tr>")
     return (

@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the scenario JSON Schema")
     schema.set_defaults(handler=_schema)
 
+    policies = commands.add_parser(
+        "policies", help="list the available policies and where each comes from"
+    )
+    policies.set_defaults(handler=_policies)
+
     listing = commands.add_parser("scenarios", help="list the packaged scenarios")
     listing.set_defaults(handler=_scenarios)
     return parser
@@ -268,6 +273,19 @@ def scenario_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "recloop scenario"
     return schema
+
+
+def _policies(args: argparse.Namespace) -> int:
+    from policies.registry import available, resolve, summary_line
+
+    for name, origin in sorted(available().items()):
+        try:
+            line = summary_line(resolve(name))
+        except RecloopError as error:
+            line = f"(cannot load: {error})"
+        print(f"{name:16s} {origin:28s} {line}")
+    print("or any 'module:Class' as stack.policy.name")
+    return 0
 
 
 def _scenarios(args: argparse.Namespace) -> int:

@@ -217,6 +217,9 @@ class View:
     catalog: CatalogView
     n_users: int
     versions: dict[str, int]
+    #: The world's ground truth, for policies that declare ``oracle = True`` only (else None):
+    #: ``truth.utility(users)`` is each user's expected utility of every live item.
+    truth: Any = None
 
 
 @dataclass(frozen=True)

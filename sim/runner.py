@@ -57,6 +57,11 @@ def build_policy(scenario: Scenario, streams: Streams | None = None) -> Any:
     return make_policy(spec.name, spec.params, seed=streams.integer_seed("policy"))
 
 
+def is_oracle(policy: Any) -> bool:
+    """Whether ``policy`` is registered as an oracle: it sees the ground truth, an upper bound."""
+    return bool(getattr(policy, "oracle", False))
+
+
 def check_scenario(scenario: Scenario) -> list[str]:
     """Checks that need the policy (it resolves, its parameters validate); returns notes."""
     return _notes(scenario, build_policy(scenario))
@@ -68,6 +73,18 @@ POLICY_HOOKS = {"retrain": "fit", "nearline_embeddings": "refresh"}
 
 def _notes(scenario: Scenario, policy: Any) -> list[str]:
     notes = []
+    active = scenario.stack.layers.active()
+    for layer in getattr(policy, "requires_layers", ()):
+        if layer not in active:
+            notes.append(
+                f"policy {scenario.stack.policy.name!r} learns through the {layer!r} layer, which "
+                "is off: it will not learn"
+            )
+    if is_oracle(policy):
+        notes.append(
+            f"policy {scenario.stack.policy.name!r} is an oracle: it ranks by the world's ground "
+            "truth, an upper bound no real stack reaches"
+        )
     for name in scenario.stack.layers.active():
         hook = POLICY_HOOKS.get(name)
         if hook is not None and not callable(getattr(policy, hook, None)):
@@ -140,6 +157,8 @@ def assemble(scenario: Scenario) -> Assembly:
 
     specs = scenario.stack.layers.active()
     stack = Stack(policy, scenario.stack.slate_size)
+    if is_oracle(policy):
+        stack.truth = world
     kinds = {
         name: _layer_kind(name, spec, policy, world, stack, streams.integer_seed(f"kind:{name}"))
         for name, spec in specs.items()
@@ -267,6 +286,7 @@ def _summary(
         "scenario": scenario.name,
         "seed": scenario.seed,
         "policy": scenario.stack.policy.name,
+        "policy_is_oracle": is_oracle(engine.stack.policy),
         "users": world.n_users,
         "items_at_start": scenario.world.catalog.items,
         "items_at_end": world.catalog.n_live,

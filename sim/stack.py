@@ -32,6 +32,8 @@ class Stack:
         self._canary: dict[str, tuple[int, Any]] = {}
         self._canary_users: dict[str, np.ndarray] = {}
         self._serve_hooks: dict[str, Any] = {}
+        #: The world's ground truth, handed to a policy that declares ``oracle = True`` only.
+        self.truth: Any = None
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -122,6 +124,7 @@ class Stack:
             catalog=catalog,
             n_users=n_users,
             versions={layer: version for layer, (version, _) in states.items()},
+            truth=self.truth,
         )
         try:
             slates = self.policy.rank(requests, view)

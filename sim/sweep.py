@@ -217,6 +217,8 @@ def execute(
     except RecloopError as error:
         return RunOutcome(plan, row | {"status": "failed"}, {}, error=str(error))
     row["status"] = "ok"
+    row["policy"] = result.summary["policy"]
+    row["oracle"] = result.summary["policy_is_oracle"]
     row["wall_seconds"] = round(wallclock.perf_counter() - started, 3)
     row.update(metrics.scalars)
     write_run(result, metrics, Path(out) / plan.folder)

@@ -192,6 +192,26 @@ class SimulatedWorld:
             yield env.timeout(max(arrival - env.now, 0.0))
             self.catalog.add_arrived(int(count))
 
+    # --- ground truth for oracle policies ----------------------------------------------------
+
+    def utility(self, users: np.ndarray) -> np.ndarray:
+        """Each user's expected (noise-free) utility of every live item, ``(n, n_live)``.
+
+        Served only to policies registered as oracles: an upper bound, never a fair comparison.
+        """
+        catalog, spec = self.catalog, self.behavior
+        live = catalog.n_live
+        value = spec.affinity_weight * (
+            self.population.preferences[users] @ catalog.vectors[:live].T
+        )
+        value += (
+            spec.quality_weight * catalog.quality[:live]
+            + spec.popularity_weight * catalog.appeal[:live]
+        )
+        for topic, averse, strength in self._aversions:
+            value -= strength * (averse[users][:, None] & (catalog.topic[:live] == topic)[None, :])
+        return value
+
     # --- serving -----------------------------------------------------------------------------
 
     def next_request_time(self) -> float:
