@@ -16,7 +16,8 @@ from tests.conftest import tiny
 #: quality, appeal, churn state) must never be among them.
 ALLOWED_FIELDS = {
     Requests: {"times", "users", "sessions", "k"},
-    View: {"now", "model", "states", "catalog", "n_users", "versions"},
+    # truth is None for every policy but a declared oracle (test_policy_api checks it)
+    View: {"now", "model", "states", "catalog", "n_users", "versions", "truth"},
     RefreshData: {
         "events",
         "catalog",
