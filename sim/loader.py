@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+import re
 import types
 import typing
 from pathlib import Path
@@ -181,7 +182,9 @@ def _describe(item: Any) -> str:
         return f"{path}: required but missing"
     message = item["msg"].removeprefix("Value error, ")
     if kind.startswith("value_error") and not loc:
-        return f"(scenario): {message}"
+        # a whole-scenario check that names its own path needs no "(scenario)" in front
+        named = re.match(r"^[A-Za-z_][\w.]*: ", message)
+        return message if named else f"(scenario): {message}"
     value = _short(item.get("input"))
     return f"{path}: {message}" if value in message else f"{path}: {message} (got {value})"
 

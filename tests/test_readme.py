@@ -44,3 +44,26 @@ def test_the_interventions_and_sweep_example_is_valid():
     labels, baseline, plans = plan_runs(parse_scenario({**data, **sweep}))
     assert baseline == "retrain 1d · near-line off" and labels[-2:] == ["frozen", "instant"]
     assert len(plans) == 8 * 3
+
+
+def test_the_write_your_own_policy_example_works_as_copied(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    module = next(block for block in blocks if block.startswith("# my_ranker.py"))
+    (tmp_path / "my_ranker.py").write_text(module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    check = next(block for block in blocks if "check_policy(AvoidRejected" in block)
+    namespace: dict = {}
+    exec(check, namespace)  # noqa: S102 - the README's own example
+    from policies.checks import check_policy
+    from sim.cli import main
+
+    assert check_policy(namespace["AvoidRejected"], {"penalty": 5}).ok
+    command = re.search(r"recloop run quickstart --set stack.policy.name=my_ranker\S+ .*", README)
+    assert command is not None
+    arguments = command.group(0).split()[2:] + [
+        "--set",
+        "duration=1h",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert main(["run", "-q", *arguments]) == 0
