@@ -51,7 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a scenario and write its results directory")
-    run.add_argument("scenario", help="a scenario YAML file, or a packaged scenario by name")
+    run.add_argument(
+        "scenario", nargs="?", help="a scenario YAML file, or a packaged scenario by name"
+    )
+    run.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="finish an interrupted sweep in DIR: its scenario, without re-running finished runs",
+    )
     run.add_argument("--out", "-o", help="results directory (default: runs/<scenario name>)")
     _add_overrides(run)
     run.add_argument(
@@ -108,13 +115,29 @@ def _add_overrides(command: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sim.results import write_report, write_sweep
+    from sim.loader import resolved_yaml
+    from sim.results import atomic_write, write_report, write_sweep
     from sim.runner import check_scenario
     from sim.sweep import describe_plan, plan_runs, run_plans
 
     if args.workers < 1:
         raise RecloopError(f"--workers {args.workers}: must be at least 1")
-    scenario = load_scenario(args.scenario, args.overrides)
+    if args.resume:
+        if args.scenario or args.overrides or args.out:
+            raise RecloopError(
+                "--resume DIR takes the scenario and the output from DIR; give no scenario, "
+                "--set or --out with it"
+            )
+        if not (Path(args.resume) / "scenario.yaml").is_file():
+            raise RecloopError(
+                f"--resume {args.resume}: no scenario.yaml (not a results directory)"
+            )
+        args.out = args.resume
+        scenario = load_scenario(str(Path(args.resume) / "scenario.yaml"))
+    elif args.scenario is None:
+        raise RecloopError("run: give a scenario (a file or a packaged name), or --resume DIR")
+    else:
+        scenario = load_scenario(args.scenario, args.overrides)
     labels, baseline, plans = plan_runs(scenario)
     notes: list[str] = []
     for plan in plans:
@@ -122,6 +145,11 @@ def _run(args: argparse.Namespace) -> int:
             notes += [note for note in check_scenario(plan.scenario) if note not in notes]
     out = Path(args.out) if args.out else Path("runs") / _safe_name(scenario.name)
     _prepare_output(out)  # before simulating, not after
+    if args.resume:
+        for stray in out.rglob(".*.tmp"):  # a killed writer's temporary file, never a result
+            stray.unlink()
+    # the sweep's scenario first, so that an interrupted sweep can be resumed from it
+    atomic_write(out / "scenario.yaml", lambda path: path.write_text(resolved_yaml(scenario)))
     if not args.quiet:
         print(_headline(scenario), file=sys.stderr)
         if len(plans) > 1:
@@ -145,15 +173,25 @@ def _run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        outcomes = run_plans(plans, out, args.workers, done, progress.update)
+        outcomes = run_plans(plans, out, args.workers, done, progress.update, bool(args.resume))
+        summary = write_sweep(
+            out, scenario, labels, baseline, outcomes, time.perf_counter() - started
+        )
+        failed = summary["failed_runs"]
+        if len(failed) < len(plans) and not (single and failed):
+            write_report(out)
+    except KeyboardInterrupt:
+        finished = sum((out / plan.folder / "summary.json").is_file() for plan in plans)
+        print(
+            f"\nrecloop: interrupted; {finished} of {len(plans)} runs are finished and kept in "
+            f"{out}; nothing half-written was left behind. Resume with: recloop run --resume {out}",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         progress.close()
-    summary = write_sweep(out, scenario, labels, baseline, outcomes, time.perf_counter() - started)
-    failed = summary["failed_runs"]
     if single and failed:
         raise RecloopError(failed[0]["error"])
-    if len(failed) < len(plans):
-        write_report(out)
     if not args.quiet:
         if single:
             run_summary = json.loads((out / plans[0].folder / "summary.json").read_text())
@@ -236,15 +274,33 @@ def _prepare_output(out: Path) -> None:
 
 
 def _report_command(args: argparse.Namespace) -> int:
-    from reports.results import ResultsError
+    from reports.results import ResultsError, read_summary
     from sim.results import write_report
 
     try:
         path = write_report(args.results, args.out, args.plotlyjs)
+        written = read_summary(args.results)
     except ResultsError as error:
         raise RecloopError(str(error)) from None
+    for warning in _environment_changes(written.get("environment", {})):
+        print(f"recloop: warning: {warning}", file=sys.stderr)
     print(f"report: {path}")
     return 0
+
+
+def _environment_changes(recorded: dict[str, str]) -> list[str]:
+    """Where the installed packages differ from those that wrote the results."""
+    from sim.results import environment
+
+    if not recorded:
+        return ["these results record no package versions (written by an older recloop)"]
+    installed = environment()
+    return [
+        f"results were written with {name} {was}, {name} {installed.get(name, 'not installed')} "
+        "is installed: rerunning may give different figures"
+        for name, was in recorded.items()
+        if installed.get(name) != was
+    ]
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -78,15 +78,53 @@ def _read_source(source: str) -> tuple[str, str]:
     raise ScenarioError(f"{source}: no such file or packaged scenario{hint}; packaged: {names}")
 
 
+#: libyaml's safe loader when installed (fast, and it bounds nesting depth), else PyYAML's own.
+SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: Values a scenario may hold once YAML aliases are expanded; an alias bomb (nested aliases)
+#: expands to billions from a few lines.
+MAX_VALUES = 1_000_000
+
+
+def _expanded_size(events: Any) -> int:
+    """How many values a YAML event stream holds with every alias expanded (stops early)."""
+    sizes: dict[str, int] = {}
+    stack: list[list[Any]] = [[0, None]]  # per open collection: [values so far, its anchor]
+    for event in events:
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            stack.append([1, event.anchor])
+            continue
+        if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            count, anchor = stack.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            count, anchor = 1, event.anchor
+        elif isinstance(event, yaml.AliasEvent):
+            count, anchor = sizes.get(event.anchor, 1), None
+        else:
+            continue
+        if anchor:
+            sizes[anchor] = count
+        stack[-1][0] += count
+        if stack[-1][0] > MAX_VALUES:
+            break
+    return max(int(entry[0]) for entry in stack)
+
+
 def _parse_yaml(text: str, label: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        if _expanded_size(yaml.parse(text, Loader=SAFE_LOADER)) > MAX_VALUES:
+            raise ScenarioError(
+                f"{label}: expands to more than {MAX_VALUES:,} values through YAML aliases "
+                "(an alias bomb?)"
+            )
+        data = yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - a safe loader
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
         raise ScenarioError(f"{where}: YAML syntax error: {error.problem}") from None
     except yaml.YAMLError as error:
-        raise ScenarioError(f"{label}: YAML error: {error}") from None
+        raise ScenarioError(f"{label}: YAML error: {' '.join(str(error).split())}") from None
+    except RecursionError:
+        raise ScenarioError(f"{label}: nested too deeply to be a scenario") from None
     if data is None:
         raise ScenarioError(f"{label}: the file is empty; a scenario needs name, duration, stack")
     if not isinstance(data, dict):
@@ -169,6 +207,8 @@ def parse_scenario(data: dict[str, Any], label: str = "scenario") -> Scenario:
         return Scenario.model_validate(data)
     except ValidationError as error:
         raise ScenarioError([_describe(item) for item in error.errors()]) from None
+    except RecursionError:
+        raise ScenarioError(f"{label}: nested too deeply to be a scenario") from None
 
 
 def _describe(item: Any) -> str:

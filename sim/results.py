@@ -11,8 +11,10 @@ last, so its presence marks a complete run or sweep.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
 import tempfile
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -31,7 +33,15 @@ from sim.runner import RunResult
 from sim.spec import Scenario
 from sim.sweep import RunOutcome
 
-__all__ = ["write_run", "write_sweep", "write_report", "atomic_write", "METRIC_TABLES"]
+__all__ = [
+    "write_run",
+    "write_sweep",
+    "write_report",
+    "atomic_write",
+    "environment",
+    "scenario_hash",
+    "METRIC_TABLES",
+]
 
 #: layers.parquet: one row per published layer version and cohort (see sim.layers.Version).
 VERSION_SCHEMA = pa.schema(
@@ -73,9 +83,12 @@ def _umask() -> int:
 METRIC_TABLES = ("propagation", "exposure", "suppression", "timeseries")
 
 
-def write_run(result: RunResult, metrics: RunMetrics, folder: str | Path) -> Path:
+def write_run(
+    result: RunResult, metrics: RunMetrics, folder: str | Path, row: dict[str, Any]
+) -> Path:
     """Write one run into ``folder``: its scenario, events, layer versions, metric tables, and
-    ``summary.json`` last (its presence marks the run complete)."""
+    ``summary.json`` last (its presence marks the run complete; it keeps the run's
+    ``runs.parquet`` row, so a resumed sweep need not run it again)."""
     folder = Path(folder)
     atomic_write(folder / "scenario.yaml", lambda p: p.write_text(resolved_yaml(result.scenario)))
     if result.scenario.output.events:
@@ -98,6 +111,8 @@ def write_run(result: RunResult, metrics: RunMetrics, folder: str | Path) -> Pat
         metrics=metrics.scalars,
         missing={**result.summary["missing"], **metrics.missing},
         recloop_version=_version(),
+        scenario_hash=scenario_hash(result.scenario),
+        row=row,
         files=files,
     )
     _write_json(folder / "summary.json", summary)
@@ -162,6 +177,8 @@ def write_sweep(
         "notes": [] if scenario.replications > 1 else [NO_INTERVAL + ": intervals are null"],
         "wall_seconds": round(wall_seconds, 3),
         "recloop_version": _version(),
+        "scenario_hash": scenario_hash(scenario),
+        "environment": environment(),
         "files": [
             "scenario.yaml",
             "summary.json",
@@ -270,6 +287,29 @@ def _events_table(result: RunResult) -> pa.Table:
     }
     columns.update({f"v_{layer}": values for layer, values in events.versions.items()})
     return pa.table(columns)
+
+
+#: Packages whose versions can change results; recorded with every sweep.
+RECORDED_PACKAGES = (
+    "recloop", "numpy", "torch", "simpy", "pydantic", "pyarrow", "river", "mabwiser", "scipy",
+    "pandas", "plotly",
+)  # fmt: skip
+
+
+def environment() -> dict[str, str]:
+    """Python and the versions of the packages results depend on."""
+    found = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def scenario_hash(scenario: Scenario) -> str:
+    """SHA-256 of the fully resolved scenario: equal hashes, equal inputs."""
+    return hashlib.sha256(resolved_yaml(scenario).encode("utf-8")).hexdigest()
 
 
 def _version() -> str:

@@ -11,6 +11,7 @@ Runs are independent and deterministic, so ``--workers N`` gives the same result
 from __future__ import annotations
 
 import itertools
+import json
 import multiprocessing
 import re
 import time as wallclock
@@ -221,8 +222,28 @@ def execute(
     row["oracle"] = result.summary["policy_is_oracle"]
     row["wall_seconds"] = round(wallclock.perf_counter() - started, 3)
     row.update(metrics.scalars)
-    write_run(result, metrics, Path(out) / plan.folder)
+    write_run(result, metrics, Path(out) / plan.folder, row)
     return RunOutcome(plan, row, metrics.missing)
+
+
+def finished_outcome(plan: RunPlan, out: str | Path) -> RunOutcome | None:
+    """The outcome of ``plan`` if its folder holds a complete run of the same scenario.
+
+    Raises :class:`RecloopError` when the folder holds a run of a different scenario: resuming
+    must never mix results of two scenarios.
+    """
+    from sim.results import scenario_hash
+
+    path = Path(out) / plan.folder / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    if summary.get("scenario_hash") != scenario_hash(plan.scenario) or "row" not in summary:
+        raise RecloopError(
+            f"{path.parent}: holds a run of a different scenario than {plan.variant!r} "
+            f"replication {plan.replication}; resume into the directory the sweep was started in"
+        )
+    return RunOutcome(plan, summary["row"], summary["missing"])
 
 
 def run_plans(
@@ -231,30 +252,46 @@ def run_plans(
     workers: int = 1,
     on_done: Callable[[RunOutcome, int, int], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
+    resume: bool = False,
 ) -> list[RunOutcome]:
-    """Run every plan (``workers`` processes when above 1); outcomes in plan order."""
+    """Run every plan (``workers`` processes when above 1); outcomes in plan order.
+
+    With ``resume``, plans whose folder already holds a complete run are not run again.
+    """
     out = str(out)
     outcomes: dict[int, RunOutcome] = {}
-    if workers <= 1 or len(plans) == 1:
-        for index, plan in enumerate(plans):
-            outcome = execute(plan, out, on_progress if len(plans) == 1 else None)
-            outcomes[index] = outcome
-            if on_done is not None:
-                on_done(outcome, len(outcomes), len(plans))
+    todo = list(range(len(plans)))
+    if resume:
+        for index in list(todo):
+            found = finished_outcome(plans[index], out)
+            if found is not None:
+                outcomes[index] = found
+                todo.remove(index)
+
+    def record(index: int, outcome: RunOutcome) -> None:
+        outcomes[index] = outcome
+        if on_done is not None:
+            on_done(outcome, len(outcomes), len(plans))
+
+    if workers <= 1 or len(todo) <= 1:
+        for index in todo:
+            record(index, execute(plans[index], out, on_progress if len(plans) == 1 else None))
         return [outcomes[index] for index in range(len(plans))]
     # spawn: a fresh interpreter per worker, no thread pools inherited from this process
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
         pending: dict[Future[RunOutcome], int] = {
-            pool.submit(execute, plan, out): index for index, plan in enumerate(plans)
+            pool.submit(execute, plans[index], out): index for index in todo
         }
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                index = pending.pop(future)
-                outcomes[index] = future.result()
-                if on_done is not None:
-                    on_done(outcomes[index], len(outcomes), len(plans))
+                record(pending.pop(future), future.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # an interrupt stops the rest at once
+        raise
+    pool.shutdown()
     return [outcomes[index] for index in range(len(plans))]
 
 
@@ -274,13 +311,14 @@ def run_sweep(
     workers: int = 1,
     on_done: Callable[[RunOutcome, int, int], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Plan, run and write a scenario's every variant × replication; returns ``summary.json``."""
     from sim.results import write_sweep
 
     started = wallclock.perf_counter()
     labels, baseline, plans = plan_runs(scenario)
-    outcomes = run_plans(plans, out, workers, on_done, on_progress)
+    outcomes = run_plans(plans, out, workers, on_done, on_progress, resume)
     return write_sweep(
         out, scenario, labels, baseline, outcomes, wallclock.perf_counter() - started
     )

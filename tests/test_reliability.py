@@ -1,0 +1,239 @@
+"""Issue-9 reliability: bad input never ends in a traceback, interrupted sweeps resume to the same
+results, and a results directory knows what wrote it."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.cli import main
+from tests.conftest import TINY
+
+SWEEP = {
+    **TINY,
+    "duration": "3h",
+    "world": {**TINY["world"], "users": {"count": 1500, "sessions_per_day": {"median": 6}}},
+    "interventions": [{"kind": "topic_aversion", "at": "2h", "topic": "most_shown"}],
+    "variants": {"grid": {"stack.layers.retrain.every": ["20m", "1h"]}},
+    "replications": 4,
+}
+
+
+def write(folder: Path, data: dict, name: str = "sweep.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def comparable(folder: Path, name: str) -> pd.DataFrame:
+    frame = pd.read_parquet(folder / f"{name}.parquet")
+    return frame.drop(columns=[c for c in frame.columns if "wall_seconds" in c])
+
+
+def start(arguments: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sim.cli", *arguments],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_runs(folder: Path, count: int, process: subprocess.Popen) -> int:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        done = len(list((folder / "variants").glob("*/r*/summary.json")))
+        if done >= count:
+            return done
+        time.sleep(0.02)
+    raise AssertionError("the sweep finished or stalled before it could be interrupted")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("reference")
+    assert main(["run", str(write(folder, SWEEP)), "--out", str(folder / "out"), "-q"]) == 0
+    return folder / "out"
+
+
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGINT])
+def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(
+    kill, reference, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    process = start(["run", str(write(tmp_path, SWEEP)), "--out", str(out), "-q"], tmp_path)
+    finished = wait_for_runs(out, 1, process)
+    process.send_signal(kill)
+    _, err = process.communicate(timeout=60)
+    if kill == signal.SIGINT:
+        assert process.returncode == 130
+        assert f"Resume with: recloop run --resume {out}" in err and "Traceback" not in err
+        assert not list(out.rglob("*.tmp"))  # Ctrl-C leaves nothing half-written
+    else:
+        assert process.returncode == -signal.SIGKILL
+    assert not (out / "summary.json").exists()  # the sweep is not marked finished
+    assert main(["run", "--resume", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "] " in line]
+    assert len(lines) <= 8 - finished + 1  # finished runs were not run again
+    for name in ("runs", "propagation", "exposure", "suppression", "timeseries", "layers"):
+        pd.testing.assert_frame_equal(comparable(out, name), comparable(reference, name))
+    assert not list(out.rglob("*.tmp"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert (
+        summary["comparisons"]
+        == json.loads((reference / "summary.json").read_text())["comparisons"]
+    )
+
+
+def test_workers_and_serial_give_identical_results(reference, tmp_path):
+    out = tmp_path / "parallel"
+    assert (
+        main(["run", str(write(tmp_path, SWEEP)), "--out", str(out), "-q", "--workers", "2"]) == 0
+    )
+    for name in ("runs", "propagation", "timeseries"):
+        pd.testing.assert_frame_equal(comparable(out, name), comparable(reference, name))
+
+
+def test_resume_never_mixes_two_scenarios(reference, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert main(["run", str(write(tmp_path, SWEEP)), "--out", str(other), "-q",
+                 "--set", "replications=1"]) == 0  # fmt: skip
+    run = json.loads(next((other / "variants").glob("*/r0/summary.json")).read_text())
+    assert run["scenario_hash"] and run["row"]["variant"]
+    changed = yaml.safe_load((other / "scenario.yaml").read_text())
+    changed["seed"] = 99
+    (other / "scenario.yaml").write_text(yaml.safe_dump(changed))
+    assert main(["run", "--resume", str(other)]) == 2
+    assert "holds a run of a different scenario" in capsys.readouterr().err
+    assert main(["run", "--resume", str(other), "--set", "seed=1"]) == 2
+    assert main(["run", "--resume", str(tmp_path / "nowhere")]) == 2
+
+
+def test_report_warns_when_the_installed_packages_differ(reference, tmp_path, capsys):
+    summary = json.loads((reference / "summary.json").read_text())
+    assert {"python", "recloop", "numpy", "torch"} <= set(summary["environment"])
+    assert len(summary["scenario_hash"]) == 64
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in reference.iterdir():
+        if path.is_file():
+            (copy / path.name).write_bytes(path.read_bytes())
+    summary["environment"]["numpy"] = "0.1"
+    (copy / "summary.json").write_text(json.dumps(summary))
+    assert main(["report", str(copy)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: results were written with numpy 0.1" in err
+    assert err.count("warning") == 1
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+VALID = {**TINY, "duration": "1h"}
+NASTY = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(["1x", "-5m", "nan", "1e400", "", "auto", "1w2d", "∞", "0"]),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=8), st.integers(), max_size=3),
+)
+
+
+def paths(data: dict, prefix: tuple = ()) -> list[tuple]:
+    found = []
+    for key, value in data.items():
+        found.append((*prefix, key))
+        if isinstance(value, dict):
+            found.extend(paths(value, (*prefix, key)))
+    return found
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_mutated_scenarios_exit_2_with_one_line_per_problem_never_a_traceback(
+    data, tmp_path_factory, capsys
+):
+    scenario = json.loads(json.dumps(VALID))
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(paths(scenario)))
+        node = scenario
+        for key in path[:-1]:
+            node = node[key]
+        action = data.draw(st.sampled_from(["replace", "delete", "unknown"]))
+        if action == "replace":
+            node[path[-1]] = data.draw(NASTY)
+        elif action == "delete":
+            del node[path[-1]]
+        else:
+            node[data.draw(st.text(min_size=1, max_size=10))] = data.draw(NASTY)
+    folder = tmp_path_factory.mktemp("fuzz")
+    text = yaml.safe_dump(scenario, allow_unicode=True)
+    (folder / "s.yaml").write_text(text)
+    code = main(["validate", str(folder / "s.yaml")])
+    captured = capsys.readouterr()
+    assert code in (0, 2)
+    assert "Traceback" not in captured.err
+    for line in captured.err.splitlines():
+        assert line.startswith("recloop: error: "), line
+    if code == 2:
+        assert captured.err.strip()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (b"name: x\nduration: [\n", "YAML syntax error"),
+        (b"- a\n- b\n", "a scenario is a mapping"),
+        (b"", "the file is empty"),
+        (b"name: x\nduration: .nan\nstack: {policy: random}\n", "duration"),
+        (b"x: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nest"),
+        (
+            b"a: &a [1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+            b"c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+            b"e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+            b"g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n"
+            b"i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\nname: bomb\n",
+            "alias bomb",
+        ),
+        (b"name: x\n" + b"#" * 2_000_000 + b"\n", "limited to"),
+        (b"!!python/object/apply:os.system ['echo hacked']\n", "YAML"),
+    ],
+)
+def test_hostile_files_exit_2_quickly_with_one_line(content, message, tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    started = time.monotonic()
+    for command in (["validate", str(path)], ["run", str(path), "--out", str(tmp_path / "o")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err and all(line.startswith("recloop: error: ") for line in err), err
+        assert any(message in line for line in err), err
+    assert time.monotonic() - started < 10
+    assert not (tmp_path / "o").exists()
+
+
+def test_results_hold_no_nan_or_infinite_values(reference):
+    for name in ("runs", "variants", "propagation", "exposure", "suppression", "timeseries"):
+        frame = pd.read_parquet(reference / f"{name}.parquet")
+        numbers = frame.select_dtypes("number")
+        assert not numbers.isin([math.inf, -math.inf]).any().any(), name
+        assert not (numbers.isna() & ~frame[numbers.columns].isnull()).any().any(), name
+    summary = (reference / "summary.json").read_text()
+    assert "NaN" not in summary and "Infinity" not in summary
