@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from river import drift
 
+from sim.deadline import deadline
 from sim.domain import NEGATIVE_KINDS, EventTable, Kind, RefreshData, TrainingData, World
 from sim.durations import format_duration
 from sim.errors import PolicyError
@@ -274,15 +275,16 @@ class PolicyFit:
 
     incremental = False
 
-    def __init__(self, policy: Any, policy_name: str):
+    def __init__(self, policy: Any, policy_name: str, timeout: float = 0.0):
         self.policy = policy
         self.policy_name = policy_name
+        self.timeout = timeout
 
     def initial_state(self) -> None:
         return None
 
     def compute(self, data: TrainingData) -> Any:
-        return _call_hook(self.policy_name, "fit", data.now, self.policy.fit, data)
+        return _call_hook(self.policy_name, "fit", data.now, self.policy.fit, data, self.timeout)
 
     def absorb(self, state: Any, events: EventTable) -> None:  # pragma: no cover - batch kind
         raise NotImplementedError
@@ -294,9 +296,12 @@ class PolicyRefresh:
 
     incremental = False
 
-    def __init__(self, policy: Any, policy_name: str, spec: Any, deployed: Any):
+    def __init__(
+        self, policy: Any, policy_name: str, spec: Any, deployed: Any, timeout: float = 0.0
+    ):
         self.policy = policy
         self.policy_name = policy_name
+        self.timeout = timeout
         self.windows = tuple((window.span, window.weight) for window in spec.windows)
         self.negative_weight = spec.negative_weight
         self.deployed = deployed  # callable: the model serving outside canaries now
@@ -315,15 +320,20 @@ class PolicyRefresh:
             windows=self.windows,
             negative_weight=self.negative_weight,
         )
-        return _call_hook(self.policy_name, "refresh", data.now, self.policy.refresh, refresh)
+        return _call_hook(
+            self.policy_name, "refresh", data.now, self.policy.refresh, refresh, self.timeout
+        )
 
     def absorb(self, state: Any, events: EventTable) -> None:  # pragma: no cover - batch kind
         raise NotImplementedError
 
 
-def _call_hook(policy: str, hook: str, now: float, function: Any, argument: Any) -> Any:
+def _call_hook(
+    policy: str, hook: str, now: float, function: Any, argument: Any, timeout: float
+) -> Any:
     try:
-        return function(argument)
+        with deadline(timeout):
+            return function(argument)
     except Exception as error:
         raise PolicyError(
             f"policy {policy!r} failed in {hook} at simulated time {format_duration(now)}: "

@@ -104,9 +104,9 @@ def _layer_kind(
         return None
     n_users, catalog = world.n_users, world.catalog_view
     builders = {
-        "retrain": lambda: PolicyFit(policy, stack.policy_name),
+        "retrain": lambda: PolicyFit(policy, stack.policy_name, stack.hook_timeout),
         "nearline_embeddings": lambda: PolicyRefresh(
-            policy, stack.policy_name, spec, lambda: stack.model
+            policy, stack.policy_name, spec, lambda: stack.model, stack.hook_timeout
         ),
         "realtime_features": lambda: StoreKind(FeatureStore, spec, n_users, catalog),
         "session_context": lambda: StoreKind(SessionContextStore, spec, n_users, catalog),
@@ -157,6 +157,7 @@ def assemble(scenario: Scenario) -> Assembly:
 
     specs = scenario.stack.layers.active()
     stack = Stack(policy, scenario.stack.slate_size)
+    stack.hook_timeout = scenario.stack.policy.timeout
     if is_oracle(policy):
         stack.truth = world
     kinds = {

@@ -207,6 +207,12 @@ class PolicySpec(Spec):
 
     name: str = Field(min_length=1, description="a registered policy name, or module:Class")
     params: dict[str, Any] = Field(default_factory=dict, description="the policy's own parameters")
+    timeout: Duration = Field(
+        600.0,
+        ge=0,
+        description="wall time one call of a policy hook (rank, fit, refresh) may take before "
+        "its run fails; 0 = no limit",
+    )
 
     @model_validator(mode="before")
     @classmethod

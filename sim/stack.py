@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.deadline import deadline
 from sim.domain import CatalogView, Requests, View
 from sim.durations import format_duration
 from sim.errors import PolicyError
@@ -34,6 +35,8 @@ class Stack:
         self._serve_hooks: dict[str, Any] = {}
         #: The world's ground truth, handed to a policy that declares ``oracle = True`` only.
         self.truth: Any = None
+        #: Wall seconds one ``rank`` call may take (0: no limit).
+        self.hook_timeout = 0.0
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -127,7 +130,8 @@ class Stack:
             truth=self.truth,
         )
         try:
-            slates = self.policy.rank(requests, view)
+            with deadline(self.hook_timeout):
+                slates = self.policy.rank(requests, view)
         except Exception as error:
             raise PolicyError(
                 f"policy {self.policy_name!r} failed in rank at simulated time "

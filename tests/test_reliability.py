@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -237,3 +238,46 @@ def test_results_hold_no_nan_or_infinite_values(reference):
         assert not (numbers.isna() & ~frame[numbers.columns].isnull()).any().any(), name
     summary = (reference / "summary.json").read_text()
     assert "NaN" not in summary and "Infinity" not in summary
+
+
+class Hangs:
+    """A policy whose fit never returns."""
+
+    name = "hangs"
+
+    def __init__(self, params=None, seed=0):
+        self.seed = seed
+
+    def fit(self, data):
+        while True:
+            time.sleep(0.01)
+
+    def rank(self, requests, view):
+        from policies.base import top_k
+
+        return top_k(
+            np.random.default_rng(self.seed).random((len(requests), view.catalog.n_items)),
+            requests.k,
+        )
+
+
+def test_a_hung_hook_fails_its_run_and_the_sweep_goes_on(tmp_path, capsys):
+    hangs = {"name": "tests.test_reliability:Hangs", "timeout": "1s"}
+    data = {
+        **TINY,
+        "duration": "1h",
+        "stack": {**TINY["stack"], "policy": hangs},
+        "variants": {"cases": [
+            {"label": "hangs", "set": {}},
+            {"label": "fine", "set": {"stack.policy": {"name": "random"}}},
+        ]},
+    }  # fmt: skip
+    started = time.monotonic()
+    assert main(["run", str(write(tmp_path, data)), "--out", str(tmp_path / "o"), "-q"]) == 1
+    assert time.monotonic() - started < 60
+    err = capsys.readouterr().err
+    assert "run hangs r0 failed: policy 'hangs' failed in fit at simulated time" in err
+    assert "HookTimeout: still running after 1 s of wall time" in err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert [run["variant"] for run in summary["failed_runs"]] == ["hangs"]
+    assert (tmp_path / "o" / "report.html").is_file()
