@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="run a sweep's runs on this many local processes (results are identical)",
     )
+    run.add_argument(
+        "--no-memory-check",
+        action="store_true",
+        help="run even when the estimated peak memory exceeds what is available",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     run.set_defaults(handler=_run)
 
@@ -143,6 +148,8 @@ def _run(args: argparse.Namespace) -> int:
     for plan in plans:
         if plan.replication == 0:
             notes += [note for note in check_scenario(plan.scenario) if note not in notes]
+    if not args.no_memory_check:
+        _check_memory(plans, args.workers)
     out = Path(args.out) if args.out else Path("runs") / _safe_name(scenario.name)
     _prepare_output(out)  # before simulating, not after
     if args.resume:
@@ -260,6 +267,27 @@ def _comparison(summary: dict[str, Any]) -> str:
             *lines,
         ]
     )
+
+
+def _check_memory(plans: list[Any], workers: int) -> None:
+    """Refuse a sweep whose estimated peak memory exceeds what is available now."""
+    from sim.memory import available_bytes, estimate_run
+
+    available = available_bytes()
+    if available is None:
+        return
+    concurrent = min(workers, len(plans))
+    biggest = max((estimate_run(plan.scenario) for plan in plans), key=lambda e: e.total)
+    needed = biggest.total * concurrent
+    if needed > 0.9 * available:
+        gib = 2**30
+        raise RecloopError(
+            f"estimated peak memory {needed / gib:,.1f} GiB ({concurrent} concurrent run(s) of "
+            f"{biggest.total / gib:,.1f} GiB, {biggest.requests:,.0f} requests each; the event "
+            f"log is {biggest.event_log / gib:,.1f} GiB of it) exceeds the {available / gib:,.1f} "
+            "GiB available: lower --workers, world.users.count or duration (or pass "
+            "--no-memory-check)"
+        )
 
 
 def _prepare_output(out: Path) -> None:

@@ -281,3 +281,33 @@ def test_a_hung_hook_fails_its_run_and_the_sweep_goes_on(tmp_path, capsys):
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert [run["variant"] for run in summary["failed_runs"]] == ["hangs"]
     assert (tmp_path / "o" / "report.html").is_file()
+
+
+def test_an_impossible_size_is_refused_before_anything_runs(tmp_path, capsys):
+    out = tmp_path / "o"
+    big = ["--set", "world.users.count=5000000", "--set", "duration=7d", "--out", str(out)]
+    assert main(["run", "quickstart", *big]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "estimated peak memory" in err[0] and "GiB available" in err[0]
+    assert "world.users.count" in err[0] and "--no-memory-check" in err[0]
+    assert not out.exists()
+
+
+def test_the_memory_estimate_covers_the_measured_peak(tmp_path):
+    """Estimated against measured peak RSS of a real run (in a fresh process)."""
+    from sim.loader import load_scenario
+    from sim.memory import estimate_run
+
+    overrides = ["world.users.count=15000", "duration=12h"]
+    code = (
+        "import resource, sys; from sim.cli import main; "
+        f"code = main(['run', 'quickstart', '-q', '--out', {str(tmp_path / 'o')!r}, "
+        + ", ".join(f"'--set', {o!r}" for o in overrides)
+        + "]); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    measured = int(done.stdout.strip().splitlines()[-1]) * 1024
+    estimate = estimate_run(load_scenario("quickstart", overrides)).total
+    assert measured <= estimate <= 3 * measured, (estimate / 2**20, measured / 2**20)
