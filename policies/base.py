@@ -88,6 +88,12 @@ class PerRequestPolicy(BasePolicy):
         raise NotImplementedError
 
 
+def _refuse_nan(values: torch.Tensor) -> None:
+    bad = torch.isnan(values).any(dim=1)
+    if bool(bad.any()):
+        raise ValueError(f"scores hold NaN for {int(bad.sum())} request(s); they cannot be ranked")
+
+
 #: Items per block in the exact block-max prefilter of :func:`top_k`.
 TOP_K_BLOCK = 64
 
@@ -103,17 +109,21 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     outside them has a maximum below k other blocks' maxima, so below k distinct items). Taking
     block maxima first cuts the full top-k to k blocks, 3-4x faster than ``torch.topk`` over a
     catalogue of thousands (``torch.topk`` itself is 1.2-2.7x faster than numpy's argpartition);
-    small rows skip the prefilter.
+    small rows skip the prefilter. NaN scores cannot be ordered: they raise ``ValueError`` (the
+    run then fails naming the policy), never a silently arbitrary slate.
     """
     scores = np.ascontiguousarray(scores, dtype=np.float32)
     values = torch.from_numpy(scores)
     n, m = scores.shape
     blocks = m // TOP_K_BLOCK
     if blocks < 4 * k:
+        _refuse_nan(values)
         return _indices(torch.topk(values, k, dim=1).indices)
     body = blocks * TOP_K_BLOCK
     grouped = scores[:, :body].reshape(n, blocks, TOP_K_BLOCK)
     maxima = torch.from_numpy(grouped).amax(dim=2)  # torch: 8x numpy's reduction over 64
+    _refuse_nan(maxima)  # a NaN anywhere in a block makes its maximum NaN
+    _refuse_nan(values[:, body:])
     chosen = torch.topk(maxima, k, dim=1, sorted=False).indices.numpy()  # (n, k) blocks
     within = grouped[np.arange(n)[:, None], chosen].reshape(n, -1)  # numpy: 3x torch.gather
     # The ragged tail (fewer than a block) is always a candidate; this keeps the result exact.

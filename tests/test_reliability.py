@@ -311,3 +311,29 @@ def test_the_memory_estimate_covers_the_measured_peak(tmp_path):
     measured = int(done.stdout.strip().splitlines()[-1]) * 1024
     estimate = estimate_run(load_scenario("quickstart", overrides)).total
     assert measured <= estimate <= 3 * measured, (estimate / 2**20, measured / 2**20)
+
+
+class NaNScores:
+    """A policy whose scores turn NaN (a diverged model)."""
+
+    name = "nan-scores"
+
+    def __init__(self, params=None, seed=0):
+        pass
+
+    def rank(self, requests, view):
+        from policies.base import top_k
+
+        scores = np.ones((len(requests), view.catalog.n_items), np.float32)
+        scores[:, 7] = np.nan
+        return top_k(scores, requests.k)
+
+
+def test_nan_scores_fail_the_run_with_the_policy_named(tmp_path, capsys):
+    path = write(
+        tmp_path, {**TINY, "stack": {**TINY["stack"], "policy": "tests.test_reliability:NaNScores"}}
+    )
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recloop: error: policy 'nan-scores' failed in rank at simulated time")
+    assert "scores hold NaN" in err and len(err.splitlines()) == 1
