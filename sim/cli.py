@@ -1,7 +1,7 @@
 """The ``recloop`` command line.
 
-Exit codes: 0 success, 2 a user error (bad scenario, option or policy; one line per problem,
-never a traceback), 130 interrupted.
+Exit codes: 0 success, 1 some runs of a sweep failed (the others are written), 2 a user error
+(bad scenario, option or policy; one line per problem, never a traceback), 130 interrupted.
 """
 
 from __future__ import annotations
