@@ -1,0 +1,56 @@
+"""Presets run by name, and each checks its claim on a small, fast configuration (the preset
+itself runs at a realistic size)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim.loader import load_scenario
+from sim.metrics import measure
+from sim.runner import run_scenario
+
+SMALL = ["world.users.count=2000", "world.catalog.items=1000", "world.catalog.creators=100"]
+
+
+def run(name: str, *overrides: str):
+    result = run_scenario(load_scenario(name, [*SMALL, *overrides]))
+    return result, measure(result).scalars
+
+
+@pytest.mark.parametrize(
+    "name", ["instagram-explore-hourly", "netflix-live-events", "tubi-feature-override"]
+)
+def test_presets_validate_by_name_at_their_realistic_size(name):
+    scenario = load_scenario(name)
+    assert scenario.world.users.count >= 20_000 and scenario.description
+
+
+def test_instagram_hourly_retrain_absorbs_in_30_to_90_minutes():
+    _, metrics = run(
+        "instagram-explore-hourly", "duration=8h", "warmup=2h", "interventions.0.at=6h"
+    )
+    assert 1800 <= metrics["absorption.retrain.median_seconds"] <= 5400
+
+
+def test_netflix_live_events_features_absorb_in_under_a_second():
+    # continuous layers update as windows are served: keep the preset's traffic density (about
+    # 5 requests a second) in the small population, or empty stretches would add to the delay
+    _, metrics = run(
+        "netflix-live-events", "duration=1h", "warmup=30m", "interventions.0.at=75m",
+        "world.users.sessions_per_day.median=40",
+    )  # fmt: skip
+    assert metrics["absorption.realtime_features.median_seconds"] < 1.0
+
+
+def test_tubi_feature_override_suppresses_with_the_model_frozen():
+    result, metrics = run(
+        "tubi-feature-override", "world.users.count=4000", "warmup=4h", "duration=10h",
+        "interventions.0.at=6h",
+    )  # fmt: skip
+    warmup = result.scenario.warmup
+    retrains = [v for v in result.versions if v.layer == "retrain"]
+    assert retrains and all(v.triggered_at < warmup for v in retrains)  # the warm start only
+    served = result.events.versions["retrain"][result.events.time >= warmup]
+    assert np.unique(served).shape[0] == 1  # one model version all measured day
+    assert metrics["topic_aversion@6h.time_to_50pct_seconds"] is not None
