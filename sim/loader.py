@@ -212,7 +212,10 @@ def parse_scenario(data: dict[str, Any], label: str = "scenario") -> Scenario:
 
 
 def _describe(item: Any) -> str:
-    loc = [part for part in item["loc"] if not _is_union_tag(part)]
+    raw = list(item["loc"])
+    # the last part of an unknown-key error is the user's key, whatever it looks like
+    own = raw[-1:] if item["type"] == "extra_forbidden" else []
+    loc = [part for part in raw[: len(raw) - len(own)] if not _is_union_tag(part)] + own
     path = ".".join(str(part) for part in loc) or "(scenario)"
     kind = item["type"]
     if kind == "extra_forbidden":

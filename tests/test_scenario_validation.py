@@ -195,3 +195,11 @@ def test_overrides_are_validated_like_the_file():
     scenario = load_scenario("quickstart", ["world.users.count=2000", "duration=6h"])
     assert scenario.world.users.count == 2000
     assert scenario.duration == 6 * 3600
+
+
+def test_an_unknown_key_that_looks_like_a_pydantic_tag_is_named_as_written():
+    # found by the fuzz test: keys such as '[' or 'int' used to crash the error formatter
+    for key in ("[", "int", "literal['x']"):
+        with pytest.raises(ScenarioError) as caught:
+            parse_scenario({"name": "x", "duration": "1h", "stack": {"policy": "random"}, key: 1})
+        assert caught.value.problems == [f"{key}: unknown key"]
