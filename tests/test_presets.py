@@ -4,8 +4,10 @@ itself runs at a realistic size)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from sim.domain import Kind
 from sim.loader import load_scenario
 from sim.metrics import measure
 from sim.runner import run_scenario
@@ -19,7 +21,13 @@ def run(name: str, *overrides: str):
 
 
 @pytest.mark.parametrize(
-    "name", ["instagram-explore-hourly", "netflix-live-events", "tubi-feature-override"]
+    "name",
+    [
+        "instagram-explore-hourly",
+        "netflix-live-events",
+        "tubi-feature-override",
+        "conversational-memory",
+    ],
 )
 def test_presets_validate_by_name_at_their_realistic_size(name):
     scenario = load_scenario(name)
@@ -54,3 +62,34 @@ def test_tubi_feature_override_suppresses_with_the_model_frozen():
     served = result.events.versions["retrain"][result.events.time >= warmup]
     assert np.unique(served).shape[0] == 1  # one model version all measured day
     assert metrics["topic_aversion@6h.time_to_50pct_seconds"] is not None
+
+
+def test_conversational_memory_suppresses_within_and_across_sessions_without_weights():
+    result, _ = run("conversational-memory", "warmup=4h", "duration=10h")
+    events = result.events
+    warmup = result.scenario.warmup
+    assert all(v.triggered_at < warmup for v in result.versions if v.layer == "retrain")
+    frame = pd.DataFrame(
+        {
+            "time": events.time,
+            "user": events.user,
+            "session": events.session,
+            "item": events.item,
+            "kind": events.kind,
+        }  # fmt: skip
+    )
+    shown = frame[frame.item >= 0]
+    rejected = frame[frame.kind.isin([int(Kind.DISMISS), int(Kind.THUMBS_DOWN)])]
+    rejected = rejected[rejected.time >= warmup]
+    assert len(rejected) > 50
+    later = shown.merge(rejected, on=["user", "item"], suffixes=("", "_no"))
+    later = later[later.time > later.time_no]
+    same_session = later[later.session == later.session_no]
+    assert len(same_session) == 0  # the prompt context demotes it at once
+    # sessions that start after the next profile refresh live after the rejection
+    memory = sorted(v.live_at for v in result.versions if v.layer == "profile_memory")
+    applied = np.searchsorted(memory, later.time_no.to_numpy() + 60, side="left")
+    refreshed = np.array([memory[i] if i < len(memory) else np.inf for i in applied])
+    starts = shown.groupby("session").time.min()
+    after_memory = later[starts.loc[later.session].to_numpy() > refreshed]
+    assert len(after_memory) == 0
