@@ -28,6 +28,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py --retrain 1d 1h --all-layers 1d 1h --naive-seconds 60
+	$(BIN)/python bench/memory.py
 
 schema: $(STAMP)
 	$(BIN)/recloop schema > scenarios/scenario.schema.json

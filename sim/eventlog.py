@@ -2,12 +2,20 @@
 
 Rows are buffered in growing numpy columns and become a table once, at the end; layers read the
 prefix visible to them without copying.
+
+A log kept on disk stores each column in an anonymous temporary file (created and unlinked at
+once, so nothing is left behind, even by a killed process) mapped into memory: its pages belong to
+the operating system's file cache, written back and dropped under memory pressure, so a long run's
+memory stays bounded while reads stay array reads. Growing a disk column extends its file and maps
+it again, without copying.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
@@ -26,16 +34,39 @@ CORE_COLUMNS: dict[str, type] = dict(
 
 
 class EventLog:
-    """Append-only event log with a version column per layer."""
+    """Append-only event log with a version column per layer.
 
-    def __init__(self, layers: Iterable[str] = (), capacity: int = 1 << 16):
+    ``on_disk`` keeps the columns in temporary files under ``directory`` (the system's temporary
+    directory when None) instead of process memory.
+    """
+
+    def __init__(
+        self,
+        layers: Iterable[str] = (),
+        capacity: int = 1 << 16,
+        on_disk: bool = False,
+        directory: str | Path | None = None,
+    ):
         self.layers = tuple(layers)
+        self.on_disk = on_disk
         self._dtypes = dict(CORE_COLUMNS)
         self._dtypes.update({_version_column(layer): np.int32 for layer in self.layers})
+        self._files: dict[str, IO[bytes]] = {}
+        if on_disk:
+            self._files = {
+                name: tempfile.TemporaryFile(prefix=f"recloop-{name}-", dir=directory)
+                for name in self._dtypes
+            }
         self._columns: dict[str, np.ndarray] = {
-            name: np.empty(capacity, dtype) for name, dtype in self._dtypes.items()
+            name: self._allocate(name, capacity) for name in self._dtypes
         }
         self._size = 0
+
+    def _allocate(self, name: str, capacity: int) -> np.ndarray:
+        """A column of ``capacity`` rows; on disk, the same file mapped again (rows kept)."""
+        if not self.on_disk:
+            return np.empty(capacity, self._dtypes[name])
+        return np.memmap(self._files[name], self._dtypes[name], mode="r+", shape=(capacity,))
 
     def __len__(self) -> int:
         return self._size
@@ -96,8 +127,9 @@ class EventLog:
         if needed > capacity:
             capacity = max(needed, 2 * capacity)
             for name, column in self._columns.items():
-                grown = np.empty(capacity, column.dtype)
-                grown[: self._size] = column[: self._size]
+                grown = self._allocate(name, capacity)
+                if not self.on_disk:
+                    grown[: self._size] = column[: self._size]
                 self._columns[name] = grown
         for name, column in self._columns.items():
             column[self._size : needed] = rows[name]
@@ -121,7 +153,10 @@ class EventLog:
         return self._table(0, self._size)
 
     def _table(self, start: int, stop: int) -> EventTable:
-        column = {name: readonly(values[start:stop]) for name, values in self._columns.items()}
+        # np.asarray: plain arrays, not memmap views, whatever the storage
+        column = {
+            name: readonly(np.asarray(values[start:stop])) for name, values in self._columns.items()
+        }
         return EventTable(
             **{name: column[name] for name in CORE_COLUMNS},
             versions={layer: column[_version_column(layer)] for layer in self.layers},

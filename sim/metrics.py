@@ -78,11 +78,14 @@ class KeyedTimes:
 
     def __init__(self, keys: np.ndarray, times: np.ndarray):
         self._keys = np.unique(keys)
-        self._times = np.sort(times)
+        # An event log's times are already sorted: keep them as they are (no copy).
+        in_order = times.shape[0] < 2 or bool((times[1:] >= times[:-1]).all())
+        self._times = times if in_order else np.sort(times)
         self._span = np.int64(times.shape[0] + 1)
         codes = self._dense(keys) * self._span + np.searchsorted(self._times, times, "right")
         order = np.argsort(codes, kind="stable")
         self._codes = codes[order]
+        del codes
         self._times_by_code = times[order]
 
     def _dense(self, keys: np.ndarray) -> np.ndarray:
@@ -308,30 +311,42 @@ def _exposure(result: RunResult, metrics: RunMetrics) -> None:
     negative = np.flatnonzero(
         (events.time >= scenario.warmup) & np.isin(events.kind, EXPLICIT_NEGATIVE_KINDS)
     )
-    user = events.user.astype(np.int64)
-    item = np.where(events.item >= 0, events.item, 0).astype(np.int64)
-    attributes = {
-        "item": item,
-        "topic": result.item_topic[item].astype(np.int64),
-        "creator": result.item_creator[item].astype(np.int64),
-    }
+    item = np.where(events.item >= 0, events.item, 0)
     t = events.time[negative]
+    scope = events.scope[negative]
     grid = exposure_grid(horizon)
     rows: dict[str, list[Any]] = {"match": [], "seconds": [], "per_negative": [], "negatives": []}
-    indexes = {}
-    for match in ("item", "topic", "creator"):
-        span = int(attributes[match].max()) + 1 if attributes[match].shape[0] else 1
-        keys = user * span + attributes[match]
-        indexes[match] = (keys, KeyedTimes(keys[shown], events.time[shown]))
-    for match in ("item", "topic"):
-        keys, index = indexes[match]
-        for seconds in grid:
-            observed = t + seconds <= end
-            counts = index.count(keys[negative][observed], t[observed], t[observed] + seconds)
-            rows["match"].append(match)
-            rows["seconds"].append(float(seconds))
-            rows["per_negative"].append(float(counts.mean()) if counts.shape[0] else None)
-            rows["negatives"].append(int(observed.sum()))
+    offences = 0
+    # One (user, attribute) index at a time: each costs ~40 bytes per impression while it lives.
+    for match, attribute, scope_code in (
+        ("item", None, Scope.ITEM),
+        ("topic", result.item_topic, Scope.TOPIC),
+        ("creator", result.item_creator, Scope.CREATOR),
+    ):
+        span = np.int64(
+            result.item_topic.shape[0] if attribute is None else int(attribute.max(initial=0)) + 1
+        )
+        values = item if attribute is None else attribute[item]
+        index = KeyedTimes(
+            events.user[shown].astype(np.int64) * span + values[shown], events.time[shown]
+        )
+        negative_keys = events.user[negative].astype(np.int64) * span + values[negative]
+        del values
+        if match != "creator":
+            for seconds in grid:
+                observed = t + seconds <= end
+                counts = index.count(negative_keys[observed], t[observed], t[observed] + seconds)
+                rows["match"].append(match)
+                rows["seconds"].append(float(seconds))
+                rows["per_negative"].append(float(counts.mean()) if counts.shape[0] else None)
+                rows["negatives"].append(int(observed.sum()))
+        # Repeat offences: showing the user again what a negative of this scope rejected, within
+        # the horizon (cut at the end of the run).
+        which = scope == scope_code
+        offences += int(
+            index.count(negative_keys[which], t[which], np.minimum(t[which] + horizon, end)).sum()
+        )
+        del index
     metrics.tables["exposure"] = pa.table(
         {
             "match": pa.array(rows["match"], pa.string()),
@@ -340,23 +355,6 @@ def _exposure(result: RunResult, metrics: RunMetrics) -> None:
             "negatives_observed": pa.array(rows["negatives"], pa.int64()),
         }
     )
-
-    # Repeat offences: showing the user again what the negative rejected (its scope), within
-    # the horizon (cut at the end of the run).
-    scope = events.scope[negative]
-    offences = 0
-    for scope_code, match in (
-        (Scope.ITEM, "item"),
-        (Scope.TOPIC, "topic"),
-        (Scope.CREATOR, "creator"),
-    ):
-        which = negative[scope == scope_code]
-        keys, index = indexes[match]
-        offences += int(
-            index.count(
-                keys[which], events.time[which], np.minimum(events.time[which] + horizon, end)
-            ).sum()
-        )
     metrics.put("explicit_negatives", int(negative.shape[0]))
     metrics.put("repeat_offences", offences)
     metrics.put(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time as wallclock
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from sim.durations import format_duration
 from sim.engine import Engine
 from sim.eventlog import EventLog
 from sim.layers import LayerRuntime, PolicyFit, PolicyRefresh, Version
+from sim.memory import event_log_on_disk, return_freed_arrays
 from sim.rng import Streams
 from sim.spec import Scenario
 from sim.stack import Stack
@@ -118,20 +120,25 @@ def _layer_kind(
 
 
 def run_scenario(
-    scenario: Scenario, on_progress: Callable[[float], None] | None = None
+    scenario: Scenario,
+    on_progress: Callable[[float], None] | None = None,
+    scratch: str | Path | None = None,
 ) -> RunResult:
     """Run ``scenario`` once with its own seed, on one core.
 
-    ``on_progress`` is called with the simulated time after each served window.
+    ``on_progress`` is called with the simulated time after each served window. An event log kept
+    on disk (``output.event_log``) lives in unlinked temporary files under ``scratch`` (the
+    system's temporary directory when None).
     """
     # Serving is many small array operations: BLAS and torch thread pools spinning against each
     # other on them made runs 5x slower on 2 cores. One run uses one core; sweeps parallelize
     # across runs. A single thread also keeps floating-point results bitwise reproducible.
+    return_freed_arrays()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with threadpool_limits(limits=1):
-            return _run(scenario, on_progress)
+            return _run(scenario, on_progress, scratch)
     finally:
         torch.set_num_threads(threads)
 
@@ -148,7 +155,7 @@ class Assembly:
     notes: list[str]
 
 
-def assemble(scenario: Scenario) -> Assembly:
+def assemble(scenario: Scenario, scratch: str | Path | None = None) -> Assembly:
     """Build the world, the policy, the stack and its layers from one scenario and its seed."""
     streams = Streams(scenario.seed)
     policy = build_policy(scenario, streams)
@@ -167,7 +174,7 @@ def assemble(scenario: Scenario) -> Assembly:
     kinds = {name: kind for name, kind in kinds.items() if kind is not None}
     for name in kinds:
         stack.add_layer(name)
-    log = EventLog(layers=tuple(kinds))
+    log = EventLog(layers=tuple(kinds), on_disk=event_log_on_disk(scenario), directory=scratch)
 
     env = simpy.Environment()
     world.start(env)
@@ -190,9 +197,13 @@ def assemble(scenario: Scenario) -> Assembly:
     return Assembly(env, world, stack, log, layers, notes)
 
 
-def _run(scenario: Scenario, on_progress: Callable[[float], None] | None) -> RunResult:
+def _run(
+    scenario: Scenario,
+    on_progress: Callable[[float], None] | None,
+    scratch: str | Path | None,
+) -> RunResult:
     started = wallclock.perf_counter()
-    parts = assemble(scenario)
+    parts = assemble(scenario, scratch)
     env, world, stack, log, layers = parts.env, parts.world, parts.stack, parts.log, parts.layers
     notes = parts.notes
     specs = scenario.stack.layers.active()
@@ -254,6 +265,12 @@ def _layer_summary(layer: LayerRuntime, scenario: Scenario) -> dict[str, Any]:
     }
 
 
+def _diagnostics(policy: Any) -> dict[str, Any]:
+    """What the policy reports about itself (its optional ``diagnostics()``), else nothing."""
+    diagnostics = getattr(policy, "diagnostics", None)
+    return diagnostics() if callable(diagnostics) else {}
+
+
 def _summary(
     scenario: Scenario,
     world: SimulatedWorld,
@@ -263,15 +280,15 @@ def _summary(
     notes: list[str],
 ) -> dict[str, Any]:
     start = scenario.warmup
-    measured = events.time >= start
-    kind = events.kind[measured]
+    measured = slice(int(np.searchsorted(events.time, start, side="left")), len(events))
+    kind = events.kind[measured]  # views: the log is in time order
     counts = np.bincount(kind, minlength=len(Kind))
-    impressions = int(measured.sum() - counts[Kind.ABANDON])
+    impressions = int(kind.shape[0] - counts[Kind.ABANDON])
     clicks = int(counts[Kind.CLICK])
     sessions = int((world.session_start_times() >= start).sum())
     abandoned = int(counts[Kind.ABANDON])
     churned = int(((world.churned_at >= start) & np.isfinite(world.churned_at)).sum())
-    requests = int((events.position[measured] == 0).sum())
+    requests = int(np.count_nonzero(events.position[measured] == 0))
     dwell = events.dwell[measured][kind == Kind.CLICK]
     missing: dict[str, str] = {}
 
@@ -288,6 +305,7 @@ def _summary(
         "seed": scenario.seed,
         "policy": scenario.stack.policy.name,
         "policy_is_oracle": is_oracle(engine.stack.policy),
+        "policy_diagnostics": _diagnostics(engine.stack.policy),
         "users": world.n_users,
         "items_at_start": scenario.world.catalog.items,
         "items_at_end": world.catalog.n_live,
@@ -323,6 +341,7 @@ def _summary(
         "timing_error_bound_seconds": 0.0,
         "windows": engine.windows,
         "wall_seconds": round(wall, 3),
+        "event_log": "disk" if event_log_on_disk(scenario) else "memory",
         "requests_per_second": round(engine.requests / wall, 1) if wall > 0 else None,
         "wall_seconds_by_component": {name: round(v, 4) for name, v in engine.wall.items()},
         "interventions": [event.name for event in scenario.interventions],

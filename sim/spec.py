@@ -611,6 +611,12 @@ class Output(Spec):
     """What a run writes besides the summary."""
 
     events: bool = Field(True, description="write events.parquet (one row per impression)")
+    event_log: Literal["auto", "memory", "disk"] = Field(
+        "auto",
+        description="where the run keeps its event log: memory, or temporary files in the run's "
+        "folder mapped into memory (bounded memory on long runs); auto = disk when the log is "
+        "expected to exceed 1 GiB",
+    )
 
 
 # --- scenario --------------------------------------------------------------------------------

@@ -213,8 +213,14 @@ def execute(
         "seed": plan.scenario.seed,
     }
     try:
-        result = run_scenario(plan.scenario, on_progress)
+        folder = Path(out) / plan.folder
+        folder.mkdir(parents=True, exist_ok=True)  # where an on-disk event log lives
+        result = run_scenario(plan.scenario, on_progress, scratch=folder)
+        measuring = wallclock.perf_counter()
         metrics = measure(result)
+        result.summary["wall_seconds_by_component"]["metrics"] = round(
+            wallclock.perf_counter() - measuring, 4
+        )
     except RecloopError as error:
         return RunOutcome(plan, row | {"status": "failed"}, {}, error=str(error))
     row["status"] = "ok"
@@ -222,7 +228,7 @@ def execute(
     row["oracle"] = result.summary["policy_is_oracle"]
     row["wall_seconds"] = round(wallclock.perf_counter() - started, 3)
     row.update(metrics.scalars)
-    write_run(result, metrics, Path(out) / plan.folder, row)
+    write_run(result, metrics, folder, row)
     return RunOutcome(plan, row, metrics.missing)
 
 
@@ -253,8 +259,11 @@ def run_plans(
     on_done: Callable[[RunOutcome, int, int], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
     resume: bool = False,
+    backend: str = "local",
+    address: str | None = None,
 ) -> list[RunOutcome]:
-    """Run every plan (``workers`` processes when above 1); outcomes in plan order.
+    """Run every plan (``workers`` processes when above 1, or Ray tasks with ``backend="ray"``
+    on the cluster at ``address``); outcomes in plan order.
 
     With ``resume``, plans whose folder already holds a complete run are not run again.
     """
@@ -273,6 +282,9 @@ def run_plans(
         if on_done is not None:
             on_done(outcome, len(outcomes), len(plans))
 
+    if backend == "ray":
+        _run_on_ray(plans, todo, str(Path(out).resolve()), address, workers, record)
+        return [outcomes[index] for index in range(len(plans))]
     if workers <= 1 or len(todo) <= 1:
         for index in todo:
             record(index, execute(plans[index], out, on_progress if len(plans) == 1 else None))
@@ -295,6 +307,59 @@ def run_plans(
     return [outcomes[index] for index in range(len(plans))]
 
 
+#: Attempts Ray makes at a run whose worker process died (a lost node, the OOM killer).
+RAY_RETRIES = 3
+
+
+def _run_on_ray(
+    plans: list[RunPlan],
+    todo: list[int],
+    out: str,
+    address: str | None,
+    workers: int,
+    record: Callable[[int, RunOutcome], None],
+) -> None:
+    """Each plan a Ray task writing its own folder under ``out`` (a path every node can reach).
+
+    A task whose worker dies is retried by Ray, alone; a run that fails on its own (a policy
+    error) is an outcome, not a retry. Connects to ``address`` (``auto``: the running cluster),
+    or starts a local Ray instance of ``workers`` CPUs for this sweep when None.
+    """
+    try:
+        import ray
+    except ImportError as error:
+        raise RecloopError(
+            "--backend ray needs Ray: pip install 'recloop[ray]' (or pip install ray)"
+        ) from error
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(
+                address=address,
+                num_cpus=workers if address is None else None,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise RecloopError(
+                f"--address {address}: cannot reach a Ray cluster: {error}"
+            ) from error
+    remote = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(execute)
+    pending = {remote.remote(plans[index], out): index for index in todo}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                record(pending.pop(ref), ray.get(ref))
+    except BaseException:
+        for ref in pending:  # an interrupt stops the rest at once
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 def describe_plan(labels: list[str], plans: list[RunPlan], workers: int) -> str:
     scenario = plans[0].scenario
     replications = len({plan.replication for plan in plans})
@@ -312,13 +377,15 @@ def run_sweep(
     on_done: Callable[[RunOutcome, int, int], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
     resume: bool = False,
+    backend: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Plan, run and write a scenario's every variant × replication; returns ``summary.json``."""
     from sim.results import write_sweep
 
     started = wallclock.perf_counter()
     labels, baseline, plans = plan_runs(scenario)
-    outcomes = run_plans(plans, out, workers, on_done, on_progress, resume)
+    outcomes = run_plans(plans, out, workers, on_done, on_progress, resume, backend, address)
     return write_sweep(
         out, scenario, labels, baseline, outcomes, wallclock.perf_counter() - started
     )

@@ -27,8 +27,13 @@ def batch(times, k=3, abandoned=()):
     return requests, slates, responses
 
 
-def test_rows_per_impression_with_versions():
-    log = EventLog(layers=("retrain",), capacity=2)
+@pytest.fixture(params=[False, True], ids=["memory", "disk"])
+def on_disk(request):
+    return request.param
+
+
+def test_rows_per_impression_with_versions(on_disk, tmp_path):
+    log = EventLog(layers=("retrain",), capacity=2, on_disk=on_disk, directory=tmp_path)
     log.append_slates(*batch([1.0, 2.0]), versions={"retrain": 4})
     table = log.table()
     assert len(table) == 6
@@ -46,8 +51,8 @@ def test_abandon_row_follows_its_own_request():
     assert table.item[2] == -1 and table.scope[2] == Scope.SESSION and table.session[2] == 100
 
 
-def test_visible_is_the_strict_time_prefix_and_read_only():
-    log = EventLog(capacity=1)
+def test_visible_is_the_strict_time_prefix_and_read_only(on_disk, tmp_path):
+    log = EventLog(capacity=1, on_disk=on_disk, directory=tmp_path)
     for start in range(5):
         log.append_slates(*batch([float(start)]), versions={})
     visible = log.visible(3.0)
@@ -61,3 +66,27 @@ def test_out_of_order_append_is_a_bug_caught_early():
     log.append_slates(*batch([5.0]), versions={})
     with pytest.raises(ValueError, match="time order"):
         log.append_slates(*batch([4.0]), versions={})
+
+
+def test_disk_log_keeps_earlier_views_across_growth_and_leaves_no_file(tmp_path):
+    log = EventLog(layers=("retrain",), capacity=1, on_disk=True, directory=tmp_path)
+    log.append_slates(*batch([1.0]), versions={"retrain": 1})
+    early = log.table()
+    for start in range(2, 40):  # grows the mapped files several times
+        log.append_slates(*batch([float(start)]), versions={"retrain": start})
+    np.testing.assert_array_equal(early.time, [1.0, 1.0, 1.0])
+    table = log.table()
+    assert len(table) == 117 and type(table.time) is np.ndarray
+    np.testing.assert_array_equal(table.versions["retrain"][-3:], 39)
+    assert list(tmp_path.iterdir()) == []  # unlinked at creation: nothing to clean up
+
+
+def test_disk_and_memory_logs_hold_the_same_rows(tmp_path):
+    tables = []
+    for on_disk in (False, True):
+        log = EventLog(layers=("bandit",), capacity=2, on_disk=on_disk, directory=tmp_path)
+        for start in range(10):
+            log.append_slates(*batch([start, start + 0.5], abandoned=[1]), versions={"bandit": 2})
+        tables.append(log.table())
+    for name in ("time", "user", "item", "position", "kind", "scope", "dwell", "session"):
+        np.testing.assert_array_equal(getattr(tables[0], name), getattr(tables[1], name))

@@ -296,24 +296,33 @@ def test_an_impossible_size_is_refused_before_anything_runs(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_the_memory_estimate_covers_the_measured_peak(tmp_path):
-    """Estimated against measured peak RSS of a real run (in a fresh process)."""
+@pytest.mark.parametrize("event_log", ["memory", "disk"])
+def test_the_memory_estimate_covers_the_measured_peak(tmp_path, event_log):
+    """Estimated against the measured peak of a real run (in a fresh process): all resident
+    memory with the log in memory, anonymous memory with it on disk (its pages are the file
+    cache's)."""
     from sim.loader import load_scenario
     from sim.memory import estimate_run
 
-    overrides = ["world.users.count=15000", "duration=12h"]
+    overrides = ["world.users.count=15000", "duration=12h", f"output.event_log={event_log}"]
     code = (
-        "import resource, sys; from sim.cli import main; "
-        f"code = main(['run', 'quickstart', '-q', '--out', {str(tmp_path / 'o')!r}, "
+        "import resource, sys; from sim.cli import main; from sim.memory import PeakMemory\n"
+        "with PeakMemory() as peak:\n"
+        f"    code = main(['run', 'quickstart', '-q', '--out', {str(tmp_path / 'o')!r}, "
         + ", ".join(f"'--set', {o!r}" for o in overrides)
-        + "]); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)"
+        + "])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, peak.anon_bytes)\n"
+        "sys.exit(code)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
     )
-    measured = int(done.stdout.strip().splitlines()[-1]) * 1024
+    resident, anonymous = done.stdout.strip().splitlines()[-1].split()
+    measured = int(resident) if event_log == "memory" else int(anonymous)
     estimate = estimate_run(load_scenario("quickstart", overrides)).total
     assert measured <= estimate <= 3 * measured, (estimate / 2**20, measured / 2**20)
+    (run,) = (tmp_path / "o" / "variants").glob("*/r0/summary.json")
+    assert json.loads(run.read_text())["event_log"] == event_log
 
 
 class NaNScores:
