@@ -167,22 +167,32 @@ class BanditKind:
         raise NotImplementedError
 
 
-def explore(scores: np.ndarray, requests: Requests, view: View) -> np.ndarray:
-    """Top-k slates from ``scores``, with the bandit's pick at its position if it is on."""
+def explore(
+    scores: np.ndarray, requests: Requests, view: View, candidates: np.ndarray | None = None
+) -> np.ndarray:
+    """Top-k slates from ``scores``, with the bandit's pick at its position if it is on.
+
+    ``scores`` covers every item, or with ``candidates`` (``(n, c)`` item ids per request from a
+    retrieval stage) those items, column for column; slates are item ids either way.
+    """
     bandit: BanditState | None = view.states.get("bandit")
     k = requests.k
+
+    def items(columns: np.ndarray) -> np.ndarray:
+        return columns if candidates is None else np.take_along_axis(candidates, columns, axis=1)
+
     if bandit is None:
-        return top_k(scores, k)
+        return items(top_k(scores, k))
     n = len(requests)
     if bandit.spec.arms == "candidates":
-        candidates = top_k(scores, bandit.n_arms)
-        contexts = np.take_along_axis(scores, candidates, axis=1)
+        columns = top_k(scores, bandit.n_arms)
+        contexts = np.take_along_axis(scores, columns, axis=1)
         arms = bandit.choose(n, contexts)
-        picked = candidates[np.arange(n), arms]
+        picked = items(columns)[np.arange(n), arms]
     else:
-        picked, arms, contexts = _topic_picks(bandit, scores, view.catalog.items_by_topic)
+        picked, arms, contexts = _topic_picks(bandit, scores, view.catalog, candidates)
     bandit.remember(requests.times, requests.users, arms, contexts)
-    others = top_k(scores, k)
+    others = items(top_k(scores, k))
     # Drop the picked item from the policy's slate if it is there, else its last item.
     duplicate = others == picked[:, None]
     rest = np.take_along_axis(others, np.argsort(duplicate, axis=1, kind="stable"), axis=1)
@@ -192,21 +202,40 @@ def explore(scores: np.ndarray, requests: Requests, view: View) -> np.ndarray:
 
 
 def _topic_picks(
-    bandit: BanditState, scores: np.ndarray, members: list[np.ndarray]
+    bandit: BanditState,
+    scores: np.ndarray,
+    catalog: CatalogView,
+    candidates: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chosen topic per request and the policy's best item of it (-1: topic has none)."""
     n = scores.shape[0]
-    if bandit.contextual:  # the policy's best score per topic
-        contexts = np.stack(
-            [scores[:, m].max(axis=1) if m.shape[0] else np.zeros(n) for m in members], axis=1
-        )
+    if candidates is None:
+        members = catalog.items_by_topic
+        if bandit.contextual:  # the policy's best score per topic
+            contexts = np.stack(
+                [scores[:, m].max(axis=1) if m.shape[0] else np.zeros(n) for m in members], axis=1
+            )
+        else:
+            contexts = np.zeros((n, 0))
+        arms = bandit.choose(n, contexts)
+        picked = np.full(n, -1, np.int64)
+        for arm in np.unique(arms):
+            rows = np.flatnonzero(arms == arm)
+            if members[arm].shape[0]:  # a topic with no live item leaves the slot to the policy
+                best = np.argmax(scores[np.ix_(rows, members[arm])], axis=1)
+                picked[rows] = members[arm][best]
+        return picked, arms, contexts
+    topics = np.where(candidates >= 0, catalog.topic[np.maximum(candidates, 0)], -1)
+    if bandit.contextual:  # the best candidate's score per topic (0 where none is a candidate)
+        contexts = np.zeros((n, catalog.n_topics))
+        for topic in range(catalog.n_topics):
+            best = np.where(topics == topic, scores, -np.inf).max(axis=1)
+            contexts[:, topic] = np.where(np.isfinite(best), best, 0.0)
     else:
         contexts = np.zeros((n, 0))
     arms = bandit.choose(n, contexts)
-    picked = np.full(n, -1, np.int64)
-    for arm in np.unique(arms):
-        rows = np.flatnonzero(arms == arm)
-        if members[arm].shape[0]:  # a topic with no live item leaves the slot to the policy
-            best = np.argmax(scores[np.ix_(rows, members[arm])], axis=1)
-            picked[rows] = members[arm][best]
+    masked = np.where(topics == arms[:, None], scores, -np.inf)
+    best = np.argmax(masked, axis=1)
+    found = np.isfinite(masked[np.arange(n), best])
+    picked = np.where(found, candidates[np.arange(n), best], -1)
     return picked, arms, contexts

@@ -5,7 +5,9 @@ Each sees only logged events and catalogue metadata; none reads the world's grou
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.bandit import explore
 from policies.base import BasePolicy, top_k
+from policies.retrieval import CandidateIndex, RecallMeter, RetrievalParams
 from policies.signals import signal_scores
 from sim.domain import (
     EXPLICIT_NEGATIVE_KINDS,
@@ -98,6 +101,11 @@ class EmbeddingParams(BaseModel):
         20.0, gt=0, description="pseudo-impressions at the average click rate per item"
     )
     iterations: int = Field(4, ge=0, le=50, description="power iterations of the randomized SVD")
+    retrieval: RetrievalParams | None = Field(
+        None,
+        description="rank candidates from a retrieval stage instead of every item (for large "
+        "catalogues); see policies.retrieval",
+    )
 
 
 @dataclass(frozen=True)
@@ -138,6 +146,11 @@ class EmbeddingPolicy(BasePolicy):
         super().__init__(params, seed=seed)
         self._padded: tuple[EmbeddingModel, int, np.ndarray] | None = None
         self._fold_in: tuple[EmbeddingModel, float, np.ndarray] | None = None  # refresh cache
+        self._index: tuple[EmbeddingModel, CandidateIndex] | None = None
+        retrieval = self.params.retrieval
+        self._recall = RecallMeter(retrieval.recall_every if retrieval else 0)
+        self._index_seconds = 0.0  # building retrieval indexes, one per model version
+        self._scored = [0, 0]  # requests scored by a model, (request, item) scores computed
 
     def fit(self, data: TrainingData) -> EmbeddingModel:
         p = self.params
@@ -208,13 +221,70 @@ class EmbeddingPolicy(BasePolicy):
 
     def rank(self, requests: Requests, view: View) -> np.ndarray:
         model = view.model
+        if model is None and self.params.retrieval is not None and _personalized(view):
+            return self._random_candidates(requests, view)
         if model is None:
             return serve_scores(self._rng, None, requests, view)
         nearline = view.states.get("nearline_embeddings")
         # Near-line vectors live in the space of the model they were folded into.
         users = nearline.users if nearline is not None and nearline.model is model else model.users
-        scores = users[requests.users] @ self._items_t(model, view.catalog.n_items)
-        return serve_scores(self._rng, scores, requests, view)
+        vectors = users[requests.users]
+        n_items = view.catalog.n_items
+        self._scored[0] += len(requests)
+        if self.params.retrieval is None:
+            self._scored[1] += len(requests) * n_items
+            return serve_scores(self._rng, vectors @ self._items_t(model, n_items), requests, view)
+        candidates, scores = self._candidates(model, view).search(vectors, n_items, requests.k)
+        self._scored[1] += scores.size
+        if self._recall.due():
+            started = time.perf_counter()
+            sample = slice(0, self.params.retrieval.recall_requests)
+            exact = vectors[sample] @ self._items_t(model, n_items)
+            self._recall.add(exact, scores[sample], requests.k)
+            self._recall.seconds += time.perf_counter() - started
+        return serve_scores(self._rng, scores, requests, view, candidates=candidates)
+
+    def _random_candidates(self, requests: Requests, view: View) -> np.ndarray:
+        """Before the first model, with layers that adjust scores: random scores over a random
+        run of consecutive item ids per request (ids carry no order), not over every item."""
+        retrieval = self.params.retrieval
+        assert retrieval is not None
+        n, n_items = len(requests), view.catalog.n_items
+        count = min(n_items, retrieval.neighbours + retrieval.popular + retrieval.recent)
+        start = self._rng.integers(0, n_items, size=(n, 1))
+        candidates = (start + np.arange(count)) % n_items
+        scores = self._rng.random((n, count), dtype=np.float32)
+        return serve_scores(self._rng, scores, requests, view, candidates=candidates)
+
+    def _candidates(self, model: EmbeddingModel, view: View) -> CandidateIndex:
+        """The retrieval index of ``model``, built the first time the model serves."""
+        retrieval = self.params.retrieval
+        assert retrieval is not None
+        if self._index is None or self._index[0] is not model:
+            started = time.perf_counter()
+            fitted = model.items_t.shape[1]
+            index = CandidateIndex(
+                model.items_t, view.catalog.topic[:fitted], model.items_t[-1], retrieval, self.seed
+            )
+            self._index = (model, index)
+            self._index_seconds += time.perf_counter() - started
+        return self._index[1]
+
+    def diagnostics(self) -> dict[str, Any]:
+        """What the run's summary reports about this policy: the shape of its scoring (for
+        ``recloop run --profile``) and, with a retrieval stage, its recall."""
+        requests, scores = self._scored
+        report: dict[str, Any] = {
+            "vector_width": self.params.dim + 1,
+            "model_scored_requests": requests,
+        }
+        if requests:
+            report["items_scored_per_request"] = round(scores / requests, 1)
+        if self.params.retrieval is not None:
+            report["retrieval"] = self._recall.summary() | {
+                "index_build_wall_seconds": round(self._index_seconds, 3)
+            }
+        return report
 
     def _items_t(self, model: EmbeddingModel, n_items: int) -> np.ndarray:
         """The model's item matrix, zero-padded for items that arrived after the fit (cached)."""
@@ -269,11 +339,16 @@ def serve_scores(
     requests: Requests,
     view: View,
     feature_weights: FeatureWeights | None = None,
+    candidates: np.ndarray | None = None,
 ) -> np.ndarray:
     """Slates from a policy's ``(n, items)`` scores (``None``: no model yet), after the layers'
     score adjustments (real-time features with ``feature_weights`` if a retrain learned them)
-    and the bandit's exploration slot. A writeable ``scores`` is adjusted in place."""
-    adjustments = signal_scores(requests, view, feature_weights)
+    and the bandit's exploration slot. A writeable ``scores`` is adjusted in place.
+
+    With ``candidates`` (``(n, c)`` item ids per request from a retrieval stage, ``-1`` for none
+    and scored ``-inf``), ``scores`` are ``(n, c)``, column for column.
+    """
+    adjustments = signal_scores(requests, view, feature_weights, candidates)
     if scores is None:
         if adjustments is None and view.states.get("bandit") is None:
             return _cold_start(rng, requests, view)
@@ -283,7 +358,7 @@ def serve_scores(
             scores += adjustments
         else:
             scores = scores + adjustments
-    return explore(scores, requests, view)
+    return explore(scores, requests, view, candidates)
 
 
 #: Layers whose served state changes a policy's scores per request.

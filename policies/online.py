@@ -44,6 +44,9 @@ class OnlineModel:
     def item_negative_rate(self, n_items: int, now: float) -> np.ndarray:
         return self.store.item_negative_rate(n_items, now)
 
+    def negative_rate_of(self, items: np.ndarray, now: float) -> np.ndarray:
+        return self.store.negative_rate_of(items, now)
+
     def absorb(self, events: EventTable, topic_of: np.ndarray) -> None:
         examined = (events.item >= 0) & (events.kind != Kind.IMPRESSION)
         items = events.item[examined]

@@ -8,6 +8,8 @@ same way the built-ins do.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from sim.domain import CatalogView, Requests, View
@@ -17,20 +19,24 @@ __all__ = ["signal_scores"]
 
 
 def signal_scores(
-    requests: Requests, view: View, feature_weights: FeatureWeights | None = None
+    requests: Requests,
+    view: View,
+    feature_weights: FeatureWeights | None = None,
+    candidates: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Additive score adjustments for every live item, or ``None`` if no layer provides any.
 
     The real-time features enter with ``feature_weights`` when given (weights a retrain learned),
-    else with the weights configured for the layer.
+    else with the weights configured for the layer. With ``candidates`` (``(n, c)`` item ids per
+    request, ``-1`` for none, from a retrieval stage) the adjustments are ``(n, c)``, for those
+    items only; otherwise ``(n, items)``.
     """
     catalog = view.catalog
     n, m = len(requests), catalog.n_items
     per_topic = np.zeros((n, catalog.n_topics), np.float32)
-    per_item = np.zeros(m, np.float32)
-    rows: list[np.ndarray] = []
-    items: list[np.ndarray] = []
-    penalties: list[np.ndarray] = []
+    item_rates: list[tuple[float, Any]] = []  # (weight, store with per-item negative rates)
+    item_penalties: list[tuple[np.ndarray, float]] = []  # ((n, slots) item ids, penalty)
+    creator_penalties: list[tuple[np.ndarray, float]] = []  # ((n, slots) creator ids, penalty)
     found = False
 
     features = view.states.get("realtime_features")
@@ -40,7 +46,7 @@ def signal_scores(
         negative, positive = features.user_topics(requests.users, view.now)
         per_topic += weights.user_topic_negative * negative
         per_topic += weights.user_topic_positive * positive
-        per_item += weights.item_negative_rate * features.item_negative_rate(m, view.now)
+        item_rates.append((weights.item_negative_rate, features))
 
     online = view.states.get("online_learning")
     if online is not None:  # its own feature counts, with the weights it learned per event
@@ -49,34 +55,72 @@ def signal_scores(
         negative, positive = online.user_topics(requests.users, view.now)
         per_topic += weights.user_topic_negative * negative
         per_topic += weights.user_topic_positive * positive
-        per_item += weights.item_negative_rate * online.item_negative_rate(m, view.now)
+        item_rates.append((weights.item_negative_rate, online))
 
     context = view.states.get("session_context")
     if context is not None:
         found = True
         topics, rejected = context.context(requests.users, requests.sessions)
         per_topic -= context.topic_demotion * topics
-        _collect(rows, items, penalties, rejected, context.item_demotion, m)
+        item_penalties.append((rejected, context.item_demotion))
 
     profile = view.states.get("profile_memory")
     if profile is not None:
         found = True
         users = requests.users
         per_topic -= profile.topic_demotion * profile.topics[users]
-        _collect(rows, items, penalties, profile.items[users], profile.item_demotion, m)
-        creator_rows, creator_items = _items_of_creators(profile.creators[users], catalog)
-        rows.append(creator_rows)
-        items.append(creator_items)
-        penalties.append(np.full(creator_rows.shape[0], profile.creator_demotion, np.float32))
+        item_penalties.append((profile.items[users], profile.item_demotion))
+        creator_penalties.append((profile.creators[users], profile.creator_demotion))
 
     if not found:
         return None
+    if candidates is not None:
+        return _on_candidates(
+            candidates, view.now, per_topic, item_rates, item_penalties, creator_penalties, catalog
+        )
     scores = per_topic @ catalog.topic_one_hot
-    scores += per_item
+    for weight, store in item_rates:
+        scores += weight * store.item_negative_rate(m, view.now)
+    rows: list[np.ndarray] = []
+    items: list[np.ndarray] = []
+    penalties: list[np.ndarray] = []
+    for slots, penalty in item_penalties:
+        _collect(rows, items, penalties, slots, penalty, m)
+    for creators, penalty in creator_penalties:
+        creator_rows, creator_items = _items_of_creators(creators, catalog)
+        rows.append(creator_rows)
+        items.append(creator_items)
+        penalties.append(np.full(creator_rows.shape[0], penalty, np.float32))
     if rows:
         np.subtract.at(
             scores, (np.concatenate(rows), np.concatenate(items)), np.concatenate(penalties)
         )
+    return scores
+
+
+def _on_candidates(
+    candidates: np.ndarray,
+    now: float,
+    per_topic: np.ndarray,
+    item_rates: list[tuple[float, Any]],
+    item_penalties: list[tuple[np.ndarray, float]],
+    creator_penalties: list[tuple[np.ndarray, float]],
+    catalog: CatalogView,
+) -> np.ndarray:
+    """The same adjustments as the dense path, for each request's candidates only."""
+    known = np.maximum(candidates, 0)  # -1 (no candidate) reads item 0; its score is -inf anyway
+    scores = np.take_along_axis(per_topic, catalog.topic[known].astype(np.intp), axis=1)
+    for weight, store in item_rates:
+        if known.size >= catalog.n_items:  # more candidate slots than items: decay each item once
+            scores += weight * store.item_negative_rate(catalog.n_items, now)[known]
+        else:
+            scores += weight * store.negative_rate_of(known, now)
+    creators = catalog.creator[known]
+    for values, penalties in ((candidates, item_penalties), (creators, creator_penalties)):
+        for wanted, penalty in penalties:
+            row, slot = np.nonzero(wanted >= 0)  # remembered ids are few: compare only those
+            pair, column = np.nonzero(values[row] == wanted[row, slot][:, None])
+            np.subtract.at(scores, (row[pair], column), np.float32(penalty))
     return scores
 
 

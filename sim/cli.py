@@ -69,11 +69,28 @@ def _parser() -> argparse.ArgumentParser:
         help="run a sweep's runs on this many local processes (results are identical)",
     )
     run.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="where a sweep's runs execute: local processes, or Ray tasks (pip install "
+        "'recloop[ray]'); results are identical",
+    )
+    run.add_argument(
+        "--address",
+        help="with --backend ray: the cluster to join ('auto' for the running one); default: "
+        "start a local Ray instance of --workers CPUs",
+    )
+    run.add_argument(
         "--no-memory-check",
         action="store_true",
         help="run even when the estimated peak memory exceeds what is available",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    run.add_argument(
+        "--profile",
+        action="store_true",
+        help="print where the wall time went, by component, and ranking against a bare matmul",
+    )
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser("validate", help="check scenario files without running them")
@@ -127,6 +144,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise RecloopError(f"--workers {args.workers}: must be at least 1")
+    if args.address and args.backend != "ray":
+        raise RecloopError(f"--address {args.address}: only with --backend ray")
     if args.resume:
         if args.scenario or args.overrides or args.out:
             raise RecloopError(
@@ -148,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     for plan in plans:
         if plan.replication == 0:
             notes += [note for note in check_scenario(plan.scenario) if note not in notes]
-    if not args.no_memory_check:
+    if not args.no_memory_check and not args.address:  # a cluster's memory is not this machine's
         _check_memory(plans, args.workers)
     out = Path(args.out) if args.out else Path("runs") / _safe_name(scenario.name)
     _prepare_output(out)  # before simulating, not after
@@ -180,7 +199,16 @@ def _run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        outcomes = run_plans(plans, out, args.workers, done, progress.update, bool(args.resume))
+        outcomes = run_plans(
+            plans,
+            out,
+            args.workers,
+            done,
+            progress.update,
+            bool(args.resume),
+            args.backend,
+            args.address,
+        )
         summary = write_sweep(
             out, scenario, labels, baseline, outcomes, time.perf_counter() - started
         )
@@ -205,6 +233,13 @@ def _run(args: argparse.Namespace) -> int:
             print(_report(run_summary), file=sys.stderr)
         else:
             print(_comparison(summary), file=sys.stderr)
+    if args.profile:
+        from sim.breakdown import profile_table
+
+        written = [out / plan.folder / "summary.json" for plan in plans]
+        summaries = [json.loads(path.read_text()) for path in written if path.is_file()]
+        if summaries:
+            print(profile_table(summaries), file=sys.stderr)
     for run in failed:
         print(
             f"recloop: error: run {run['variant']} r{run['replication']} failed: {run['error']}",

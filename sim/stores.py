@@ -114,6 +114,16 @@ class FeatureStore:
             axis=1,
         )
 
+    def negative_rate_of(self, items: np.ndarray, now: float) -> np.ndarray:
+        """:meth:`item_negative_rate` of the given item ids only (any shape), for a retrieval
+        stage's candidates: costs their count, not the catalogue's."""
+        rate = np.zeros(items.shape, np.float32)
+        known = items < self._item_shown.shape[0]
+        rows = items[known]
+        factor = _decay(now - self._item_time[rows], self.item_half_life)
+        rate[known] = self._item_negative[rows] * factor / (self._item_shown[rows] * factor + 1)
+        return rate
+
     def item_negative_rate(self, n_items: int, now: float) -> np.ndarray:
         """Decayed negatives over decayed impressions (+1), per live item, at ``now``."""
         rate = np.zeros(n_items, np.float32)
