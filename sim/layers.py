@@ -14,14 +14,22 @@ what it covers (event-time horizon), when it was triggered, when it went live an
 from __future__ import annotations
 
 import time as wallclock
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 from river import drift
 
 from sim.deadline import deadline
-from sim.domain import NEGATIVE_KINDS, EventTable, Kind, RefreshData, TrainingData, World
+from sim.domain import (
+    EXPLICIT_NEGATIVE_KINDS,
+    NEGATIVE_KINDS,
+    EventTable,
+    Kind,
+    RefreshData,
+    TrainingData,
+    World,
+)
 from sim.durations import format_duration
 from sim.errors import PolicyError
 from sim.eventlog import EventLog
@@ -53,6 +61,10 @@ class Version:
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Feedback a retrain with ``label_sample`` below 1 receives only from its panel of users.
+LABELLED_NEGATIVES = (Kind.SHORT_DWELL, *EXPLICIT_NEGATIVE_KINDS)
 
 
 class LayerKind(Protocol):
@@ -104,6 +116,9 @@ class LayerRuntime:
         self.canary_users = (
             canary_cohort(world.n_users, canary.fraction, rng) if canary is not None else None
         )
+        sample = getattr(spec, "label_sample", 1.0)
+        #: Users whose negatives reach training (a retrain with sparse labels), else None.
+        self.label_panel = canary_cohort(world.n_users, sample, rng) if sample < 1 else None
         self.history: list[Version] = []
         self.cost_units = 0.0
         self.wall_seconds = 0.0
@@ -232,6 +247,11 @@ class LayerRuntime:
     def _training_data(self, now: float, horizon: float, previous: Any = None) -> TrainingData:
         window = getattr(self.spec, "window", None)
         events = self.log.visible(horizon, since=None if window is None else horizon - window)
+        if self.label_panel is not None:
+            # Outside the panel the impression is logged but its negative label never arrives:
+            # training sees a skip.
+            labels = np.isin(events.kind, LABELLED_NEGATIVES) & ~self.label_panel[events.user]
+            events = replace(events, kind=np.where(labels, np.int8(Kind.SKIP), events.kind))
         return TrainingData(
             events=events,
             catalog=self.world.catalog_view(),

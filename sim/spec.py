@@ -313,6 +313,13 @@ class RetrainLayer(Layer):
     """Layer 3: the policy's ``fit`` on the logged window, then validation, canary, rollout."""
 
     window: Duration | None = Field(None, gt=0, description="train on events this recent only")
+    label_sample: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="share of users whose negative feedback (short dwells, explicit negatives) "
+        "reaches training as labels, as from a survey panel; 1: every user's",
+    )
 
 
 class FeatureWeights(Spec):

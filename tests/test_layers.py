@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from policies.builtin import EmbeddingPolicy
 from sim.propagation import absorption_delays
 from sim.runner import run_scenario
 from tests.conftest import tiny
@@ -73,3 +74,38 @@ def test_mean_absorption_delay_is_latency_plus_compute_plus_half_the_period():
     assert delays.min() >= d and delays.max() <= d + period
     standard_error = period / np.sqrt(12 * delays.shape[0])
     assert delays.mean() == pytest.approx(d + period / 2, abs=4 * standard_error)
+
+
+class RecordsTraining(EmbeddingPolicy):
+    """The embedding policy, keeping the training data of every fit."""
+
+    seen: list = []
+
+    def fit(self, data):
+        RecordsTraining.seen.append(data)
+        return super().fit(data)
+
+
+def test_sparse_labels_reach_training_from_the_panel_only():
+    from sim.domain import Kind
+    from sim.layers import LABELLED_NEGATIVES
+    from sim.runner import assemble
+
+    RecordsTraining.seen.clear()
+    scenario = tiny(
+        "stack.policy.name=tests.test_layers:RecordsTraining",
+        "stack.layers.retrain.label_sample=0.25",
+        "world.behavior.explicit_prob=0.5",
+    )
+    panel = assemble(scenario).layers[0].label_panel
+    assert panel is not None and panel.sum() == round(0.25 * scenario.world.users.count)
+    result = run_scenario(scenario)
+    data = RecordsTraining.seen[-1]
+    negative = np.isin(data.events.kind, LABELLED_NEGATIVES)
+    assert negative.any() and panel[data.events.user[negative]].all()
+    # outside the panel the impression is still there, as a skip
+    logged = result.events
+    horizon = len(data.events)
+    np.testing.assert_array_equal(data.events.user, logged.user[:horizon])
+    relabelled = np.isin(logged.kind[:horizon], LABELLED_NEGATIVES) & ~panel[logged.user[:horizon]]
+    assert relabelled.any() and (data.events.kind[relabelled] == Kind.SKIP).all()

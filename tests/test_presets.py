@@ -27,6 +27,8 @@ def run(name: str, *overrides: str):
         "netflix-live-events",
         "tubi-feature-override",
         "conversational-memory",
+        "meta-reels-daily-survey",
+        "spotify-nrt-embeddings",
     ],
 )
 def test_presets_validate_by_name_at_their_realistic_size(name):
@@ -93,3 +95,28 @@ def test_conversational_memory_suppresses_within_and_across_sessions_without_wei
     starts = shown.groupby("session").time.min()
     after_memory = later[starts.loc[later.session].to_numpy() > refreshed]
     assert len(after_memory) == 0
+
+
+def test_meta_reels_sparse_survey_labels_absorb_in_a_day_and_suppress_more_slowly():
+    # the preset's two variants, paired: the same world and seed, panel 5% vs every user
+    runs = {
+        sample: run(
+            "meta-reels-daily-survey", "world.users.count=4000", "variants=null", "baseline=null",
+            f"stack.layers.retrain.label_sample={sample}",
+        )[1]
+        for sample in (0.05, 1.0)
+    }  # fmt: skip
+    for metrics in runs.values():
+        assert 0.5 * 86400 <= metrics["absorption.retrain.median_seconds"] <= 1.5 * 86400
+    assert runs[0.05]["bad_impressions"] > runs[1.0]["bad_impressions"]
+
+
+def test_spotify_nearline_absorbs_in_minutes_and_suppresses_within_the_day():
+    overrides = ("world.users.count=4000",)
+    _, nearline = run("spotify-nrt-embeddings", *overrides)
+    _, without = run(
+        "spotify-nrt-embeddings", *overrides, "stack.layers.nearline_embeddings.enabled=false"
+    )
+    assert nearline["absorption.nearline_embeddings.median_seconds"] < 600
+    assert nearline["topic_aversion@16h.time_to_50pct_seconds"] <= 12 * 3600
+    assert nearline["bad_impressions"] < without["bad_impressions"]  # the near-line path did it
