@@ -49,6 +49,9 @@ def start(arguments: list[str], cwd: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A test session started in the background (`cmd &`) inherits SIGINT ignored, and a
+        # Python started with it ignored never raises KeyboardInterrupt: restore the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
