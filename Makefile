@@ -29,6 +29,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py --retrain 1d 1h --all-layers 1d 1h --naive-seconds 60
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/catalog.py --users 50000 --items 5000 20000 100000 1000000
 
 schema: $(STAMP)
 	$(BIN)/recloop schema > scenarios/scenario.schema.json
