@@ -29,7 +29,7 @@ class OraclePolicy(BasePolicy):
     def rank(self, requests: Requests, view: View) -> np.ndarray:
         if view.truth is None:
             raise RuntimeError("the oracle policy was served without the ground truth")
-        scores = view.truth.utility(requests.users).astype(np.float32)
+        scores = view.truth.utility(requests.users, requests.times).astype(np.float32)
         return serve_scores(self._rng, scores, requests, view)
 
 

@@ -337,19 +337,26 @@ BUSINESS_PANELS = (
     ("churned_users", "users churned per bin"),
     ("topic_gini", "topic concentration (Gini)"),
 )
+#: Shown when the runs measured it (``metrics.regret``).
+REGRET_PANEL = ("regret_per_request", "regret: expected clicks lost per request")
 
 
 def business_figure(data: ReportData, colors: dict[str, str]) -> go.Figure:
-    """CTR, sessions, churn and topic concentration over simulated time, per variant."""
-    figure = make_subplots(rows=2, cols=2, subplot_titles=[title for _, title in BUSINESS_PANELS])
+    """CTR, sessions, churn, topic concentration and (if measured) regret over simulated time,
+    per variant."""
     frame = data.timeseries.assign(hours=data.timeseries["start_seconds"] / 3600.0)
-    for index, (column, _) in enumerate(BUSINESS_PANELS):
+    panels: tuple[tuple[str, str], ...] = BUSINESS_PANELS
+    if REGRET_PANEL[0] in frame.columns and frame[REGRET_PANEL[0]].notna().any():
+        panels = (*panels, REGRET_PANEL)
+    grid_rows = (len(panels) + 1) // 2
+    figure = make_subplots(rows=grid_rows, cols=2, subplot_titles=[title for _, title in panels])
+    for index, (column, _) in enumerate(panels):
         row, col = index // 2 + 1, index % 2 + 1
         for variant in data.variants:
-            rows = frame[frame["variant"] == variant].dropna(subset=[column])
-            if not len(rows):
+            series = frame[frame["variant"] == variant].dropna(subset=[column])
+            if not len(series):
                 continue
-            mean = rows.groupby("hours")[column].mean()
+            mean = series.groupby("hours")[column].mean()
             figure.add_trace(
                 go.Scatter(
                     x=mean.index,
@@ -364,7 +371,9 @@ def business_figure(data: ReportData, colors: dict[str, str]) -> go.Figure:
                 col=col,
             )
         figure.update_xaxes(title_text="simulated hours", row=row, col=col)
-    figure.update_layout(title={"text": "Business and health metrics over time"}, height=620)
+    figure.update_layout(
+        title={"text": "Business and health metrics over time"}, height=310 * grid_rows
+    )
     return figure
 
 
@@ -375,6 +384,7 @@ TABLE_METRICS = (
     ("bad_impressions", "bad impressions", "{:,.0f}", -1),
     ("repeat_offences_per_negative", "repeat offences / negative", "{:.2f}", -1),
     ("ctr", "CTR", "{:.4f}", 1),
+    ("regret_per_request", "regret (clicks / request)", "{:.4f}", -1),
     ("sessions_lost", "sessions lost", "{:,.0f}", -1),
     ("churned_users", "churned users", "{:,.0f}", -1),
     ("cost_per_day", "cost units / day", "{:,.0f}", -1),

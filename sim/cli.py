@@ -256,6 +256,7 @@ HEADLINE_METRICS = (
     ("bad_impressions", "bad impressions", "{:,.0f}"),
     ("repeat_offences_per_negative", "repeats/negative", "{:.2f}"),
     ("ctr", "CTR", "{:.4f}"),
+    ("regret_per_request", "regret/request", "{:.3f}"),
     ("churned_users", "churned", "{:,.0f}"),
     ("cost_per_day", "cost/day", "{:,.0f}"),
     ("propagation_efficiency", "efficiency", "{:.2f}"),

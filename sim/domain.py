@@ -108,7 +108,9 @@ class CatalogView:
     n_creators: int
     topic: np.ndarray  # (n_items,) int16
     creator: np.ndarray  # (n_items,) int32
-    created_at: np.ndarray  # (n_items,) float64, simulated seconds
+    #: (n_items,) float64, simulated seconds of arrival; -inf for the catalogue the run starts
+    #: with (a back catalogue of unknown, old age)
+    created_at: np.ndarray
 
     @cached_property
     def topic_one_hot(self) -> np.ndarray:
@@ -218,7 +220,8 @@ class View:
     n_users: int
     versions: dict[str, int]
     #: The world's ground truth, for policies that declare ``oracle = True`` only (else None):
-    #: ``truth.utility(users)`` is each user's expected utility of every live item.
+    #: ``truth.utility(users, times)`` is each user's expected utility of every live item at
+    #: each request's time.
     truth: Any = None
 
 

@@ -60,6 +60,7 @@ def measure(result: RunResult) -> RunMetrics:
     _propagation(result, metrics)
     _exposure(result, metrics)
     _suppression(result, metrics)
+    _regret(result, metrics)
     metrics.tables["timeseries"] = timeseries(result)
     _costs(result, metrics)
     return metrics
@@ -364,6 +365,27 @@ def _exposure(result: RunResult, metrics: RunMetrics) -> None:
     )
 
 
+# --- regret against the oracle ----------------------------------------------------------------
+
+
+def _regret(result: RunResult, metrics: RunMetrics) -> None:
+    """Expected clicks lost per request against an oracle that knows every user's noise-free
+    utility (``metrics.regret``), over the measured period."""
+    if result.expected_clicks is None:
+        return
+    times, served, best = result.expected_clicks
+    measured = times >= result.scenario.warmup
+    empty = "no requests in the measured period"
+    count = int(measured.sum())
+    metrics.put("expected_clicks_per_request", served[measured].mean() if count else None, empty)
+    metrics.put(
+        "oracle_expected_clicks_per_request", best[measured].mean() if count else None, empty
+    )
+    lost = best[measured] - served[measured]
+    metrics.put("regret_per_request", lost.mean() if count else None, empty)
+    metrics.put("regret", float(lost.sum()))
+
+
 # --- suppression after interventions -----------------------------------------------------------
 
 
@@ -525,6 +547,13 @@ def timeseries(result: RunResult) -> pa.Table:
         return pa.array(values, mask=empty)
 
     concentration = np.array([gini(row) if row.sum() else 0.0 for row in topic_counts])
+    if result.expected_clicks is None:
+        regret = pa.nulls(n, pa.float64())
+    else:
+        times, served, best = result.expected_clicks
+        request_bins = np.searchsorted(edges, times, side="right") - 1
+        lost = np.bincount(request_bins, weights=best - served, minlength=n)
+        regret = ratio(lost, np.bincount(request_bins, minlength=n).astype(np.float64))
     return pa.table(
         {
             "start_seconds": edges,
@@ -541,5 +570,6 @@ def timeseries(result: RunResult) -> pa.Table:
             "churned_users": churned[:n].astype(np.int64),
             "catalog_coverage": ratio(distinct.astype(np.float64), live.astype(np.float64)),
             "topic_gini": pa.array(concentration, mask=impressions == 0),
+            "regret_per_request": regret,
         }
     )

@@ -50,6 +50,8 @@ class RunResult:
     affected: dict[str, Affected] = field(default_factory=dict)  # intervention name -> whom
     item_created_at: np.ndarray = field(default_factory=lambda: np.empty(0))
     session_starts: np.ndarray = field(default_factory=lambda: np.empty(0))
+    #: With ``metrics.regret``: per request, time and expected clicks served and possible
+    expected_clicks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def build_policy(scenario: Scenario, streams: Streams | None = None) -> Any:
@@ -238,6 +240,7 @@ def _run(
         affected=world.affected,
         item_created_at=world.catalog.created_at,
         session_starts=world.session_start_times(),
+        expected_clicks=world.expected_clicks(),
     )
 
 

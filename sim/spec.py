@@ -160,16 +160,24 @@ class Behavior(Spec):
 
     Examination falls with position (``examine_decay ** position``). An examined item has utility
     ``affinity_weight * affinity + quality_weight * quality + popularity_weight * popularity +
-    noise_sd * N(0, 1)``; it is clicked with probability ``sigmoid((u - click_at) /
-    click_temperature)``; a click whose dwell is under ``short_dwell`` is a short-dwell negative;
-    an examined, unclicked item with ``u < explicit_at`` draws an explicit negative with
-    probability ``explicit_prob``, otherwise it is skipped.
+    freshness_weight * 2 ** (-age / freshness_half_life) + noise_sd * N(0, 1)``, where ``age`` is
+    the time since the item arrived (the catalogue the run starts with is old: no freshness); it
+    is clicked with probability ``sigmoid((u - click_at) / click_temperature)``; a click whose
+    dwell is under ``short_dwell`` is a short-dwell negative; an examined, unclicked item with
+    ``u < explicit_at`` draws an explicit negative with probability ``explicit_prob``, otherwise
+    it is skipped.
     """
 
     examine_decay: float = Field(0.85, gt=0, le=1, description="examination at position p: d^p")
     affinity_weight: float = Field(1.5, ge=0, le=100)
     quality_weight: float = Field(1.0, ge=0, le=100)
     popularity_weight: float = Field(0.3, ge=0, le=100)
+    freshness_weight: float = Field(
+        0.0, ge=0, le=100, description="extra utility of a brand-new item (0: age does not matter)"
+    )
+    freshness_half_life: Duration = Field(
+        86400.0, gt=0, description="item age at which the freshness utility has halved"
+    )
     noise_sd: float = Field(1.0, ge=0, le=100)
     click_at: float = Field(2.5, ge=-100, le=100, description="utility of a 50% click chance")
     click_temperature: float = Field(0.5, gt=0, le=100)
@@ -600,6 +608,11 @@ class Metrics(Spec):
         3600.0, gt=0, description="the pre-intervention level is measured over this window"
     )
     timeseries_bin: Duration = Field(3600.0, gt=0, description="bins of timeseries.parquet")
+    regret: bool = Field(
+        False,
+        description="measure each request's expected clicks against an oracle's (the world's "
+        "noise-free utilities of every live item: costs about one more full scoring per request)",
+    )
     propagation_kinds: list[NegativeKindName] = Field(
         default_factory=lambda: [  # type: ignore[arg-type]
             "short_dwell",

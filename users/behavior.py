@@ -7,11 +7,19 @@ consequences (abandonment, churn) are kept by :class:`users.world.SimulatedWorld
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from sim.domain import Kind, Scope
 from sim.spec import Behavior
 
-__all__ = ["utility", "respond_to_slates", "EXPLICIT_ORDER"]
+__all__ = [
+    "utility",
+    "freshness",
+    "respond_to_slates",
+    "click_probability",
+    "expected_clicks",
+    "EXPLICIT_ORDER",
+]
 
 #: Explicit negative kinds in the order of ``Behavior.explicit_kinds``, with their scopes.
 EXPLICIT_ORDER = (
@@ -30,19 +38,68 @@ def utility(
     vectors: np.ndarray,
     quality: np.ndarray,
     appeal: np.ndarray,
-    noise: np.ndarray,
+    fresh: np.ndarray | float,
+    noise: np.ndarray | float,
 ) -> np.ndarray:
     """True utility of each slate item for its user, shape ``(n, k)``.
 
-    ``preferences`` is ``(n, d)``; ``vectors`` ``(n, k, d)``; the rest ``(n, k)``.
+    ``preferences`` is ``(n, d)``; ``vectors`` ``(n, k, d)``; the rest ``(n, k)``, with
+    ``fresh`` from :func:`freshness` and ``noise`` standard normal (0 for the expected utility).
     """
     affinity = np.einsum("nd,nkd->nk", preferences, vectors)
     return (
         spec.affinity_weight * affinity
         + spec.quality_weight * quality
         + spec.popularity_weight * appeal
+        + fresh
         + spec.noise_sd * noise
     )
+
+
+def freshness(spec: Behavior, age: np.ndarray) -> np.ndarray | float:
+    """The utility users add for an item's newness, given its age in seconds (inf: old)."""
+    if spec.freshness_weight == 0:
+        return 0.0
+    return spec.freshness_weight * np.exp2(-age / spec.freshness_half_life)
+
+
+#: Quadrature for expectations over the utility noise: Gauss-Hermite nodes over N(0, 1), and
+#: Gauss-Legendre nodes over the logistic's quantiles (see :func:`click_probability`).
+_HERMITE_NODES, _HERMITE_WEIGHTS = np.polynomial.hermite_e.hermegauss(96)
+_HERMITE_WEIGHTS = _HERMITE_WEIGHTS / _HERMITE_WEIGHTS.sum()
+_LEGENDRE_NODES, _LEGENDRE_WEIGHTS = np.polynomial.legendre.leggauss(96)
+_LOGISTIC_QUANTILES = np.log((1 + _LEGENDRE_NODES) / (1 - _LEGENDRE_NODES))  # logit((1 + x) / 2)
+_LEGENDRE_WEIGHTS = _LEGENDRE_WEIGHTS / _LEGENDRE_WEIGHTS.sum()
+
+
+def click_probability(spec: Behavior, value: np.ndarray) -> np.ndarray:
+    """Chance that an examined item of noise-free utility ``value`` is clicked, averaged over
+    the utility noise: ``E[sigmoid((value + noise_sd * Z - click_at) / click_temperature)]``.
+
+    The integrand is smooth in the noise when the temperature is at least a fifth of the
+    noise's sd, and is integrated over the normal (Gauss-Hermite, 96 nodes); otherwise the same
+    chance is written as ``E[Phi((value - click_at - click_temperature * L) / noise_sd)]`` over
+    a standard logistic ``L``, smooth in ``L``, and integrated over its quantiles
+    (Gauss-Legendre, 96 nodes). Either way the error is below 1e-5 (checked against adaptive
+    quadrature in the tests).
+    """
+    margin = np.asarray(value, np.float64) - spec.click_at
+    sd, temperature = spec.noise_sd, spec.click_temperature
+    if sd == 0:
+        return 0.5 + 0.5 * np.tanh(margin / (2 * temperature))
+    if temperature >= 0.2 * sd:
+        noisy = margin[..., None] + sd * _HERMITE_NODES
+        return (0.5 + 0.5 * np.tanh(noisy / (2 * temperature))) @ _HERMITE_WEIGHTS
+    shifted = torch.from_numpy((margin[..., None] - temperature * _LOGISTIC_QUANTILES) / sd)
+    return torch.special.ndtr(shifted).numpy() @ _LEGENDRE_WEIGHTS
+
+
+def expected_clicks(spec: Behavior, value: np.ndarray) -> np.ndarray:
+    """Expected clicks on each slate, ``(n,)``, given its items' noise-free utilities ``(n, k)``
+    in slate order: the chance of examining each position times :func:`click_probability`."""
+    k = value.shape[1]
+    examined = spec.examine_decay ** np.arange(k, dtype=np.float64)
+    return click_probability(spec, value) @ examined
 
 
 def respond_to_slates(

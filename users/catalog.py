@@ -71,7 +71,8 @@ class Catalog:
         self.appeal = ((log_prior - log_prior.mean()) / (spread if spread > 0 else 1.0)).astype(
             np.float32
         )
-        self.created_at = np.concatenate([np.zeros(spec.items), self.arrival_times])
+        # The starting catalogue is old: its age is unknown and long (no freshness).
+        self.created_at = np.concatenate([np.full(spec.items, -np.inf), self.arrival_times])
         self.n_live = spec.items
         self._view: CatalogView | None = None
 

@@ -23,7 +23,7 @@ from sim.spec import (
     TrafficSpike,
 )
 from users.arrivals import Arrivals, RequestBlock
-from users.behavior import respond_to_slates, utility
+from users.behavior import expected_clicks, freshness, respond_to_slates, utility
 from users.catalog import Catalog
 from users.population import Population
 
@@ -96,6 +96,10 @@ class SimulatedWorld:
         self._session_clicks = np.zeros(n, np.int32)
         self._abandoned_session = np.full(n, -1, np.int64)
         self._session_starts: list[np.ndarray] = []
+        #: With ``metrics.regret``: per served request, its time, the expected clicks on the
+        #: slate served and on the oracle's slate (see :meth:`expected_clicks`).
+        self.measure_regret = scenario.metrics.regret
+        self._expected: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     @property
     def n_users(self) -> int:
@@ -194,8 +198,9 @@ class SimulatedWorld:
 
     # --- ground truth for oracle policies ----------------------------------------------------
 
-    def utility(self, users: np.ndarray) -> np.ndarray:
-        """Each user's expected (noise-free) utility of every live item, ``(n, n_live)``.
+    def utility(self, users: np.ndarray, times: np.ndarray | None = None) -> np.ndarray:
+        """Each user's expected (noise-free) utility of every live item, ``(n, n_live)``, at
+        each request's time in ``times`` (default: the catalogue's newest arrival).
 
         Served only to policies registered as oracles: an upper bound, never a fair comparison.
         """
@@ -208,9 +213,30 @@ class SimulatedWorld:
             spec.quality_weight * catalog.quality[:live]
             + spec.popularity_weight * catalog.appeal[:live]
         )
+        if spec.freshness_weight:
+            # 2^-(t - created) = 2^-(t - t0) * 2^-(t0 - created): one outer product
+            created = catalog.created_at[:live]
+            if times is None:
+                times = np.full(len(users), max(float(created.max()), 0.0))
+            t0 = float(times.min())
+            value += np.outer(
+                np.exp2(-(times - t0) / spec.freshness_half_life),
+                freshness(spec, t0 - created),
+            ).astype(value.dtype)
         for topic, averse, strength in self._aversions:
             value -= strength * (averse[users][:, None] & (catalog.topic[:live] == topic)[None, :])
         return value
+
+    def expected_clicks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """With ``metrics.regret``: per served request, its time, the expected clicks on the
+        slate served, and on the best slate an oracle could have served (the ``k`` live items
+        of highest noise-free utility, best first). Their difference is the request's regret."""
+        if not self.measure_regret:
+            return None
+        if not self._expected:
+            return np.empty(0), np.empty(0), np.empty(0)
+        times, served, best = (np.concatenate(part) for part in zip(*self._expected, strict=True))
+        return times, served, best
 
     # --- serving -----------------------------------------------------------------------------
 
@@ -236,28 +262,45 @@ class SimulatedWorld:
     def respond(self, batch: WorldBatch, slates: np.ndarray) -> Responses:
         """Each user's response to the slate served, and the session consequences."""
         block = batch.block
-        users = block.user
-        catalog = self.catalog
-        value = utility(
-            self.behavior,
-            self.population.preferences[users],
-            catalog.vectors[slates],
-            catalog.quality[slates],
-            catalog.appeal[slates],
-            block.slot_normal[..., 0],
-        )
-        for topic, averse, strength in self._aversions:
-            value = value - strength * (averse[users][:, None] & (catalog.topic[slates] == topic))
+        value = self._slate_utility(block, slates, block.slot_normal[..., 0])
         kind, scope, dwell = respond_to_slates(
             self.behavior, value, block.slot_uniform, block.slot_normal[..., 1]
         )
         abandoned = self._update_sessions(block, kind)
+        if self.measure_regret:
+            self._expected_clicks(block, slates)
         if self._remember_shown:
             now = float(block.time[0])
             self._shown.append((now, slates.ravel().astype(np.int64)))
             while self._shown and self._shown[0][0] < now - RECENTLY_SHOWN:
                 self._shown.pop(0)
         return Responses(kind=kind, scope=scope, dwell=dwell, abandoned=abandoned)
+
+    def _slate_utility(
+        self, block: RequestBlock, slates: np.ndarray, noise: np.ndarray | float
+    ) -> np.ndarray:
+        """Each served item's utility for its user at the request's time, ``(n, k)``."""
+        users, catalog, spec = block.user, self.catalog, self.behavior
+        value = utility(
+            spec,
+            self.population.preferences[users],
+            catalog.vectors[slates],
+            catalog.quality[slates],
+            catalog.appeal[slates],
+            freshness(spec, block.time[:, None] - catalog.created_at[slates]),
+            noise,
+        )
+        for topic, averse, strength in self._aversions:
+            value = value - strength * (averse[users][:, None] & (catalog.topic[slates] == topic))
+        return value
+
+    def _expected_clicks(self, block: RequestBlock, slates: np.ndarray) -> None:
+        k = slates.shape[1]
+        served = expected_clicks(self.behavior, self._slate_utility(block, slates, 0.0))
+        every = self.utility(block.user, block.time)
+        best = -np.partition(-every, k - 1, axis=1)[:, :k]
+        best = expected_clicks(self.behavior, -np.sort(-best, axis=1))
+        self._expected.append((block.time, served, best))
 
     def _update_sessions(self, block: RequestBlock, kind: np.ndarray) -> np.ndarray:
         # A user has at most one request per window (tick <= gap_min), so per-user fancy
