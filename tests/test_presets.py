@@ -30,6 +30,7 @@ def run(name: str, *overrides: str):
         "meta-reels-daily-survey",
         "spotify-nrt-embeddings",
         "netflix-delayed-feedback",
+        "bandit-exploration",
     ],
 )
 def test_presets_validate_by_name_at_their_realistic_size(name):
@@ -139,3 +140,23 @@ def test_netflix_delayed_feedback_absorbs_in_days_and_other_layers_cut_residual_
     alone = same_item_within_a_day["retrain only"]
     helped = same_item_within_a_day["with session context and profile memory"]
     assert alone >= 1.0 and helped <= 0.25 * alone  # measured: 3.85 and 0.11
+
+
+def test_bandit_exploration_avoids_disliked_topics_as_uncertainty_drops_and_reports_regret():
+    def slot(*overrides: str):
+        result, metrics = run(
+            "bandit-exploration", "variants=null", "baseline=null", "duration=1h",
+            "world.users.count=4000", *overrides,
+        )  # fmt: skip
+        events = result.events
+        cold = (events.position == 0) & (events.item >= 0) & (events.time < 7200)  # no model yet
+        clickbait = np.isin(result.item_topic[events.item[cold]], [3, 11])  # the preset's topics
+        half_hour = (events.time[cold] // 1800).astype(int)
+        return np.bincount(half_hour, weights=clickbait) / np.bincount(half_hour), metrics
+
+    at_random, plain = slot("stack.layers.bandit.enabled=false")
+    thompson, explored = slot()
+    assert 0.06 < at_random.mean() < 0.14  # 2 of 20 topics
+    assert thompson[3] < 0.5 * thompson[0] and thompson[3] < 0.5 * at_random.mean()
+    for metrics in (plain, explored):
+        assert 0 < metrics["regret_per_request"] < metrics["oracle_expected_clicks_per_request"]
