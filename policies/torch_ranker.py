@@ -1,8 +1,10 @@
 """``torch_ranker``: a factorization ranker trained with PyTorch, with the real-time features as
 inputs.
 
-Score of item i for user u: ``p_u . q_i + b_i + w . f(u, i)`` where ``f`` holds the real-time
-features (decayed negatives and clicks of u on i's topic, i's decayed negative rate). Training
+Score of item i for user u: ``p_u . q_i + b_i + w . f(u, i) [+ a(age_i)]`` where ``f`` holds the
+real-time features (decayed negatives and clicks of u on i's topic, i's decayed negative rate)
+and, with ``example_age``, ``a`` is a learned bias by the item's age when the example was served
+(YouTube's "example age" feature, evaluated at the item's current age when serving). Training
 uses the examined impressions visible to the retrain layer (clicked or not), with each feature
 recomputed as it stood when the impression was served, so that the learned weights ``w`` are the
 ones serving applies to the live feature store: between retrains the weights stay frozen and only
@@ -19,11 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import BasePolicy
 from policies.builtin import serve_scores
-from sim.domain import EventTable, Kind, Requests, TrainingData, View
+from sim.domain import CatalogView, EventTable, Kind, Requests, TrainingData, View
 from sim.spec import Duration, FeatureWeights
 from sim.stores import REJECTIONS
 
-__all__ = ["TorchRanker", "TorchRankerModel", "decayed_prior_sums"]
+__all__ = [
+    "TorchRanker",
+    "TorchRankerModel",
+    "decayed_prior_sums",
+    "predict_clicks",
+    "normalized_entropy",
+]
 
 
 class TorchRankerParams(BaseModel):
@@ -40,6 +48,14 @@ class TorchRankerParams(BaseModel):
     negative_weight: float = Field(
         5.0, ge=0, description="loss weight of explicit negatives and short dwells as label 0"
     )
+    example_age: bool = Field(
+        False,
+        description="learn a bias by the item's age at each example (under 1 h, 1-2 h, 2-4 h, "
+        "... 32 days, older) jointly with the rest, and serve it at each item's current age: "
+        "without it, an item's bias is its average over the training window, so the model keeps "
+        "rating what was fresh when it was trained as fresh, and items that arrived since as "
+        "unknown",
+    )
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,18 @@ class TorchRankerModel:
     items_t: np.ndarray  # (dim + 1, n_items): item factors, then the item bias row
     feature_weights: FeatureWeights
     validation_log_loss: float | None  # on the held-out newest examples; None without holdout
+    age_bias: np.ndarray | None = None  # with example_age: per bucket of AGE_EDGES
+    intercept: float = 0.0  # the global bias, folded into every fitted item's bias row
+
+
+#: Item-age buckets of ``example_age`` (seconds): under an hour, 1-2 h, 2-4 h, ... doubling to
+#: 32 days, and older (the catalogue the run starts with is older than any).
+AGE_EDGES = 3600.0 * 2.0 ** np.arange(0, 10)
+
+
+def age_buckets(ages: np.ndarray) -> np.ndarray:
+    """The ``example_age`` bucket of each item age in seconds."""
+    return np.searchsorted(AGE_EDGES, ages, side="right")
 
 
 class _Net(torch.nn.Module):
@@ -58,14 +86,17 @@ class _Net(torch.nn.Module):
         self.users = torch.nn.Embedding(n_users, dim)
         self.items = torch.nn.Embedding(n_items, dim)
         self.bias = torch.nn.Embedding(n_items, 1)
+        self.ages = torch.nn.Embedding(AGE_EDGES.shape[0] + 1, 1)
         self.features = torch.nn.Linear(3, 1)
         for table in (self.users, self.items):
             torch.nn.init.normal_(table.weight, std=0.1)
         torch.nn.init.zeros_(self.bias.weight)
+        torch.nn.init.zeros_(self.ages.weight)
 
-    def forward(self, users, items, features):
+    def forward(self, users, items, features, ages=None):
         dot = (self.users(users) * self.items(items)).sum(dim=1)
-        return dot + self.bias(items).squeeze(1) + self.features(features).squeeze(1)
+        logit = dot + self.bias(items).squeeze(1) + self.features(features).squeeze(1)
+        return logit if ages is None else logit + self.ages(ages).squeeze(1)
 
 
 class TorchRanker(BasePolicy):
@@ -78,34 +109,35 @@ class TorchRanker(BasePolicy):
     def fit(self, data: TrainingData) -> TorchRankerModel:
         p = self.params
         events = data.events
-        users, items, features, labels, rejected = _examples(
+        users, items, features, labels, rejected, times = _examples(
             events, data.catalog.topic, p.feature_half_life
         )
         weights = np.where(rejected, p.negative_weight, 1.0).astype(np.float32)
+        ages = age_buckets(times - data.catalog.created_at[items])
         if users.shape[0] > p.max_examples:
             keep = slice(users.shape[0] - p.max_examples, None)
             users, items, features = users[keep], items[keep], features[keep]
-            labels, weights = labels[keep], weights[keep]
+            labels, weights, ages = labels[keep], weights[keep], ages[keep]
         split = users.shape[0] - int(round(p.holdout * users.shape[0]))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             net = _Net(data.n_users, data.catalog.n_items, p.dim)
             if p.incremental and isinstance(data.previous, TorchRankerModel):
                 _warm_start(net, data.previous)
-            columns = (users, items, features, labels, weights)
+            columns = (users, items, features, labels, weights, ages)
             train = [torch.from_numpy(a[:split]) for a in columns]
             optimizer = torch.optim.Adam(net.parameters(), lr=p.learning_rate, weight_decay=p.l2)
             for _ in range(p.epochs):
                 for batch in torch.randperm(split).split(p.batch_size):
                     optimizer.zero_grad()
-                    u, i, f, y, w = (tensor[batch] for tensor in train)
-                    _loss(net(u, i, f), y, w).backward()
+                    u, i, f, y, w, a = (tensor[batch] for tensor in train)
+                    _loss(net(u, i, f, a if p.example_age else None), y, w).backward()
                     optimizer.step()
             validation = None
             if split < users.shape[0]:
                 with torch.no_grad():
-                    held = [torch.from_numpy(a[split:]) for a in columns]
-                    validation = float(_loss(net(*held[:3]), held[3], held[4]))
+                    u, i, f, y, w, a = (torch.from_numpy(x[split:]) for x in columns)
+                    validation = float(_loss(net(u, i, f, a if p.example_age else None), y, w))
         with torch.no_grad():
             weights = net.features.weight[0].numpy().astype(float)
             items_t = np.vstack(
@@ -120,6 +152,8 @@ class TorchRanker(BasePolicy):
                     item_negative_rate=weights[2],
                 ),
                 validation_log_loss=validation,
+                age_bias=net.ages.weight[:, 0].numpy().copy() if p.example_age else None,
+                intercept=float(net.features.bias),
             )
 
     def rank(self, requests: Requests, view: View) -> np.ndarray:
@@ -128,13 +162,54 @@ class TorchRanker(BasePolicy):
             return serve_scores(self._rng, None, requests, view)
         fitted = model.items_t.shape[1]
         n_items = view.catalog.n_items
-        scores = np.zeros((len(requests), n_items), np.float32)
+        # items that arrived after the fit: no factors or bias of their own, the global intercept
+        scores = np.full((len(requests), n_items), model.intercept, np.float32)
         scores[:, : min(fitted, n_items)] = (model.users[requests.users] @ model.items_t)[
             :, :n_items
         ]
+        if model.age_bias is not None:  # every live item at its age now
+            scores += model.age_bias[age_buckets(requests.times[0] - view.catalog.created_at)]
         return serve_scores(
             self._rng, scores, requests, view, feature_weights=model.feature_weights
         )
+
+
+def predict_clicks(
+    model: TorchRankerModel,
+    events: EventTable,
+    catalog: CatalogView,
+    half_life: float,
+    rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model's click probability for examined impressions, as serving would compute it:
+    ``(times, probabilities, clicked)``, optionally only for examined impressions at ``rows`` of
+    the examples (for offline evaluation on logs, as in He et al. 2014). Items that arrived
+    after the fit have no factors and no bias of their own: the global intercept."""
+    users, items, features, clicked, _, times = _examples(events, catalog.topic, half_life)
+    if rows is not None:
+        users, items, features, clicked, times = (
+            column[rows] for column in (users, items, features, clicked, times)
+        )
+    fitted = model.items_t.shape[1]
+    known = items < fitted
+    logits = np.full(users.shape[0], model.intercept)
+    logits[known] = np.einsum("nd,dn->n", model.users[users[known]], model.items_t[:, items[known]])
+    weights = model.feature_weights
+    logits += features @ np.array(
+        [weights.user_topic_negative, weights.user_topic_positive, weights.item_negative_rate]
+    )
+    if model.age_bias is not None:
+        logits += model.age_bias[age_buckets(times - catalog.created_at[items])]
+    return times, 1.0 / (1.0 + np.exp(-logits)), clicked
+
+
+def normalized_entropy(probabilities: np.ndarray, clicked: np.ndarray) -> float:
+    """Log loss over the entropy of the observed click rate (He et al. 2014): 1 for predicting
+    the average, lower is better."""
+    p = np.clip(probabilities, 1e-12, 1 - 1e-12)
+    loss = -np.mean(clicked * np.log(p) + (1 - clicked) * np.log(1 - p))
+    rate = float(np.mean(clicked))
+    return float(loss / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate)))
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -157,9 +232,9 @@ def _warm_start(net: _Net, previous: TorchRankerModel) -> None:
 
 def _examples(
     events: EventTable, topic_of: np.ndarray, half_life: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Examined impressions in time order: users, items, features as served, click labels,
-    and whether each was a rejection (short dwell or explicit negative)."""
+    whether each was a rejection (short dwell or explicit negative), and times."""
     on_item = events.item >= 0
     user, item, time = events.user[on_item], events.item[on_item], events.time[on_item]
     kind = events.kind[on_item]
@@ -184,6 +259,7 @@ def _examples(
         features[examined],
         clicked[examined].astype(np.float32),
         negative[examined] > 0,
+        time[examined],
     )
 
 
