@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench schema clean
+.PHONY: demo test test-slow bench bench-simulators schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,19 @@ bench: $(STAMP)
 	$(BIN)/python bench/throughput.py --retrain 1d 1h --all-layers 1d 1h --naive-seconds 60
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/catalog.py --users 50000 --items 5000 20000 100000 1000000
+
+# T-RECS pins pandas 1.0.5 and RecSim needs gym: they get their own environment, with the
+# dependencies they import at versions that still install (T-RECS without its pins).
+BENCH_VENV := .bench-venv
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --no-deps trecs==0.2.1
+	$(BENCH_VENV)/bin/pip install --quiet "numpy<2" pandas networkx scipy matplotlib tqdm \
+		"lenskit>=0.11.1,<0.15" recsim-no-tf==0.2.3 six scikit-learn
+	touch $@
+
+bench-simulators: $(STAMP) $(BENCH_VENV)/.installed
+	$(BIN)/python bench/simulators.py --other-python $(BENCH_VENV)/bin/python
 
 schema: $(STAMP)
 	$(BIN)/recloop schema > scenarios/scenario.schema.json
