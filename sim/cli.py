@@ -414,7 +414,7 @@ def _scenarios(args: argparse.Namespace) -> int:
     for name, entry in sorted(packaged_scenarios().items()):
         scenario = load_scenario(name)
         first_line = scenario.description.strip().splitlines()[0] if scenario.description else ""
-        print(f"{name:24s} {first_line}")
+        print(f"{name:30s} {first_line}")
         del entry
     return 0
 

@@ -35,13 +35,16 @@ MAX_SCENARIO_BYTES = 1_000_000
 
 
 def packaged_scenarios() -> dict[str, Any]:
-    """Scenarios shipped with recloop, by name (file stem)."""
+    """Scenarios shipped with recloop, by name: the file stem, or ``validation/STEM`` for the
+    scenarios that reproduce published findings."""
     root = importlib.resources.files("sim.scenarios")
-    return {
-        entry.name.removesuffix(".yaml"): entry
-        for entry in root.iterdir()
-        if entry.name.endswith(".yaml")
-    }
+    found = {}
+    for prefix, folder in (("", root), ("validation/", root / "validation")):
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.name.endswith(".yaml"):
+                    found[prefix + entry.name.removesuffix(".yaml")] = entry
+    return found
 
 
 def load_scenario(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:

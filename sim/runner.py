@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from policies.bandit import BanditKind
 from policies.online import OnlineModel
 from policies.registry import make_policy
-from sim.domain import EXPLICIT_NEGATIVE_KINDS, NEGATIVE_KINDS, EventTable, Kind
+from sim.domain import EXPLICIT_NEGATIVE_KINDS, NEGATIVE_KINDS, CatalogView, EventTable, Kind
 from sim.durations import format_duration
 from sim.engine import Engine
 from sim.eventlog import EventLog
@@ -52,6 +52,18 @@ class RunResult:
     session_starts: np.ndarray = field(default_factory=lambda: np.empty(0))
     #: With ``metrics.regret``: per request, time and expected clicks served and possible
     expected_clicks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def catalog(self) -> CatalogView:
+        """The observable catalogue of every item that existed during the run."""
+        spec = self.scenario.world.catalog
+        return CatalogView(
+            n_items=int(self.item_topic.shape[0]),
+            n_topics=spec.topics,
+            n_creators=spec.creators,
+            topic=self.item_topic,
+            creator=self.item_creator,
+            created_at=self.item_created_at,
+        )
 
 
 def build_policy(scenario: Scenario, streams: Streams | None = None) -> Any:

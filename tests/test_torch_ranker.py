@@ -115,15 +115,7 @@ def logged_world(freshness: float):
             f"world.behavior.freshness_weight={freshness}",
         )  # fmt: skip
     )
-    spec = result.scenario.world.catalog
-    catalog = CatalogView(
-        n_items=int(result.item_topic.shape[0]),
-        n_topics=spec.topics,
-        n_creators=spec.creators,
-        topic=result.item_topic,
-        creator=result.item_creator,
-        created_at=result.item_created_at,
-    )
+    catalog = result.catalog()
     return result, catalog
 
 
