@@ -51,9 +51,21 @@ def test_expected_clicks_match_the_clicks_users_made(policy):
     assert np.all(best >= served - 1e-6)  # float32 utilities
 
 
-def test_the_oracle_has_no_regret_and_random_slates_have_much():
+@pytest.mark.parametrize("freshness", [0.0, 1.5])
+def test_the_oracle_has_no_regret_and_random_slates_have_much(freshness):
+    # with freshness, utilities change with every request's time: the oracle's separable
+    # shortcut must agree with the per-slate utility users respond to
     oracle, random = (
-        measure(run_scenario(tiny(*REGRET, f"stack.policy.name={name}", "stack.policy.params={}")))
+        measure(
+            run_scenario(
+                tiny(
+                    *REGRET,
+                    f"stack.policy.name={name}",
+                    "stack.policy.params={}",
+                    f"world.behavior.freshness_weight={freshness}",
+                )  # fmt: skip
+            )
+        )
         for name in ("oracle", "random")
     )
     assert oracle.scalars["regret_per_request"] == pytest.approx(0.0, abs=1e-6)

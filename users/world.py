@@ -268,7 +268,7 @@ class SimulatedWorld:
         )
         abandoned = self._update_sessions(block, kind)
         if self.measure_regret:
-            self._expected_clicks(block, slates)
+            self._record_expected_clicks(block, slates)
         if self._remember_shown:
             now = float(block.time[0])
             self._shown.append((now, slates.ravel().astype(np.int64)))
@@ -294,7 +294,7 @@ class SimulatedWorld:
             value = value - strength * (averse[users][:, None] & (catalog.topic[slates] == topic))
         return value
 
-    def _expected_clicks(self, block: RequestBlock, slates: np.ndarray) -> None:
+    def _record_expected_clicks(self, block: RequestBlock, slates: np.ndarray) -> None:
         k = slates.shape[1]
         served = expected_clicks(self.behavior, self._slate_utility(block, slates, 0.0))
         every = self.utility(block.user, block.time)
