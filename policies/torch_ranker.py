@@ -200,15 +200,17 @@ def predict_clicks(
     )
     if model.age_bias is not None:
         logits += model.age_bias[age_buckets(times - catalog.created_at[items])]
-    return times, 1.0 / (1.0 + np.exp(-logits)), clicked
+    return times, 0.5 + 0.5 * np.tanh(logits / 2), clicked  # the logistic, without overflow
 
 
 def normalized_entropy(probabilities: np.ndarray, clicked: np.ndarray) -> float:
     """Log loss over the entropy of the observed click rate (He et al. 2014): 1 for predicting
-    the average, lower is better."""
+    the average, lower is better; NaN when every example has the same label (no entropy)."""
+    rate = float(np.mean(clicked)) if clicked.shape[0] else 0.0
+    if not 0.0 < rate < 1.0:
+        return float("nan")
     p = np.clip(probabilities, 1e-12, 1 - 1e-12)
     loss = -np.mean(clicked * np.log(p) + (1 - clicked) * np.log(1 - p))
-    rate = float(np.mean(clicked))
     return float(loss / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate)))
 
 
