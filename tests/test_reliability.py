@@ -82,8 +82,8 @@ def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(
     process.send_signal(kill)
     _, err = process.communicate(timeout=60)
     if kill == signal.SIGINT:
-        assert process.returncode == 130
-        assert f"Resume with: recloop run --resume {out}" in err and "Traceback" not in err
+        assert process.returncode == 130, err  # the stderr says why, if this ever fails
+        assert f"Resume with: recloop run --resume {out}" in err and "Traceback" not in err, err
         assert not list(out.rglob("*.tmp"))  # Ctrl-C leaves nothing half-written
     else:
         assert process.returncode == -signal.SIGKILL
