@@ -118,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     policies = commands.add_parser(
         "policies", help="list the available policies and where each comes from"
     )
+    policies.add_argument(
+        "name", nargs="?", help="a policy: list its parameters, defaults and descriptions"
+    )
     policies.set_defaults(handler=_policies)
 
     listing = commands.add_parser("scenarios", help="list the packaged scenarios")
@@ -398,6 +401,8 @@ def scenario_schema() -> dict[str, Any]:
 def _policies(args: argparse.Namespace) -> int:
     from policies.registry import available, resolve, summary_line
 
+    if args.name:
+        return _policy_parameters(resolve(args.name, "policy"))
     for name, origin in sorted(available().items()):
         try:
             line = summary_line(resolve(name))
@@ -405,6 +410,21 @@ def _policies(args: argparse.Namespace) -> int:
             line = f"(cannot load: {error})"
         print(f"{name:16s} {origin:28s} {line}")
     print("or any 'module:Class' as stack.policy.name")
+    return 0
+
+
+def _policy_parameters(cls: type) -> int:
+    """Each parameter of a policy (its ``Params`` model) with its default and description."""
+    print(f"{getattr(cls, 'name', cls.__name__)}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+    params = getattr(cls, "Params", None)
+    if params is None or not params.model_fields:
+        print("  no parameters")
+        return 0
+    for field, info in params.model_fields.items():
+        default = (
+            "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
+        )
+        print(f"  {field:20s} {default:12s} {info.description or ''}")
     return 0
 
 

@@ -216,3 +216,13 @@ def test_a_failing_run_fails_alone_and_the_sweep_lists_it(tmp_path, capsys):
     runs = pd.read_parquet(out / "runs.parquet")
     assert list(runs.status) == ["ok", "failed"]
     assert read_run_summary(out, "fine")["requests"] > 0
+
+
+def test_policies_with_a_name_lists_its_parameters(capsys):
+    assert main(["policies", "torch_ranker"]) == 0
+    out = capsys.readouterr().out
+    assert "example_age" in out and "False" in out and "learn a bias by the item's age" in out
+    assert main(["policies", "random"]) == 0
+    assert "no parameters" in capsys.readouterr().out
+    assert main(["policies", "no-such-policy"]) == 2
+    assert "unknown policy 'no-such-policy'" in capsys.readouterr().err
