@@ -78,12 +78,18 @@ class KeyedTimes:
     """
 
     def __init__(self, keys: np.ndarray, times: np.ndarray):
-        self._keys = np.unique(keys)
+        # one sort gives the distinct keys and each row's dense key (a hash-based unique and a
+        # binary search per row cost several times more on large logs)
+        self._keys, dense = np.unique(keys, return_inverse=True)
         # An event log's times are already sorted: keep them as they are (no copy).
         in_order = times.shape[0] < 2 or bool((times[1:] >= times[:-1]).all())
         self._times = times if in_order else np.sort(times)
         self._span = np.int64(times.shape[0] + 1)
-        codes = self._dense(keys) * self._span + np.searchsorted(self._times, times, "right")
+        ranks = (
+            _ranks_in_sorted(times) if in_order else np.searchsorted(self._times, times, "right")
+        )
+        codes = dense.astype(np.int64).reshape(-1) * self._span + ranks
+        del ranks, dense
         order = np.argsort(codes, kind="stable")
         self._codes = codes[order]
         del codes
@@ -103,9 +109,7 @@ class KeyedTimes:
         base = self._dense(keys) * self._span
         low = base + np.searchsorted(self._times, after, "right")
         high = base + np.searchsorted(self._times, until, "right")
-        counts = np.searchsorted(self._codes, high, "right") - np.searchsorted(
-            self._codes, low, "right"
-        )
+        counts = _sorted_search(self._codes, high) - _sorted_search(self._codes, low)
         return np.where(self._known(keys), counts, 0)
 
     def first_at_or_after(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -120,6 +124,32 @@ class KeyedTimes:
         same[inside] = self._codes[found[inside]] // self._span == dense[inside]
         result[same] = self._times_by_code[found[same]]
         return result
+
+
+def _ranks_in_sorted(times: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(times, times, "right")`` for sorted ``times``, in one linear pass: each
+    row's rank is the end of its run of equal times.
+
+    >>> _ranks_in_sorted(np.array([1.0, 2.0, 2.0, 5.0]))
+    array([1, 3, 3, 4])
+    """
+    if not times.shape[0]:
+        return np.zeros(0, np.int64)
+    last_of_run = np.empty(times.shape[0], bool)
+    np.not_equal(times[1:], times[:-1], out=last_of_run[:-1])
+    last_of_run[-1] = True
+    run_ends = np.flatnonzero(last_of_run) + 1
+    run = np.cumsum(last_of_run) - last_of_run  # the run each row is in
+    return run_ends[run]
+
+
+def _sorted_search(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(haystack, needles, "right")`` with the needles searched in sorted
+    order, which keeps the binary searches in cache (several times faster on large haystacks)."""
+    order = np.argsort(needles, kind="stable")
+    found = np.empty(needles.shape[0], np.int64)
+    found[order] = np.searchsorted(haystack, needles[order], "right")
+    return found
 
 
 def count_following(
