@@ -218,12 +218,12 @@ def _topic_picks(
         else:
             contexts = np.zeros((n, 0))
         arms = bandit.choose(n, contexts)
-        picked = np.full(n, -1, np.int64)
-        for arm in np.unique(arms):
-            rows = np.flatnonzero(arms == arm)
-            if members[arm].shape[0]:  # a topic with no live item leaves the slot to the policy
-                best = np.argmax(scores[np.ix_(rows, members[arm])], axis=1)
-                picked[rows] = members[arm][best]
+        # Each request's topic members (-1 pads, which a topic with no live item is all of: it
+        # leaves the slot to the policy); the first best member wins.
+        chosen = catalog.topic_members[arms]
+        values = np.take_along_axis(scores, np.maximum(chosen, 0), axis=1)
+        values[chosen < 0] = -np.inf
+        picked = np.take_along_axis(chosen, np.argmax(values, axis=1)[:, None], axis=1)[:, 0]
         return picked, arms, contexts
     topics = np.where(candidates >= 0, catalog.topic[np.maximum(candidates, 0)], -1)
     if bandit.contextual:  # the best candidate's score per topic (0 where none is a candidate)

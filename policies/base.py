@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sim.domain import Requests, View
 
-__all__ = ["Policy", "BasePolicy", "PerRequestPolicy", "NoParams", "top_k"]
+__all__ = ["Policy", "BasePolicy", "PerRequestPolicy", "NoParams", "top_k", "scratch_matrix"]
 
 
 @runtime_checkable
@@ -92,6 +92,40 @@ def _refuse_nan(values: torch.Tensor) -> None:
     bad = torch.isnan(values).any(dim=1)
     if bool(bad.any()):
         raise ValueError(f"scores hold NaN for {int(bad.sum())} request(s); they cannot be ranked")
+
+
+class _Scratch:
+    """Reusable float32 storage for a serving batch's dense ``(requests, items)`` matrices.
+
+    A fresh multi-megabyte array per batch is mapped from the operating system and faulted in
+    page by page, and freed memory is handed back between batches: at 100,000 users x 5,000 items
+    with every layer on, that kernel time was 40% of a run's wall time.
+    """
+
+    def __init__(self) -> None:
+        self._flat: dict[str, np.ndarray] = {}
+
+    def matrix(self, name: str, rows: int, columns: int) -> np.ndarray:
+        size = rows * columns
+        flat = self._flat.get(name)
+        if flat is None or flat.shape[0] < size:
+            flat = self._flat[name] = np.empty(size + size // 2, np.float32)  # room to grow
+        return flat[:size].reshape(rows, columns)
+
+
+_SCRATCH = _Scratch()
+
+
+def scratch_matrix(name: str, rows: int, columns: int) -> np.ndarray:
+    """An uninitialized ``(rows, columns)`` float32 matrix, reused by the next call with the same
+    ``name``: for values used within one ``rank`` call and dropped before it returns (serving
+    is single-threaded within a run).
+
+    >>> a = scratch_matrix("doctest", 2, 3)
+    >>> a.shape, a.dtype, scratch_matrix("doctest", 3, 2).base is a.base
+    ((2, 3), dtype('float32'), True)
+    """
+    return _SCRATCH.matrix(name, rows, columns)
 
 
 #: Items per block in the exact block-max prefilter of :func:`top_k`.

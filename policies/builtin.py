@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.bandit import explore
-from policies.base import BasePolicy, top_k
+from policies.base import BasePolicy, scratch_matrix, top_k
 from policies.retrieval import CandidateIndex, RecallMeter, RetrievalParams
 from policies.signals import signal_scores
 from sim.domain import (
@@ -233,7 +233,12 @@ class EmbeddingPolicy(BasePolicy):
         self._scored[0] += len(requests)
         if self.params.retrieval is None:
             self._scored[1] += len(requests) * n_items
-            return serve_scores(self._rng, vectors @ self._items_t(model, n_items), requests, view)
+            scores = np.matmul(
+                vectors,
+                self._items_t(model, n_items),
+                out=scratch_matrix("scores", len(requests), n_items),
+            )
+            return serve_scores(self._rng, scores, requests, view)
         candidates, scores = self._candidates(model, view).search(vectors, n_items, requests.k)
         self._scored[1] += scores.size
         if self._recall.due():
@@ -348,11 +353,13 @@ def serve_scores(
     With ``candidates`` (``(n, c)`` item ids per request from a retrieval stage, ``-1`` for none
     and scored ``-inf``), ``scores`` are ``(n, c)``, column for column.
     """
-    adjustments = signal_scores(requests, view, feature_weights, candidates)
+    n, n_items = len(requests), view.catalog.n_items
+    dense = None if candidates is not None else scratch_matrix("adjustments", n, n_items)
+    adjustments = signal_scores(requests, view, feature_weights, candidates, out=dense)
     if scores is None:
         if adjustments is None and view.states.get("bandit") is None:
             return _cold_start(rng, requests, view)
-        scores = rng.random((len(requests), view.catalog.n_items), dtype=np.float32)
+        scores = rng.random(out=scratch_matrix("scores", n, n_items), dtype=np.float32)
     if adjustments is not None:
         if scores.flags.writeable:
             scores += adjustments

@@ -23,13 +23,14 @@ def signal_scores(
     view: View,
     feature_weights: FeatureWeights | None = None,
     candidates: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Additive score adjustments for every live item, or ``None`` if no layer provides any.
 
     The real-time features enter with ``feature_weights`` when given (weights a retrain learned),
     else with the weights configured for the layer. With ``candidates`` (``(n, c)`` item ids per
     request, ``-1`` for none, from a retrieval stage) the adjustments are ``(n, c)``, for those
-    items only; otherwise ``(n, items)``.
+    items only; otherwise ``(n, items)``, written into ``out`` if given (float32, that shape).
     """
     catalog = view.catalog
     n, m = len(requests), catalog.n_items
@@ -78,7 +79,7 @@ def signal_scores(
         return _on_candidates(
             candidates, view.now, per_topic, item_rates, item_penalties, creator_penalties, catalog
         )
-    scores = per_topic @ catalog.topic_one_hot
+    scores = np.matmul(per_topic, catalog.topic_one_hot, out=out)
     for weight, store in item_rates:
         scores += weight * store.item_negative_rate(m, view.now)
     rows: list[np.ndarray] = []

@@ -127,6 +127,16 @@ class CatalogView:
         return [order[bounds[t] : bounds[t + 1]] for t in range(self.n_topics)]
 
     @cached_property
+    def topic_members(self) -> np.ndarray:
+        """``(n_topics, largest topic)`` live item ids of each topic, ascending, padded with -1."""
+        members = self.items_by_topic
+        width = max(1, *(m.shape[0] for m in members))
+        table = np.full((self.n_topics, width), -1, np.int64)
+        for topic, ids in enumerate(members):
+            table[topic, : ids.shape[0]] = ids
+        return table
+
+    @cached_property
     def items_by_creator(self) -> tuple[np.ndarray, np.ndarray]:
         """``(order, bounds)``: creator c's items are ``order[bounds[c]:bounds[c + 1]]``."""
         order = np.argsort(self.creator, kind="stable")

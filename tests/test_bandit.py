@@ -128,3 +128,29 @@ def test_linucb_needs_mabwiser():
 
     with _pytest.raises(ScenarioError, match="linucb has no vectorized implementation"):
         tiny("stack.layers.bandit={learning_policy: linucb, implementation: vectorized}")
+
+
+def test_a_topic_arm_gets_the_policys_best_item_of_that_topic():
+    from policies.bandit import _topic_picks
+    from sim.domain import CatalogView
+
+    rng = np.random.default_rng(3)
+    n_topics, n_items = 6, 200
+    topic = rng.integers(0, n_topics - 1, n_items).astype(np.int16)  # the last topic is empty
+    catalog = CatalogView(
+        n_items=n_items,
+        n_topics=n_topics,
+        n_creators=1,
+        topic=topic,
+        creator=np.zeros(n_items, np.int32),
+        created_at=np.zeros(n_items),
+    )
+    state = BanditState(Bandit(learning_policy="epsilon_greedy", epsilon=1.0), n_topics, seed=2)
+    scores = rng.normal(size=(300, n_items)).astype(np.float32)
+    scores[0] = -np.inf  # nothing to prefer: the topic's first item, as an argmax would
+    picked, arms, _ = _topic_picks(state, scores, catalog, None)
+    assert set(arms) == set(range(n_topics))
+    for row, (arm, item) in enumerate(zip(arms, picked, strict=True)):
+        members = np.flatnonzero(topic == arm)
+        expected = members[np.argmax(scores[row, members])] if members.size else -1
+        assert item == expected
