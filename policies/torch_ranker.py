@@ -4,7 +4,9 @@ inputs.
 Score of item i for user u: ``p_u . q_i + b_i + w . f(u, i) [+ a(age_i)]`` where ``f`` holds the
 real-time features (decayed negatives and clicks of u on i's topic, i's decayed negative rate)
 and, with ``example_age``, ``a`` is a learned bias by the item's age when the example was served
-(YouTube's "example age" feature, evaluated at the item's current age when serving). Training
+(YouTube's "example age" feature, evaluated at the item's current age when serving). With
+``content_features``, ``q_i`` and ``b_i`` each add a learned term of the item's topic, which is
+all an item that arrived after the fit has. Training
 uses the examined impressions visible to the retrain layer (clicked or not), with each feature
 recomputed as it stood when the impression was served, so that the learned weights ``w`` are the
 ones serving applies to the live feature store: between retrains the weights stay frozen and only
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.base import BasePolicy
+from policies.base import BasePolicy, scratch_matrix
 from policies.builtin import serve_scores
 from sim.domain import CatalogView, EventTable, Kind, Requests, TrainingData, View
 from sim.spec import Duration, FeatureWeights
@@ -56,6 +58,12 @@ class TorchRankerParams(BaseModel):
         "rating what was fresh when it was trained as fresh, and items that arrived since as "
         "unknown",
     )
+    content_features: bool = Field(
+        False,
+        description="give each item its topic's learned vector and bias on top of its own (a "
+        "content feature), so that items that arrived after the fit score by their topic; "
+        "without it they score the global intercept",
+    )
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,17 @@ class TorchRankerModel:
     validation_log_loss: float | None  # on the held-out newest examples; None without holdout
     age_bias: np.ndarray | None = None  # with example_age: per bucket of AGE_EDGES
     intercept: float = 0.0  # the global bias, folded into every fitted item's bias row
+    #: (dim + 1, n_topics): the columns of an item that arrived after the fit, by its topic (with
+    #: content features its topic's vector and bias, else zeros and the intercept)
+    topics_t: np.ndarray | None = None
+
+    def unseen_columns(self, topics: np.ndarray) -> np.ndarray:
+        """``items_t``'s columns for items of ``topics`` that arrived after the fit."""
+        if self.topics_t is None:
+            columns = np.zeros((self.items_t.shape[0], topics.shape[0]), np.float32)
+            columns[-1] = self.intercept
+            return columns
+        return self.topics_t[:, topics]
 
 
 #: Item-age buckets of ``example_age`` (seconds): under an hour, 1-2 h, 2-4 h, ... doubling to
@@ -81,7 +100,8 @@ def age_buckets(ages: np.ndarray) -> np.ndarray:
 
 
 class _Net(torch.nn.Module):
-    def __init__(self, n_users: int, n_items: int, dim: int):
+    def __init__(self, n_users: int, n_items: int, dim: int, item_topic: np.ndarray | None = None):
+        """``item_topic`` (each item's topic) adds a learned vector and bias per topic."""
         super().__init__()
         self.users = torch.nn.Embedding(n_users, dim)
         self.items = torch.nn.Embedding(n_items, dim)
@@ -92,10 +112,23 @@ class _Net(torch.nn.Module):
             torch.nn.init.normal_(table.weight, std=0.1)
         torch.nn.init.zeros_(self.bias.weight)
         torch.nn.init.zeros_(self.ages.weight)
+        self.item_topic = None
+        if item_topic is not None:  # created only when used: their draws would shift the seed
+            self.item_topic = torch.from_numpy(item_topic.astype(np.int64))
+            n_topics = int(item_topic.max(initial=0)) + 1
+            self.topics = torch.nn.Embedding(n_topics, dim)
+            self.topic_bias = torch.nn.Embedding(n_topics, 1)
+            torch.nn.init.zeros_(self.topics.weight)
+            torch.nn.init.zeros_(self.topic_bias.weight)
 
     def forward(self, users, items, features, ages=None):
-        dot = (self.users(users) * self.items(items)).sum(dim=1)
-        logit = dot + self.bias(items).squeeze(1) + self.features(features).squeeze(1)
+        vectors, bias = self.items(items), self.bias(items).squeeze(1)
+        if self.item_topic is not None:
+            topics = self.item_topic[items]
+            vectors = vectors + self.topics(topics)
+            bias = bias + self.topic_bias(topics).squeeze(1)
+        dot = (self.users(users) * vectors).sum(dim=1)
+        logit = dot + bias + self.features(features).squeeze(1)
         return logit if ages is None else logit + self.ages(ages).squeeze(1)
 
 
@@ -121,7 +154,13 @@ class TorchRanker(BasePolicy):
         split = users.shape[0] - int(round(p.holdout * users.shape[0]))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            net = _Net(data.n_users, data.catalog.n_items, p.dim)
+            catalog = data.catalog
+            net = _Net(
+                data.n_users,
+                catalog.n_items,
+                p.dim,
+                catalog.topic if p.content_features else None,
+            )
             if p.incremental and isinstance(data.previous, TorchRankerModel):
                 _warm_start(net, data.previous)
             columns = (users, items, features, labels, weights, ages)
@@ -140,12 +179,19 @@ class TorchRanker(BasePolicy):
                     validation = float(_loss(net(u, i, f, a if p.example_age else None), y, w))
         with torch.no_grad():
             weights = net.features.weight[0].numpy().astype(float)
-            items_t = np.vstack(
-                [net.items.weight.numpy().T, net.bias.weight.numpy().T + float(net.features.bias)]
-            ).astype(np.float32)
+            intercept = float(net.features.bias)
+            items_t = np.vstack([net.items.weight.numpy().T, net.bias.weight.numpy().T + intercept])
+            topics_t = None
+            if net.item_topic is not None:
+                topics_t = np.vstack(
+                    [net.topics.weight.numpy().T, net.topic_bias.weight.numpy().T + intercept]
+                ).astype(np.float32)
+                item_topic = net.item_topic.numpy()
+                items_t[:-1] += topics_t[:-1, item_topic]
+                items_t[-1] += net.topic_bias.weight.numpy()[item_topic, 0]
             return TorchRankerModel(
                 users=np.hstack([net.users.weight.numpy(), np.ones((data.n_users, 1), np.float32)]),
-                items_t=np.ascontiguousarray(items_t),
+                items_t=np.ascontiguousarray(items_t, np.float32),
                 feature_weights=FeatureWeights(
                     user_topic_negative=weights[0],
                     user_topic_positive=weights[1],
@@ -153,7 +199,8 @@ class TorchRanker(BasePolicy):
                 ),
                 validation_log_loss=validation,
                 age_bias=net.ages.weight[:, 0].numpy().copy() if p.example_age else None,
-                intercept=float(net.features.bias),
+                intercept=intercept,
+                topics_t=topics_t,
             )
 
     def rank(self, requests: Requests, view: View) -> np.ndarray:
@@ -162,11 +209,13 @@ class TorchRanker(BasePolicy):
             return serve_scores(self._rng, None, requests, view)
         fitted = model.items_t.shape[1]
         n_items = view.catalog.n_items
-        # items that arrived after the fit: no factors or bias of their own, the global intercept
-        scores = np.full((len(requests), n_items), model.intercept, np.float32)
-        scores[:, : min(fitted, n_items)] = (model.users[requests.users] @ model.items_t)[
-            :, :n_items
-        ]
+        scores = scratch_matrix("scores", len(requests), n_items)
+        shown = min(fitted, n_items)
+        vectors = model.users[requests.users]
+        np.matmul(vectors, model.items_t[:, :shown], out=scores[:, :shown])
+        if shown < n_items:  # items that arrived after the fit
+            unseen = model.unseen_columns(view.catalog.topic[shown:])
+            np.matmul(vectors, unseen, out=scores[:, shown:])
         if model.age_bias is not None:  # every live item at its age now
             scores += model.age_bias[age_buckets(requests.times[0] - view.catalog.created_at)]
         return serve_scores(
@@ -184,16 +233,17 @@ def predict_clicks(
     """The model's click probability for examined impressions, as serving would compute it:
     ``(times, probabilities, clicked)``, optionally only for examined impressions at ``rows`` of
     the examples (for offline evaluation on logs, as in He et al. 2014). Items that arrived
-    after the fit have no factors and no bias of their own: the global intercept."""
+    after the fit score as serving scores them (:meth:`TorchRankerModel.unseen_columns`)."""
     users, items, features, clicked, _, times = _examples(events, catalog.topic, half_life)
     if rows is not None:
         users, items, features, clicked, times = (
             column[rows] for column in (users, items, features, clicked, times)
         )
-    fitted = model.items_t.shape[1]
-    known = items < fitted
-    logits = np.full(users.shape[0], model.intercept)
+    known = items < model.items_t.shape[1]
+    logits = np.empty(users.shape[0])
     logits[known] = np.einsum("nd,dn->n", model.users[users[known]], model.items_t[:, items[known]])
+    unseen = model.unseen_columns(catalog.topic[items[~known]])
+    logits[~known] = np.einsum("nd,dn->n", model.users[users[~known]], unseen)
     weights = model.feature_weights
     logits += features @ np.array(
         [weights.user_topic_negative, weights.user_topic_positive, weights.item_negative_rate]
@@ -224,8 +274,17 @@ def _warm_start(net: _Net, previous: TorchRankerModel) -> None:
         dim = net.users.weight.shape[1]
         net.users.weight[:, :] = torch.from_numpy(previous.users[:, :dim])
         fitted = previous.items_t.shape[1]
-        net.items.weight[:fitted] = torch.from_numpy(previous.items_t[:dim].T.copy())
-        net.bias.weight[:fitted, 0] = torch.from_numpy(previous.items_t[dim].copy())
+        items_t = previous.items_t.copy()
+        items_t[dim] -= previous.intercept  # folded into the bias row for serving
+        if net.item_topic is not None and previous.topics_t is not None:  # split off the topics'
+            topics_t = previous.topics_t.copy()
+            topics_t[dim] -= previous.intercept
+            net.topics.weight[:] = torch.from_numpy(topics_t[:dim].T.copy())
+            net.topic_bias.weight[:, 0] = torch.from_numpy(topics_t[dim])
+            items_t -= topics_t[:, net.item_topic[:fitted].numpy()]
+        net.items.weight[:fitted] = torch.from_numpy(items_t[:dim].T.copy())
+        net.bias.weight[:fitted, 0] = torch.from_numpy(items_t[dim])
+        net.features.bias[0] = previous.intercept
         weights = previous.feature_weights
         net.features.weight[0] = torch.tensor(
             [weights.user_topic_negative, weights.user_topic_positive, weights.item_negative_rate]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from policies import make_policy
 from policies.torch_ranker import TorchRankerModel, decayed_prior_sums
@@ -161,3 +162,38 @@ def test_without_freshness_example_age_learns_no_age_effect():
     # the buckets share an offset with the intercept: only differences between them mean age
     seen = np.unique(age_buckets(train.time - catalog.created_at[np.maximum(train.item, 0)]))
     assert np.ptp(bias[seen]) < 0.3
+
+
+def test_content_features_score_items_that_arrived_after_the_fit_by_their_topic():
+    rng = np.random.default_rng(0)
+    disliked = rng.integers(0, N_TOPICS, N_USERS)  # as synthetic() draws them first
+    data = synthetic()
+    new_topics = np.arange(2 * N_TOPICS) % N_TOPICS  # two new items per topic, never logged
+    params = dict(PARAMS, content_features=True)
+    model = make_policy("torch_ranker", params, seed=0).fit(data)
+    columns = model.unseen_columns(new_topics)
+    assert model.topics_t is not None
+    np.testing.assert_array_equal(columns, model.topics_t[:, new_topics])
+    scores = model.users @ columns  # (users, new items)
+    own = scores[np.arange(N_USERS), disliked]  # each user's new item of their disliked topic
+    others = np.where(new_topics[None, :] == disliked[:, None], np.nan, scores)
+    assert (own < np.nanmean(others, axis=1)).mean() > 0.9
+    plain = make_policy("torch_ranker", PARAMS, seed=0).fit(data)
+    assert plain.topics_t is None
+    np.testing.assert_array_equal(plain.users @ plain.unseen_columns(new_topics), plain.intercept)
+
+
+@pytest.mark.parametrize("content", [False, True])
+def test_incremental_fit_restarts_from_the_same_scores(content):
+    data = synthetic()
+    params = dict(PARAMS, content_features=content)
+    first = make_policy("torch_ranker", params, seed=0).fit(data)
+    still = dict(params, epochs=1, learning_rate=1e-7, incremental=True)
+    again = make_policy("torch_ranker", still, seed=1).fit(
+        TrainingData(**{**data.__dict__, "previous": first})
+    )
+    np.testing.assert_allclose(again.items_t, first.items_t, atol=1e-4)  # bias row included
+    assert abs(again.intercept - first.intercept) < 1e-4
+    if content:
+        assert again.topics_t is not None and first.topics_t is not None
+        np.testing.assert_allclose(again.topics_t, first.topics_t, atol=1e-4)
