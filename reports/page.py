@@ -337,17 +337,20 @@ BUSINESS_PANELS = (
     ("churned_users", "users churned per bin"),
     ("topic_gini", "topic concentration (Gini)"),
 )
-#: Shown when the runs measured it (``metrics.regret``).
+#: Shown when the runs measured it (``metrics.regret``), and when fresh items were shown.
 REGRET_PANEL = ("regret_per_request", "regret: expected clicks lost per request")
+FRESH_PANEL = ("fresh_impression_share", "share of impressions on fresh items")
 
 
 def business_figure(data: ReportData, colors: dict[str, str]) -> go.Figure:
-    """CTR, sessions, churn, topic concentration and (if measured) regret over simulated time,
-    per variant."""
+    """CTR, sessions, churn, topic concentration and, when there is something to show, regret
+    and the share of fresh items over simulated time, per variant."""
     frame = data.timeseries.assign(hours=data.timeseries["start_seconds"] / 3600.0)
     panels: tuple[tuple[str, str], ...] = BUSINESS_PANELS
     if REGRET_PANEL[0] in frame.columns and frame[REGRET_PANEL[0]].notna().any():
         panels = (*panels, REGRET_PANEL)
+    if FRESH_PANEL[0] in frame.columns and frame[FRESH_PANEL[0]].fillna(0).gt(0).any():
+        panels = (*panels, FRESH_PANEL)
     grid_rows = (len(panels) + 1) // 2
     figure = make_subplots(rows=grid_rows, cols=2, subplot_titles=[title for _, title in panels])
     for index, (column, _) in enumerate(panels):

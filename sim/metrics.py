@@ -61,6 +61,7 @@ def measure(result: RunResult) -> RunMetrics:
     _exposure(result, metrics)
     _suppression(result, metrics)
     _regret(result, metrics)
+    _freshness(result, metrics)
     metrics.tables["timeseries"] = timeseries(result)
     _costs(result, metrics)
     return metrics
@@ -223,6 +224,24 @@ def _business(result: RunResult, metrics: RunMetrics) -> None:
         metrics.put(name, summary[name], summary["missing"].get(name, ""))
     for name in ("requests", "impressions", "clicks", "sessions", "churned_users"):
         metrics.put(name, int(summary[name]))
+
+
+def _fresh(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
+    """Which event rows are impressions, and which are impressions of a fresh item."""
+    events = result.events
+    shown = events.item >= 0
+    age = events.time[shown] - result.item_created_at[events.item[shown]]
+    fresh = np.zeros_like(shown)
+    fresh[shown] = age < result.scenario.metrics.fresh_age
+    return shown, fresh
+
+
+def _freshness(result: RunResult, metrics: RunMetrics) -> None:
+    shown, fresh = _fresh(result)
+    measured = result.events.time >= result.scenario.warmup
+    impressions = int(np.count_nonzero(shown & measured))
+    share = np.count_nonzero(fresh & measured) / impressions if impressions else None
+    metrics.put("fresh_impression_share", share, "no impressions in the measured period")
 
 
 def _costs(result: RunResult, metrics: RunMetrics) -> None:
@@ -543,7 +562,7 @@ def timeseries(result: RunResult) -> pa.Table:
     edges = np.arange(0.0, scenario.end, width)
     n = edges.shape[0]
     bins = np.searchsorted(edges, events.time, side="right") - 1
-    shown = events.item >= 0
+    shown, fresh = _fresh(result)
     kind = events.kind
 
     def per_bin(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -601,5 +620,6 @@ def timeseries(result: RunResult) -> pa.Table:
             "catalog_coverage": ratio(distinct.astype(np.float64), live.astype(np.float64)),
             "topic_gini": pa.array(concentration, mask=impressions == 0),
             "regret_per_request": regret,
+            "fresh_impression_share": ratio(per_bin(fresh), impressions),
         }
     )

@@ -608,6 +608,12 @@ class Metrics(Spec):
         3600.0, gt=0, description="the pre-intervention level is measured over this window"
     )
     timeseries_bin: Duration = Field(3600.0, gt=0, description="bins of timeseries.parquet")
+    fresh_age: Duration = Field(
+        86400.0,
+        gt=0,
+        description="an item younger than this is fresh: fresh_impression_share is the share "
+        "of impressions on fresh items (the starting catalogue is old)",
+    )
     regret: bool = Field(
         False,
         description="measure each request's expected clicks against an oracle's (the world's "

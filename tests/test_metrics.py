@@ -255,3 +255,33 @@ def test_most_shown_targets_what_the_stack_was_showing_most():
     item_counts = np.bincount(events.item[hour], minlength=result.item_topic.shape[0])
     bad = np.flatnonzero(result.affected["item_turns_bad@3h"].items)
     assert sorted(bad) == sorted(np.argsort(-item_counts, kind="stable")[:5])
+
+
+def test_fresh_share_under_random_slates_is_the_fresh_share_of_the_catalogue():
+    result = run_scenario(
+        tiny(
+            "stack.policy.name=random",
+            "stack.policy.params={}",
+            "stack.layers={}",
+            "world.catalog.new_items_per_day=400",
+            "metrics.fresh_age=6h",
+            "duration=1d",
+        )
+    )
+    table = measure(result).tables["timeseries"].to_pandas()
+    created = result.item_created_at
+    # Random slates draw live items uniformly: expected share = fresh live items / live items,
+    # averaged over each bin's impressions (evaluated at each impression's time).
+    events = result.events
+    times = events.time[events.item >= 0]
+    live = np.searchsorted(created, times, side="right")
+    old = np.searchsorted(created, times - 6 * 3600, side="right")
+    expected_per_impression = (live - old) / live
+    bins = (times // 3600).astype(int)
+    counts = np.bincount(bins)
+    expected = np.bincount(bins, weights=expected_per_impression) / counts
+    measured = table["fresh_impression_share"].to_numpy()[: expected.shape[0]]
+    se = np.sqrt(expected * (1 - expected) / counts) * 2  # slates of distinct items: conservative
+    busy = counts > 500
+    assert expected[busy].max() > 0.1  # the catalogue really fills with fresh items
+    assert (np.abs(measured[busy] - expected[busy]) < 4 * se[busy] + 1e-9).mean() >= 0.95
