@@ -16,6 +16,7 @@ the features move (the Tubi-style intra-day override).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -57,6 +58,15 @@ class TorchRankerParams(BaseModel):
         "without it, an item's bias is its average over the training window, so the model keeps "
         "rating what was fresh when it was trained as fresh, and items that arrived since as "
         "unknown",
+    )
+    features: bool = Field(
+        True, description="learn weights for the real-time features (off: trained without them)"
+    )
+    watched_dislikes: Literal["label", "ignore"] = Field(
+        "label",
+        description="a thumbs-down after watching (dwell > 0): 'label' trains it as a negative "
+        "like any rejection (weighted negative_weight); 'ignore' counts the watch as a click, as "
+        "a watch objective does, so dislikes reach the model only through the real-time features",
     )
     content_features: bool = Field(
         False,
@@ -143,8 +153,10 @@ class TorchRanker(BasePolicy):
         p = self.params
         events = data.events
         users, items, features, labels, rejected, times = _examples(
-            events, data.catalog.topic, p.feature_half_life
+            events, data.catalog.topic, p.feature_half_life, p.watched_dislikes == "ignore"
         )
+        if not p.features:
+            features[:] = 0.0
         weights = np.where(rejected, p.negative_weight, 1.0).astype(np.float32)
         ages = age_buckets(times - data.catalog.created_at[items])
         if users.shape[0] > p.max_examples:
@@ -178,7 +190,7 @@ class TorchRanker(BasePolicy):
                     u, i, f, y, w, a = (torch.from_numpy(x[split:]) for x in columns)
                     validation = float(_loss(net(u, i, f, a if p.example_age else None), y, w))
         with torch.no_grad():
-            weights = net.features.weight[0].numpy().astype(float)
+            weights = net.features.weight[0].numpy().astype(float) * p.features
             intercept = float(net.features.bias)
             items_t = np.vstack([net.items.weight.numpy().T, net.bias.weight.numpy().T + intercept])
             topics_t = None
@@ -292,16 +304,19 @@ def _warm_start(net: _Net, previous: TorchRankerModel) -> None:
 
 
 def _examples(
-    events: EventTable, topic_of: np.ndarray, half_life: float
+    events: EventTable, topic_of: np.ndarray, half_life: float, watches_dislikes: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Examined impressions in time order: users, items, features as served, click labels,
-    whether each was a rejection (short dwell or explicit negative), and times."""
+    whether each was a rejection (short dwell or explicit negative), and times. With
+    ``watches_dislikes``, a thumbs-down after watching is labelled a click and not a rejection
+    (the features still count it as a negative)."""
     on_item = events.item >= 0
     user, item, time = events.user[on_item], events.item[on_item], events.time[on_item]
     kind = events.kind[on_item]
     topic = topic_of[item].astype(np.int64)
     negative = np.isin(kind, REJECTIONS).astype(np.float64)
     clicked = (kind == Kind.CLICK).astype(np.float64)
+    watched = (kind == Kind.THUMBS_DOWN) & (events.dwell[on_item] > 0)
     user_topic = user.astype(np.int64) * (int(topic_of.max(initial=0)) + 1) + topic
     item_negative = decayed_prior_sums(item, time, negative, half_life)
     item_shown = decayed_prior_sums(item, time, np.ones_like(negative), half_life)
@@ -314,12 +329,16 @@ def _examples(
         axis=1,
     ).astype(np.float32)
     examined = kind != Kind.IMPRESSION
+    rejected = negative > 0
+    if watches_dislikes:
+        clicked[watched] = 1.0
+        rejected &= ~watched
     return (
         user[examined].astype(np.int64),
         item[examined].astype(np.int64),
         features[examined],
         clicked[examined].astype(np.float32),
-        negative[examined] > 0,
+        rejected[examined],
         time[examined],
     )
 

@@ -165,7 +165,9 @@ class Behavior(Spec):
     is clicked with probability ``sigmoid((u - click_at) / click_temperature)``; a click whose
     dwell is under ``short_dwell`` is a short-dwell negative; an examined, unclicked item with
     ``u < explicit_at`` draws an explicit negative with probability ``explicit_prob``, otherwise
-    it is skipped.
+    it is skipped. A click can also disappoint: if what the item delivered (``u`` without the
+    popularity term that drew the click) is under ``letdown_at``, the user, having watched,
+    gives it a thumbs-down with probability ``letdown_prob`` (0 by default).
     """
 
     examine_decay: float = Field(0.85, gt=0, le=1, description="examination at position p: d^p")
@@ -187,6 +189,14 @@ class Behavior(Spec):
     short_dwell: Duration = Field(10.0, ge=0, description="a click shorter than this is negative")
     explicit_at: float = Field(-1.5, ge=-100, le=100, description="utility below which users act")
     explicit_prob: Probability = Field(0.3, description="chance of an explicit negative then")
+    letdown_prob: Probability = Field(
+        0.0,
+        description="chance that a click whose delivered utility is under letdown_at ends in a "
+        "thumbs-down after watching (logged as thumbs_down with its dwell, not as a click)",
+    )
+    letdown_at: float = Field(
+        0.0, ge=-100, le=100, description="delivered utility (without popularity) users regret"
+    )
     explicit_kinds: ExplicitKinds = ExplicitKinds()
     abandon_base: Probability = Field(0.02, description="chance of leaving after any slate")
     abandon_no_click: Probability = Field(0.15, description="extra chance after a slate, no click")

@@ -88,3 +88,21 @@ def test_no_event_after_a_user_churned_or_in_an_abandoned_session():
         ]
     )
     assert not later.any()
+
+
+def test_a_click_on_hype_is_disliked_after_watching_at_the_letdown_rate():
+    spec = Behavior.model_validate(
+        {"examine_decay": 1.0, "short_dwell": 0.0, "letdown_prob": 0.4, "letdown_at": 0.0}
+    )
+    rng = np.random.default_rng(3)
+    value = np.full((N, K), 2.5, np.float32)  # clicked half of the time
+    hype = np.where(np.arange(K) < 3, 3.0, 0.0)  # first three slots: delivered 2.5 - 3 < 0
+    uniform = rng.random((N, K, 4), dtype=np.float32)
+    noise = rng.standard_normal((N, K), dtype=np.float32)
+    kind, scope, dwell = respond_to_slates(spec, value, uniform, noise, hype)
+    let_down = kind == Kind.THUMBS_DOWN
+    assert let_down[:, 3:].sum() == 0  # delivered what it promised
+    # a click (1/2) then a letdown (0.4): 20% of impressions, and 30% stay clicks
+    assert let_down[:, :3].mean() == pytest.approx(0.2, abs=0.01)
+    assert (kind[:, :3] == Kind.CLICK).mean() == pytest.approx(0.3, abs=0.01)
+    assert (dwell[let_down] > 0).all() and (scope[let_down] == Scope.ITEM).all()

@@ -197,3 +197,20 @@ def test_incremental_fit_restarts_from_the_same_scores(content):
     if content:
         assert again.topics_t is not None and first.topics_t is not None
         np.testing.assert_allclose(again.topics_t, first.topics_t, atol=1e-4)
+
+
+def test_watched_dislikes_are_a_negative_label_or_a_watch_and_features_can_be_left_out():
+    from policies.torch_ranker import _examples
+
+    data = synthetic()
+    events = data.events
+    watched = np.flatnonzero(events.kind == Kind.DISMISS)[:5]
+    kind, dwell = events.kind.copy(), events.dwell.copy()
+    kind[watched], dwell[watched] = Kind.THUMBS_DOWN, 30.0
+    logged = EventTable(**{**events.__dict__, "kind": kind, "dwell": dwell})
+    rows = np.searchsorted(np.flatnonzero(kind != Kind.IMPRESSION), watched)
+    for ignore, label in ((False, 0.0), (True, 1.0)):
+        _, _, features, labels, rejected, _ = _examples(logged, data.catalog.topic, 3600.0, ignore)
+        assert (labels[rows] == label).all() and (rejected[rows] != ignore).all()
+    model = make_policy("torch_ranker", dict(PARAMS, features=False), seed=0).fit(data)
+    assert model.feature_weights.user_topic_negative == 0.0

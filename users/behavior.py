@@ -103,11 +103,17 @@ def expected_clicks(spec: Behavior, value: np.ndarray) -> np.ndarray:
 
 
 def respond_to_slates(
-    spec: Behavior, value: np.ndarray, slot_uniform: np.ndarray, dwell_noise: np.ndarray
+    spec: Behavior,
+    value: np.ndarray,
+    slot_uniform: np.ndarray,
+    dwell_noise: np.ndarray,
+    hype: np.ndarray | float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Kind, scope and dwell of every impression, given utilities ``value`` ``(n, k)``.
+    """Kind, scope and dwell of every impression, given utilities ``value`` ``(n, k)`` of which
+    ``hype`` is the popularity term (what drew a click but is not delivered by the item).
 
-    ``slot_uniform[..., 0:4]`` drive examination, click, explicit action and its kind.
+    ``slot_uniform[..., 0:4]`` drive examination, click, explicit action (before a click, or a
+    letdown after one) and its kind.
     """
     n, k = value.shape
     examined = slot_uniform[..., 0] < spec.examine_decay ** np.arange(k, dtype=np.float32)
@@ -137,4 +143,10 @@ def respond_to_slates(
     scope = np.zeros((n, k), np.int8)
     scope[examined & ~clicked | short] = Scope.ITEM
     scope[explicit] = _EXPLICIT_SCOPE[which[explicit]]
+    if spec.letdown_prob > 0:  # watched, then disliked: the dwell stays
+        letdown = (
+            clicked & (value - hype < spec.letdown_at) & (slot_uniform[..., 2] < spec.letdown_prob)
+        )
+        kind[letdown] = Kind.THUMBS_DOWN
+        scope[letdown] = Scope.ITEM
     return kind, scope, dwell

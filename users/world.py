@@ -263,8 +263,10 @@ class SimulatedWorld:
         """Each user's response to the slate served, and the session consequences."""
         block = batch.block
         value = self._slate_utility(block, slates, block.slot_normal[..., 0])
+        spec = self.behavior
+        hype = spec.popularity_weight * self.catalog.appeal[slates] if spec.letdown_prob else 0.0
         kind, scope, dwell = respond_to_slates(
-            self.behavior, value, block.slot_uniform, block.slot_normal[..., 1]
+            spec, value, block.slot_uniform, block.slot_normal[..., 1], hype
         )
         abandoned = self._update_sessions(block, kind)
         if self.measure_regret:
