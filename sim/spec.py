@@ -192,7 +192,8 @@ class Behavior(Spec):
     letdown_prob: Probability = Field(
         0.0,
         description="chance that a click whose delivered utility is under letdown_at ends in a "
-        "thumbs-down after watching (logged as thumbs_down with its dwell, not as a click)",
+        "thumbs-down after watching (logged as thumbs_down with its dwell, not as a click; "
+        "metrics.regret's expected clicks still count it)",
     )
     letdown_at: float = Field(
         0.0, ge=-100, le=100, description="delivered utility (without popularity) users regret"
