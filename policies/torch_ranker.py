@@ -110,8 +110,11 @@ def age_buckets(ages: np.ndarray) -> np.ndarray:
 
 
 class _Net(torch.nn.Module):
-    def __init__(self, n_users: int, n_items: int, dim: int, item_topic: np.ndarray | None = None):
-        """``item_topic`` (each item's topic) adds a learned vector and bias per topic."""
+    def __init__(
+        self, n_users: int, n_items: int, dim: int, topics: CatalogView | None = None
+    ) -> None:
+        """With ``topics``, each item's topic adds a learned vector and bias (of every topic of
+        the catalogue, so that items arriving later in a topic with none yet have them)."""
         super().__init__()
         self.users = torch.nn.Embedding(n_users, dim)
         self.items = torch.nn.Embedding(n_items, dim)
@@ -123,11 +126,10 @@ class _Net(torch.nn.Module):
         torch.nn.init.zeros_(self.bias.weight)
         torch.nn.init.zeros_(self.ages.weight)
         self.item_topic = None
-        if item_topic is not None:  # created only when used: their draws would shift the seed
-            self.item_topic = torch.from_numpy(item_topic.astype(np.int64))
-            n_topics = int(item_topic.max(initial=0)) + 1
-            self.topics = torch.nn.Embedding(n_topics, dim)
-            self.topic_bias = torch.nn.Embedding(n_topics, 1)
+        if topics is not None:  # created only when used: their draws would shift the seed
+            self.item_topic = torch.from_numpy(topics.topic.astype(np.int64))
+            self.topics = torch.nn.Embedding(topics.n_topics, dim)
+            self.topic_bias = torch.nn.Embedding(topics.n_topics, 1)
             torch.nn.init.zeros_(self.topics.weight)
             torch.nn.init.zeros_(self.topic_bias.weight)
 
@@ -168,10 +170,7 @@ class TorchRanker(BasePolicy):
             torch.manual_seed(self.seed)
             catalog = data.catalog
             net = _Net(
-                data.n_users,
-                catalog.n_items,
-                p.dim,
-                catalog.topic if p.content_features else None,
+                data.n_users, catalog.n_items, p.dim, catalog if p.content_features else None
             )
             if p.incremental and isinstance(data.previous, TorchRankerModel):
                 _warm_start(net, data.previous)

@@ -178,6 +178,12 @@ def test_content_features_score_items_that_arrived_after_the_fit_by_their_topic(
     own = scores[np.arange(N_USERS), disliked]  # each user's new item of their disliked topic
     others = np.where(new_topics[None, :] == disliked[:, None], np.nan, scores)
     assert (own < np.nanmean(others, axis=1)).mean() > 0.9
+    # a topic with no item at fit time still gets columns, for uploads that arrive in it later
+    catalog = CatalogView(**{**data.catalog.__dict__, "n_topics": N_TOPICS + 1})
+    wider = make_policy("torch_ranker", params, seed=0).fit(
+        TrainingData(**{**data.__dict__, "catalog": catalog})
+    )
+    assert wider.unseen_columns(np.array([N_TOPICS])).shape == (PARAMS["dim"] + 1, 1)
     plain = make_policy("torch_ranker", PARAMS, seed=0).fit(data)
     assert plain.topics_t is None
     np.testing.assert_array_equal(plain.users @ plain.unseen_columns(new_topics), plain.intercept)
