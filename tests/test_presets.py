@@ -31,6 +31,7 @@ def run(name: str, *overrides: str):
         "spotify-nrt-embeddings",
         "netflix-delayed-feedback",
         "bandit-exploration",
+        "youtube-example-age",
     ],
 )
 def test_presets_validate_by_name_at_their_realistic_size(name):
@@ -160,3 +161,28 @@ def test_bandit_exploration_avoids_disliked_topics_as_uncertainty_drops_and_repo
     assert thompson[3] < 0.5 * thompson[0] and thompson[3] < 0.5 * at_random.mean()
     for metrics in (plain, explored):
         assert 0 < metrics["regret_per_request"] < metrics["oracle_expected_clicks_per_request"]
+
+
+def test_youtube_example_age_keeps_fresh_items_from_being_penalized_by_model_age():
+    def fresh_share_by_model_age(example_age: bool):
+        result, metrics = run(
+            "youtube-example-age", "variants=null", "baseline=null", "duration=2d", "warmup=3d",
+            "world.catalog.new_items_per_day=100", f"stack.policy.params.example_age={example_age}",
+        )  # fmt: skip
+        events = result.events
+        shown = (events.item >= 0) & (events.time >= result.scenario.warmup)
+        times, items = events.time[shown], events.item[shown]
+        fresh = times - result.item_created_at[items] < 12 * 3600
+        live = np.sort([v.live_at for v in result.versions if v.layer == "retrain"])
+        model_age = times - live[np.searchsorted(live, times, side="right") - 1]
+        quarter = (model_age // (6 * 3600)).astype(int)  # the model is 0-6 h old, 6-12 h, ...
+        return np.bincount(quarter, weights=fresh) / np.bincount(quarter), metrics
+
+    stale, without = fresh_share_by_model_age(False)
+    aged, with_age = fresh_share_by_model_age(True)
+    # measured: without example age 0.6% of impressions when the model is new, 0 by its last
+    # quarter-day; with it 27%, 37%, 37%, 20%
+    assert stale[3] < 0.5 * stale[0]
+    assert aged[3] > 0.5 * aged[0] and aged.min() > 10 * stale.max()
+    for metrics in (without, with_age):
+        assert 3600 <= metrics["absorption.retrain.median_seconds"] <= 3 * 86400
