@@ -27,6 +27,7 @@ __all__ = [
     "count_following",
     "first_at_or_after",
     "layer_delays",
+    "consumption_similarity",
 ]
 
 #: Residual exposure curves are evaluated at this many horizons, log-spaced from one minute.
@@ -62,6 +63,7 @@ def measure(result: RunResult) -> RunMetrics:
     _suppression(result, metrics)
     _regret(result, metrics)
     _freshness(result, metrics)
+    _homogenization(result, metrics)
     metrics.tables["timeseries"] = timeseries(result)
     _costs(result, metrics)
     return metrics
@@ -242,6 +244,49 @@ def _freshness(result: RunResult, metrics: RunMetrics) -> None:
     impressions = int(np.count_nonzero(shown & measured))
     share = np.count_nonzero(fresh & measured) / impressions if impressions else None
     metrics.put("fresh_impression_share", share, "no impressions in the measured period")
+
+
+#: Random user pairs over which consumption_similarity is averaged.
+SIMILARITY_PAIRS = 20_000
+
+
+def _homogenization(result: RunResult, metrics: RunMetrics) -> None:
+    value = consumption_similarity(result.events, result.scenario.warmup, seed=result.scenario.seed)
+    metrics.put("consumption_similarity", value, "fewer than two users clicked")
+
+
+def consumption_similarity(
+    events: Any, since: float = 0.0, pairs: int = SIMILARITY_PAIRS, seed: int = 0
+) -> float | None:
+    """Homogenization as Chaney et al. (2018) measure it: the mean Jaccard similarity of the sets
+    of items two users clicked since ``since``, over ``pairs`` random pairs of distinct users who
+    clicked anything (``None`` if fewer than two did).
+
+    >>> from types import SimpleNamespace
+    >>> clicks = SimpleNamespace(time=np.zeros(5), user=np.array([0, 0, 1, 1, 1]),
+    ...     item=np.array([1, 2, 2, 3, 4]), kind=np.full(5, Kind.CLICK))
+    >>> consumption_similarity(clicks, pairs=50)  # {1, 2} and {2, 3, 4}: 1 shared of 4
+    0.25
+    """
+    keep = (events.time >= since) & (events.kind == Kind.CLICK)
+    users, items = events.user[keep].astype(np.int64), events.item[keep].astype(np.int64)
+    if not users.size:
+        return None
+    width = int(items.max()) + 1
+    keys = np.unique(users * width + items)  # each user's clicked items, sorted by user
+    active, starts, counts = np.unique(keys // width, return_index=True, return_counts=True)
+    if active.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, active.size, pairs)
+    second = (first + rng.integers(1, active.size, pairs)) % active.size  # a different user
+    sizes = counts[first]
+    row = np.repeat(np.arange(pairs), sizes)
+    within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    wanted = active[second][row] * width + keys[np.repeat(starts[first], sizes) + within] % width
+    found = keys[np.minimum(np.searchsorted(keys, wanted), keys.size - 1)] == wanted
+    shared = np.bincount(row, weights=found, minlength=pairs)
+    return float(np.mean(shared / (counts[first] + counts[second] - shared)))
 
 
 def _costs(result: RunResult, metrics: RunMetrics) -> None:

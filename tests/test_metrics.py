@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -285,3 +286,28 @@ def test_fresh_share_under_random_slates_is_the_fresh_share_of_the_catalogue():
     busy = counts > 500
     assert expected[busy].max() > 0.1  # the catalogue really fills with fresh items
     assert (np.abs(measured[busy] - expected[busy]) < 4 * se[busy] + 1e-9).mean() >= 0.95
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_consumption_similarity_matches_brute_force_jaccard(data):
+    from types import SimpleNamespace
+
+    from sim.metrics import consumption_similarity
+
+    n = data.draw(st.integers(2, 60))
+    users = np.array(data.draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)))
+    items = np.array(data.draw(st.lists(st.integers(0, 8), min_size=n, max_size=n)))
+    clicked = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    events = SimpleNamespace(
+        time=np.arange(n, dtype=float), user=users, item=items,
+        kind=np.where(clicked, Kind.CLICK, Kind.SKIP),
+    )  # fmt: skip
+    sets = {u: set(items[(users == u) & clicked]) for u in np.unique(users[clicked])}
+    found = consumption_similarity(events, pairs=3000, seed=1)
+    if len(sets) < 2:
+        assert found is None
+        return
+    pairs = [(a, b) for a in sets for b in sets if a != b]
+    exact = np.mean([len(sets[a] & sets[b]) / len(sets[a] | sets[b]) for a, b in pairs])
+    assert found == pytest.approx(exact, abs=4 * 0.5 / np.sqrt(3000))  # sampled pairs
