@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/throughput.py --retrain 1d 1h --all-layers 1d 1h --naive-seconds 60
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/catalog.py --users 50000 --items 5000 20000 100000 1000000
+	$(BIN)/python bench/grid.py --users 10000 100000 --days 1 7 --max-user-days 100000
 
 # T-RECS pins pandas 1.0.5 and RecSim needs gym: they get their own environment, with the
 # dependencies they import at versions that still install (T-RECS without its pins).

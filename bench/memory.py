@@ -13,14 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import tempfile
-import time
+from typing import Any
 
-from record import RESULTS, write_results
-
-MIB = 2**20
+from record import RESULTS, measure_in_fresh_process, measure_in_this_process, write_results
 
 
 def overrides(users: int, days: float, event_log: str) -> list[str]:
@@ -34,35 +29,10 @@ def overrides(users: int, days: float, event_log: str) -> list[str]:
     ]
 
 
-def measure_one(users: int, days: float, event_log: str) -> dict[str, float]:
+def measure_one(users: int, days: float, event_log: str) -> dict[str, Any]:
     """Run one configuration in this process; peaks in MiB."""
-    from sim.loader import load_scenario
-    from sim.memory import PeakMemory
-    from sim.metrics import measure
-    from sim.results import write_run
-    from sim.runner import run_scenario
-
-    scenario = load_scenario("quickstart", overrides(users, days, event_log))
-    with tempfile.TemporaryDirectory(dir=RESULTS) as folder:
-        started = time.perf_counter()
-        with PeakMemory() as serving:
-            result = run_scenario(scenario, scratch=folder)
-        with PeakMemory() as measuring:
-            metrics = measure(result)
-            write_run(result, metrics, folder, {})
-        wall = time.perf_counter() - started
-    if serving.anon_bytes is None or measuring.anon_bytes is None:
-        raise SystemExit("needs Linux (/proc/self/status) to sample resident memory")
-    return {
-        "event_log": event_log,
-        "simulated_days": days,
-        "events": len(result.events),
-        "requests": result.summary["requests"],
-        "serving_peak_mib": round(serving.anon_bytes / MIB),
-        "measuring_peak_mib": round(measuring.anon_bytes / MIB),
-        "file_cache_peak_mib": round(max(serving.file_bytes or 0, measuring.file_bytes or 0) / MIB),
-        "wall_seconds": round(wall, 1),
-    }
+    row = measure_in_this_process(overrides(users, days, event_log))
+    return {"event_log": event_log, "simulated_days": days, **row}
 
 
 def main() -> None:
@@ -85,9 +55,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for event_log in args.event_log:
         for days in args.days:
-            child = [sys.executable, __file__, "--child", str(args.users), str(days), event_log]
-            done = subprocess.run(child, capture_output=True, text=True, check=True)
-            row = json.loads(done.stdout.strip().splitlines()[-1])
+            row = measure_in_fresh_process(__file__, [str(args.users), str(days), event_log])
             rows.append(row)
             print(
                 f"| {event_log} | {days:g} | {row['events']:,} | {row['serving_peak_mib']:,} MiB "

@@ -37,7 +37,10 @@ ALL_LAYERS = (
 )
 
 
-def scenario(users: int, items: int, days: float, retrain: str, all_layers: bool = False):
+def overrides(
+    users: int, items: int, days: float, retrain: str, all_layers: bool = False
+) -> list[str]:
+    """The quickstart scaled, no warm-up, no event file; ``retrain`` cadence (or ``off``)."""
     overrides = [
         f"world.users.count={users}",
         f"world.catalog.items={items}",
@@ -51,7 +54,11 @@ def scenario(users: int, items: int, days: float, retrain: str, all_layers: bool
         overrides.append("stack.layers.retrain.enabled=false")
     else:
         overrides.append(f"stack.layers.retrain.every={retrain}")
-    return load_scenario("quickstart", overrides)
+    return overrides
+
+
+def scenario(users: int, items: int, days: float, retrain: str, all_layers: bool = False):
+    return load_scenario("quickstart", overrides(users, items, days, retrain, all_layers))
 
 
 def main() -> None:
