@@ -15,6 +15,7 @@ import numpy as np
 from mabwiser.mab import MAB, LearningPolicy
 
 from policies.base import top_k
+from policies.kernels import best_member
 from sim.domain import CatalogView, EventTable, Kind, Requests, TrainingData, View
 from sim.spec import Bandit
 
@@ -218,12 +219,9 @@ def _topic_picks(
         else:
             contexts = np.zeros((n, 0))
         arms = bandit.choose(n, contexts)
-        # Each request's topic members (-1 pads, which a topic with no live item is all of: it
-        # leaves the slot to the policy); the first best member wins.
-        chosen = catalog.topic_members[arms]
-        values = np.take_along_axis(scores, np.maximum(chosen, 0), axis=1)
-        values[chosen < 0] = -np.inf
-        picked = np.take_along_axis(chosen, np.argmax(values, axis=1)[:, None], axis=1)[:, 0]
+        # The first best member of each request's topic; -1 for a topic with no live item, which
+        # leaves the slot to the policy.
+        picked = best_member(scores, catalog.topic_members, arms)
         return picked, arms, contexts
     topics = np.where(candidates >= 0, catalog.topic[np.maximum(candidates, 0)], -1)
     if bandit.contextual:  # the best candidate's score per topic (0 where none is a candidate)

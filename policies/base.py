@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from policies.kernels import select_top_k
 from sim.domain import Requests, View
 
 __all__ = ["Policy", "BasePolicy", "PerRequestPolicy", "NoParams", "top_k", "scratch_matrix"]
@@ -134,42 +135,34 @@ TOP_K_BLOCK = 64
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest scores in each row, best first.
+    """Indices of the ``k`` largest scores in each row, best first; equal scores in column order.
 
     >>> top_k(np.array([[0.1, 0.9, 0.5], [3.0, 1.0, 2.0]]), 2)
     array([[1, 2],
            [0, 2]])
 
-    Exact: the k best items of a row lie in the k blocks with the largest block maxima (a block
-    outside them has a maximum below k other blocks' maxima, so below k distinct items). Taking
-    block maxima first cuts the full top-k to k blocks, 3-4x faster than ``torch.topk`` over a
-    catalogue of thousands (``torch.topk`` itself is 1.2-2.7x faster than numpy's argpartition);
-    small rows skip the prefilter. NaN scores cannot be ordered: they raise ``ValueError`` (the
-    run then fails naming the policy), never a silently arbitrary slate.
+    Exact: the k best items of a row lie in the k blocks of ``TOP_K_BLOCK`` columns with the
+    largest block maxima (a block outside them has a maximum below k other blocks' maxima, so
+    below k distinct items). torch takes the block maxima (8x numpy's reduction over 64), a
+    compiled kernel (:func:`policies.kernels.select_top_k`) the k best of those k blocks: 2.3x
+    faster than the same prefilter done with torch.topk and gathers, and torch.topk itself is
+    1.2-2.7x faster than numpy's argpartition. Rows shorter than ``4 k`` blocks skip the
+    prefilter. Scores are compared as float32. NaN scores cannot be ordered: they raise
+    ``ValueError`` (the run then fails naming the policy), never a silently arbitrary slate.
     """
     scores = np.ascontiguousarray(scores, dtype=np.float32)
-    values = torch.from_numpy(scores)
     n, m = scores.shape
+    if not 0 <= k <= m:
+        raise ValueError(f"cannot take the {k} best of {m} scores")
+    if k == 0:
+        return np.empty((n, 0), np.int64)
     blocks = m // TOP_K_BLOCK
     if blocks < 4 * k:
-        _refuse_nan(values)
-        return _indices(torch.topk(values, k, dim=1).indices)
+        _refuse_nan(torch.from_numpy(scores))
+        return select_top_k(scores, np.empty((n, 0), np.float32), TOP_K_BLOCK, k)
     body = blocks * TOP_K_BLOCK
-    grouped = scores[:, :body].reshape(n, blocks, TOP_K_BLOCK)
-    maxima = torch.from_numpy(grouped).amax(dim=2)  # torch: 8x numpy's reduction over 64
+    grouped = torch.from_numpy(scores[:, :body].reshape(n, blocks, TOP_K_BLOCK))
+    maxima = grouped.amax(dim=2)
     _refuse_nan(maxima)  # a NaN anywhere in a block makes its maximum NaN
-    _refuse_nan(values[:, body:])
-    chosen = torch.topk(maxima, k, dim=1, sorted=False).indices.numpy()  # (n, k) blocks
-    within = grouped[np.arange(n)[:, None], chosen].reshape(n, -1)  # numpy: 3x torch.gather
-    # The ragged tail (fewer than a block) is always a candidate; this keeps the result exact.
-    candidates = torch.from_numpy(np.concatenate([within, scores[:, body:]], axis=1))
-    best = torch.topk(candidates, k, dim=1).indices.numpy()
-    block = np.take_along_axis(chosen, np.minimum(best // TOP_K_BLOCK, k - 1), axis=1)
-    in_body = best < k * TOP_K_BLOCK
-    return np.where(
-        in_body, block * TOP_K_BLOCK + best % TOP_K_BLOCK, body + best - k * TOP_K_BLOCK
-    ).astype(np.int64, copy=False)
-
-
-def _indices(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.numpy().astype(np.int64, copy=False)
+    _refuse_nan(torch.from_numpy(scores[:, body:]))
+    return select_top_k(scores, maxima.numpy(), TOP_K_BLOCK, k)

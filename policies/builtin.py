@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from policies.bandit import explore
 from policies.base import BasePolicy, scratch_matrix, top_k
 from policies.retrieval import CandidateIndex, RecallMeter, RetrievalParams
-from policies.signals import signal_scores
+from policies.signals import LowRankScores, low_rank_signal_scores, signal_scores
 from sim.domain import (
     EXPLICIT_NEGATIVE_KINDS,
     EventTable,
@@ -233,11 +233,7 @@ class EmbeddingPolicy(BasePolicy):
         self._scored[0] += len(requests)
         if self.params.retrieval is None:
             self._scored[1] += len(requests) * n_items
-            scores = np.matmul(
-                vectors,
-                self._items_t(model, n_items),
-                out=scratch_matrix("scores", len(requests), n_items),
-            )
+            scores = LowRankScores(vectors, self._items_t(model, n_items))
             return serve_scores(self._rng, scores, requests, view)
         candidates, scores = self._candidates(model, view).search(vectors, n_items, requests.k)
         self._scored[1] += scores.size
@@ -340,7 +336,7 @@ class _FoldIn:
 
 def serve_scores(
     rng: np.random.Generator,
-    scores: np.ndarray | None,
+    scores: np.ndarray | LowRankScores | None,
     requests: Requests,
     view: View,
     feature_weights: FeatureWeights | None = None,
@@ -348,12 +344,19 @@ def serve_scores(
 ) -> np.ndarray:
     """Slates from a policy's ``(n, items)`` scores (``None``: no model yet), after the layers'
     score adjustments (real-time features with ``feature_weights`` if a retrain learned them)
-    and the bandit's exploration slot. A writeable ``scores`` is adjusted in place.
+    and the bandit's exploration slot. A writeable ``scores`` is adjusted in place; scores given
+    as :class:`LowRankScores` are multiplied out together with the adjustments.
 
     With ``candidates`` (``(n, c)`` item ids per request from a retrieval stage, ``-1`` for none
     and scored ``-inf``), ``scores`` are ``(n, c)``, column for column.
     """
     n, n_items = len(requests), view.catalog.n_items
+    if isinstance(scores, LowRankScores):
+        if candidates is not None:
+            raise ValueError("scores of retrieved candidates are dense (n, c), not low-rank")
+        dense = scratch_matrix("scores", n, n_items)
+        scores = low_rank_signal_scores(scores, requests, view, feature_weights, out=dense)
+        return explore(scores, requests, view)
     dense = None if candidates is not None else scratch_matrix("adjustments", n, n_items)
     adjustments = signal_scores(requests, view, feature_weights, candidates, out=dense)
     if scores is None:

@@ -8,6 +8,7 @@ same way the built-ins do.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,58 @@ import numpy as np
 from sim.domain import CatalogView, Requests, View
 from sim.spec import FeatureWeights
 
-__all__ = ["signal_scores"]
+__all__ = ["signal_scores", "LowRankScores"]
+
+
+@dataclass(frozen=True)
+class LowRankScores:
+    """A policy's scores as the product ``users @ items`` (plus ``item_offset`` per item), not yet
+    multiplied out.
+
+    Handing scores to :func:`policies.builtin.serve_scores` in this form lets it fold the layers'
+    per-topic and per-item adjustments into the same matrix product, one pass over the
+    ``(requests, items)`` matrix instead of three.
+    """
+
+    users: np.ndarray  # (n, d) float32
+    items: np.ndarray  # (d, live items) float32
+    item_offset: np.ndarray | None = None  # (live items,)
+
+
+@dataclass
+class _Signals:
+    """What the layers' served state adds to a batch's scores, before it is laid out."""
+
+    per_topic: np.ndarray  # (n, topics)
+    item_rates: list[tuple[float, Any]]  # (weight, store with per-item negative rates)
+    item_penalties: list[tuple[np.ndarray, float]]  # ((n, slots) item ids, penalty)
+    creator_penalties: list[tuple[np.ndarray, float]]  # ((n, slots) creator ids, penalty)
+
+    def item_offset(self, n_items: int, now: float) -> np.ndarray | None:
+        """``(n_items,)`` float32 adjustment shared by every request, or ``None``."""
+        offset = None
+        for weight, store in self.item_rates:
+            term = np.float32(weight) * store.item_negative_rate(n_items, now)
+            offset = term if offset is None else offset + term
+        return offset
+
+    def subtract_penalties(self, scores: np.ndarray, catalog: CatalogView) -> None:
+        """Demote the remembered items and creators' items in dense ``(n, items)`` scores."""
+        m = catalog.n_items
+        rows: list[np.ndarray] = []
+        items: list[np.ndarray] = []
+        penalties: list[np.ndarray] = []
+        for slots, penalty in self.item_penalties:
+            _collect(rows, items, penalties, slots, penalty, m)
+        for creators, penalty in self.creator_penalties:
+            creator_rows, creator_items = _items_of_creators(creators, catalog)
+            rows.append(creator_rows)
+            items.append(creator_items)
+            penalties.append(np.full(creator_rows.shape[0], penalty, np.float32))
+        if rows:
+            np.subtract.at(
+                scores, (np.concatenate(rows), np.concatenate(items)), np.concatenate(penalties)
+            )
 
 
 def signal_scores(
@@ -32,12 +84,97 @@ def signal_scores(
     request, ``-1`` for none, from a retrieval stage) the adjustments are ``(n, c)``, for those
     items only; otherwise ``(n, items)``, written into ``out`` if given (float32, that shape).
     """
+    signals = _gather(requests, view, feature_weights)
+    if signals is None:
+        return None
     catalog = view.catalog
-    n, m = len(requests), catalog.n_items
-    per_topic = np.zeros((n, catalog.n_topics), np.float32)
-    item_rates: list[tuple[float, Any]] = []  # (weight, store with per-item negative rates)
-    item_penalties: list[tuple[np.ndarray, float]] = []  # ((n, slots) item ids, penalty)
-    creator_penalties: list[tuple[np.ndarray, float]] = []  # ((n, slots) creator ids, penalty)
+    if candidates is not None:
+        return _on_candidates(candidates, view.now, signals, catalog)
+    scores = np.matmul(signals.per_topic, catalog.topic_one_hot, out=out)
+    offset = signals.item_offset(catalog.n_items, view.now)
+    if offset is not None:
+        scores += offset
+    signals.subtract_penalties(scores, catalog)
+    return scores
+
+
+def low_rank_signal_scores(
+    low_rank: LowRankScores,
+    requests: Requests,
+    view: View,
+    feature_weights: FeatureWeights | None,
+    out: np.ndarray,
+) -> np.ndarray:
+    """``low_rank`` multiplied out into ``out`` (float32 ``(n, items)``) with the layers'
+    adjustments added, as one matrix product: the user side widened by the per-topic
+    adjustments and a 1, the item side by the topic indicator and the per-item offset."""
+    catalog = view.catalog
+    signals = _gather(requests, view, feature_weights)
+    offset = low_rank.item_offset
+    if signals is not None:
+        signal_offset = signals.item_offset(catalog.n_items, view.now)
+        if signal_offset is not None:
+            offset = signal_offset if offset is None else offset + signal_offset
+    users = [low_rank.users]
+    if signals is not None:
+        users.append(signals.per_topic)
+    if offset is not None:
+        users.append(np.ones((len(requests), 1), np.float32))
+    items = _STACKED.items(low_rank.items, catalog, signals is not None, offset)
+    np.matmul(np.concatenate(users, axis=1, dtype=np.float32), items, out=out)
+    if signals is not None:
+        signals.subtract_penalties(out, catalog)
+    return out
+
+
+class _StackedItems:
+    """The item side of :func:`low_rank_signal_scores`: ``[items; topic indicator; offset]``,
+    kept per item matrix (a model's serves many batches; a canary serves two models at once) with
+    the offset row rewritten per batch."""
+
+    KEPT = 4
+
+    def __init__(self) -> None:
+        self._kept: list[tuple[np.ndarray, tuple[int, bool], np.ndarray]] = []
+
+    def items(
+        self, items: np.ndarray, catalog: CatalogView, topics: bool, offset: np.ndarray | None
+    ) -> np.ndarray:
+        if not topics and offset is None:
+            return items
+        shape = (catalog.n_items, topics)
+        stacked = next((s for i, key, s in self._kept if _same(i, items) and key == shape), None)
+        if stacked is None:
+            parts = [items] + ([catalog.topic_one_hot] if topics else [])
+            stacked = np.concatenate([*parts, np.zeros((1, catalog.n_items), np.float32)])
+            self._kept = [(items, shape, stacked), *self._kept][: self.KEPT]
+        if offset is None:
+            return stacked[:-1]
+        stacked[-1] = offset
+        return stacked
+
+
+_STACKED = _StackedItems()
+
+
+def _same(kept: np.ndarray, items: np.ndarray) -> bool:
+    """Whether ``items`` views the same memory as ``kept`` (a policy may slice its model's matrix
+    anew per batch; ``kept`` holds that memory, so no other array can take its address)."""
+    return (
+        kept.ctypes.data == items.ctypes.data
+        and kept.shape == items.shape
+        and kept.strides == items.strides
+    )
+
+
+def _gather(
+    requests: Requests, view: View, feature_weights: FeatureWeights | None
+) -> _Signals | None:
+    """The served layer state that adjusts this batch's scores, or ``None`` if no layer does."""
+    catalog = view.catalog
+    n = len(requests)
+    signals = _Signals(np.zeros((n, catalog.n_topics), np.float32), [], [], [])
+    per_topic = signals.per_topic
     found = False
 
     features = view.states.get("realtime_features")
@@ -47,7 +184,7 @@ def signal_scores(
         negative, positive = features.user_topics(requests.users, view.now)
         per_topic += weights.user_topic_negative * negative
         per_topic += weights.user_topic_positive * positive
-        item_rates.append((weights.item_negative_rate, features))
+        signals.item_rates.append((weights.item_negative_rate, features))
 
     online = view.states.get("online_learning")
     if online is not None:  # its own feature counts, with the weights it learned per event
@@ -56,68 +193,42 @@ def signal_scores(
         negative, positive = online.user_topics(requests.users, view.now)
         per_topic += weights.user_topic_negative * negative
         per_topic += weights.user_topic_positive * positive
-        item_rates.append((weights.item_negative_rate, online))
+        signals.item_rates.append((weights.item_negative_rate, online))
 
     context = view.states.get("session_context")
     if context is not None:
         found = True
         topics, rejected = context.context(requests.users, requests.sessions)
         per_topic -= context.topic_demotion * topics
-        item_penalties.append((rejected, context.item_demotion))
+        signals.item_penalties.append((rejected, context.item_demotion))
 
     profile = view.states.get("profile_memory")
     if profile is not None:
         found = True
         users = requests.users
         per_topic -= profile.topic_demotion * profile.topics[users]
-        item_penalties.append((profile.items[users], profile.item_demotion))
-        creator_penalties.append((profile.creators[users], profile.creator_demotion))
+        signals.item_penalties.append((profile.items[users], profile.item_demotion))
+        signals.creator_penalties.append((profile.creators[users], profile.creator_demotion))
 
-    if not found:
-        return None
-    if candidates is not None:
-        return _on_candidates(
-            candidates, view.now, per_topic, item_rates, item_penalties, creator_penalties, catalog
-        )
-    scores = np.matmul(per_topic, catalog.topic_one_hot, out=out)
-    for weight, store in item_rates:
-        scores += weight * store.item_negative_rate(m, view.now)
-    rows: list[np.ndarray] = []
-    items: list[np.ndarray] = []
-    penalties: list[np.ndarray] = []
-    for slots, penalty in item_penalties:
-        _collect(rows, items, penalties, slots, penalty, m)
-    for creators, penalty in creator_penalties:
-        creator_rows, creator_items = _items_of_creators(creators, catalog)
-        rows.append(creator_rows)
-        items.append(creator_items)
-        penalties.append(np.full(creator_rows.shape[0], penalty, np.float32))
-    if rows:
-        np.subtract.at(
-            scores, (np.concatenate(rows), np.concatenate(items)), np.concatenate(penalties)
-        )
-    return scores
+    return signals if found else None
 
 
 def _on_candidates(
-    candidates: np.ndarray,
-    now: float,
-    per_topic: np.ndarray,
-    item_rates: list[tuple[float, Any]],
-    item_penalties: list[tuple[np.ndarray, float]],
-    creator_penalties: list[tuple[np.ndarray, float]],
-    catalog: CatalogView,
+    candidates: np.ndarray, now: float, signals: _Signals, catalog: CatalogView
 ) -> np.ndarray:
     """The same adjustments as the dense path, for each request's candidates only."""
     known = np.maximum(candidates, 0)  # -1 (no candidate) reads item 0; its score is -inf anyway
-    scores = np.take_along_axis(per_topic, catalog.topic[known].astype(np.intp), axis=1)
-    for weight, store in item_rates:
+    scores = np.take_along_axis(signals.per_topic, catalog.topic[known].astype(np.intp), axis=1)
+    for weight, store in signals.item_rates:
         if known.size >= catalog.n_items:  # more candidate slots than items: decay each item once
             scores += weight * store.item_negative_rate(catalog.n_items, now)[known]
         else:
             scores += weight * store.negative_rate_of(known, now)
     creators = catalog.creator[known]
-    for values, penalties in ((candidates, item_penalties), (creators, creator_penalties)):
+    for values, penalties in (
+        (candidates, signals.item_penalties),
+        (creators, signals.creator_penalties),
+    ):
         for wanted, penalty in penalties:
             row, slot = np.nonzero(wanted >= 0)  # remembered ids are few: compare only those
             pair, column = np.nonzero(values[row] == wanted[row, slot][:, None])

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.base import BasePolicy, scratch_matrix
+from policies.base import BasePolicy
 from policies.builtin import serve_scores
+from policies.signals import LowRankScores
 from sim.domain import CatalogView, EventTable, Kind, Requests, TrainingData, View
 from sim.spec import Duration, FeatureWeights
 from sim.stores import REJECTIONS
@@ -151,6 +152,10 @@ class TorchRanker(BasePolicy):
     Params = TorchRankerParams
     params: TorchRankerParams
 
+    def __init__(self, params=None, *, seed: int = 0):
+        super().__init__(params, seed=seed)
+        self._live: tuple[TorchRankerModel, int, np.ndarray] | None = None
+
     def fit(self, data: TrainingData) -> TorchRankerModel:
         p = self.params
         events = data.events
@@ -218,20 +223,28 @@ class TorchRanker(BasePolicy):
         model = view.model
         if model is None:
             return serve_scores(self._rng, None, requests, view)
-        fitted = model.items_t.shape[1]
-        n_items = view.catalog.n_items
-        scores = scratch_matrix("scores", len(requests), n_items)
-        shown = min(fitted, n_items)
-        vectors = model.users[requests.users]
-        np.matmul(vectors, model.items_t[:, :shown], out=scores[:, :shown])
-        if shown < n_items:  # items that arrived after the fit
-            unseen = model.unseen_columns(view.catalog.topic[shown:])
-            np.matmul(vectors, unseen, out=scores[:, shown:])
+        offset = None
         if model.age_bias is not None:  # every live item at its age now
-            scores += model.age_bias[age_buckets(requests.times[0] - view.catalog.created_at)]
+            ages = age_buckets(requests.times[0] - view.catalog.created_at)
+            offset = model.age_bias[ages].astype(np.float32)
+        users = model.users[requests.users]
+        scores = LowRankScores(users, self._live_items(model, view.catalog), offset)
         return serve_scores(
             self._rng, scores, requests, view, feature_weights=model.feature_weights
         )
+
+    def _live_items(self, model: TorchRankerModel, catalog: CatalogView) -> np.ndarray:
+        """The model's columns of every live item, those that arrived after the fit by their
+        topic (cached per model and catalogue size)."""
+        cached = self._live
+        if cached is None or cached[0] is not model or cached[1] != catalog.n_items:
+            shown = min(model.items_t.shape[1], catalog.n_items)
+            columns = model.items_t[:, :shown]
+            if shown < catalog.n_items:  # items that arrived after the fit
+                unseen = model.unseen_columns(catalog.topic[shown:])
+                columns = np.concatenate([columns, unseen], axis=1)
+            self._live = cached = (model, catalog.n_items, columns)
+        return cached[2]
 
 
 def predict_clicks(

@@ -7,9 +7,10 @@ Ground truth (true preferences, item quality) never appears in these types; it s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -65,6 +66,23 @@ NEGATIVE_KINDS = (
     Kind.ABANDON,
 )
 EXPLICIT_NEGATIVE_KINDS = (Kind.DISMISS, Kind.NOT_INTERESTED, Kind.THUMBS_DOWN, Kind.BLOCK_CREATOR)
+
+
+def is_kind(kinds: np.ndarray, wanted: Iterable[Kind]) -> np.ndarray:
+    """``np.isin(kinds, wanted)`` for event kind codes, by table lookup: the stores test the few
+    thousand events of every serving window, where ``np.isin``'s sort costs 10x more.
+
+    >>> is_kind(np.array([0, 3, 6], np.int8), (Kind.SHORT_DWELL, Kind.THUMBS_DOWN))
+    array([False,  True,  True])
+    """
+    return _kind_table(tuple(wanted))[kinds]
+
+
+@cache
+def _kind_table(wanted: tuple[Kind, ...]) -> np.ndarray:
+    table = np.zeros(len(Kind), bool)
+    table[list(wanted)] = True
+    return table
 
 
 def readonly(array: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from sim.domain import (
     RefreshData,
     TrainingData,
     World,
+    is_kind,
 )
 from sim.durations import format_duration
 from sim.errors import PolicyError
@@ -175,7 +176,7 @@ class LayerRuntime:
             kinds = visible.kind[new]
             impressions = int((kinds != Kind.ABANDON).sum())
             if impressions:
-                negative = np.isin(kinds, NEGATIVE_KINDS) & (kinds != Kind.ABANDON)
+                negative = is_kind(kinds, NEGATIVE_KINDS) & (kinds != Kind.ABANDON)
                 detector.update(float(negative.sum()) / impressions)
             if detector.drift_detected and env.now - last_trigger >= spec.min_gap:
                 last_trigger = env.now
@@ -250,7 +251,7 @@ class LayerRuntime:
         if self.label_panel is not None:
             # Outside the panel the impression is logged but its negative label never arrives:
             # training sees a skip.
-            labels = np.isin(events.kind, LABELLED_NEGATIVES) & ~self.label_panel[events.user]
+            labels = is_kind(events.kind, LABELLED_NEGATIVES) & ~self.label_panel[events.user]
             events = replace(events, kind=np.where(labels, np.int8(Kind.SKIP), events.kind))
         return TrainingData(
             events=events,

@@ -20,6 +20,7 @@ from sim.domain import (
     Requests,
     Scope,
     TrainingData,
+    is_kind,
 )
 from sim.spec import ProfileMemory, RealtimeFeatures, SessionContext
 
@@ -148,7 +149,7 @@ class FeatureStore:
         on_item = events.item >= 0
         users, items, times = events.user[on_item], events.item[on_item], events.time[on_item]
         kinds = events.kind[on_item]
-        negative = np.isin(kinds, REJECTIONS)
+        negative = is_kind(kinds, REJECTIONS)
         positive = kinds == Kind.CLICK
         reference = float(times.max()) if times.shape[0] else 0.0
         signal = negative | positive
@@ -191,7 +192,7 @@ class FeatureStore:
         self._session_requests[users[new]] = 0
         self._session_negatives[users[new]] = 0
         np.add.at(self._session_requests, users, 1)
-        rejected = np.isin(events.kind, REJECTIONS) & (events.session == self._session[events.user])
+        rejected = is_kind(events.kind, REJECTIONS) & (events.session == self._session[events.user])
         np.add.at(self._session_negatives, events.user[rejected], 1)
 
 
@@ -222,7 +223,7 @@ class SessionContextStore:
         )
 
     def absorb(self, events: EventTable, topic_of: np.ndarray) -> None:
-        rejected = np.isin(events.kind, self._kinds) & (events.item >= 0)
+        rejected = is_kind(events.kind, self._kinds) & (events.item >= 0)
         users, sessions = events.user[rejected], events.session[rejected]
         items = events.item[rejected]
         if not users.shape[0]:

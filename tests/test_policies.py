@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies import available, make_policy, top_k
+from policies.kernels import best_member
 from sim.domain import CatalogView, EventTable, Kind, Requests, TrainingData, View
 from sim.errors import PolicyError
 from sim.stack import check_slates
@@ -110,6 +113,56 @@ def test_registry_lists_builtins():
 
 def test_top_k_orders_best_first():
     np.testing.assert_array_equal(top_k(np.array([[1.0, 5.0, 3.0, 4.0]]), 3), [[1, 3, 2]])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.integers(1, 4),
+    items=st.integers(1, 3000),
+    k=st.integers(1, 40),
+    levels=st.sampled_from([2, 7, 1000, 0]),  # 0: continuous scores; else that many values
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_top_k_equals_a_stable_full_sort(rows, items, k, levels, seed):
+    """Exact with and without the block prefilter (thousands of items, or fewer than 4k blocks),
+    with ties (equal scores keep column order), -inf and a ragged tail after the last block."""
+    rng = np.random.default_rng(seed)
+    k = min(k, items)
+    if levels:
+        scores = rng.integers(0, levels, (rows, items)).astype(np.float32)
+    else:
+        scores = rng.standard_normal((rows, items)).astype(np.float32)
+    scores[:, rng.integers(0, items, 3)] = -np.inf
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(top_k(scores, k), expected)
+
+
+def test_top_k_refuses_nan_in_any_block_or_the_tail():
+    for column in (0, 64 * 50 + 3):  # inside a block; in the ragged tail
+        scores = np.zeros((2, 64 * 50 + 10), np.float32)
+        scores[1, column] = np.nan
+        with pytest.raises(ValueError, match="scores hold NaN for 1 request"):
+            top_k(scores, 10)
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), levels=st.sampled_from([3, 0]))
+def test_best_member_is_the_first_best_item_of_the_chosen_group(seed, levels):
+    rng = np.random.default_rng(seed)
+    n, m, groups = 20, 50, 6
+    scores = (rng.integers(0, levels, (n, m)) if levels else rng.standard_normal((n, m))).astype(
+        np.float32
+    )
+    members = np.full((groups, 20), -1, np.int64)
+    for group in range(groups - 1):  # the last group has no member
+        ids = np.sort(rng.choice(m, rng.integers(1, 21), replace=False))
+        members[group, : ids.shape[0]] = ids
+    chosen = rng.integers(0, groups, n)
+    expected = []
+    for row, group in enumerate(chosen):
+        ids = members[group][members[group] >= 0]
+        expected.append(ids[np.argmax(scores[row, ids])] if ids.shape[0] else -1)
+    np.testing.assert_array_equal(best_member(scores, members, chosen), expected)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """The retrieval stage: candidate scoring equals exhaustive scoring on the same items, the index's
-sources are disjoint and exactly scored, and recall is measured against brute force."""
+sources are disjoint and exactly scored, and recall is measured against brute force; and low-rank
+scores equal their dense product with every layer's adjustments."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from policies.builtin import EmbeddingPolicy, serve_scores
 from policies.retrieval import CandidateIndex, RecallMeter, RetrievalParams
+from policies.signals import LowRankScores, low_rank_signal_scores, signal_scores
 from sim.runner import run_scenario
 from tests.conftest import tiny
 
@@ -60,6 +62,27 @@ def test_ranking_candidates_equals_ranking_every_item_when_all_are_candidates(ar
             candidates=candidates,
         )
         np.testing.assert_array_equal(dense, retrieved)
+
+
+@pytest.mark.parametrize("offset", [False, True])
+def test_low_rank_scores_equal_dense_scores_with_every_adjustment(offset, monkeypatch):
+    """Scores handed over as ``users @ items`` (+ a per-item offset) are multiplied out together
+    with the layers' adjustments; the result equals the dense scores plus those adjustments."""
+    rng = np.random.default_rng(0)
+    for requests, view in captured_views("learning_policy: thompson", monkeypatch):
+        n, m = len(requests), view.catalog.n_items
+        users = rng.standard_normal((n, 5)).astype(np.float32)
+        items = rng.standard_normal((5, m)).astype(np.float32)
+        item_offset = rng.standard_normal(m).astype(np.float32) if offset else None
+        dense = users @ items + (item_offset if offset else 0)
+        expected = dense + signal_scores(requests, view)
+        low_rank = LowRankScores(users, items, item_offset)
+        got = low_rank_signal_scores(low_rank, requests, view, None, np.empty((n, m), np.float32))
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(
+            serve_scores(np.random.default_rng(1), low_rank, requests, copy.deepcopy(view)),
+            serve_scores(np.random.default_rng(1), dense, requests, copy.deepcopy(view)),
+        )
 
 
 def clustered_model(items: int = 6000, dim: int = 9, topics: int = 12, seed: int = 0):
