@@ -144,9 +144,9 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     Exact: the k best items of a row lie in the k blocks of ``TOP_K_BLOCK`` columns with the
     largest block maxima (a block outside them has a maximum below k other blocks' maxima, so
     below k distinct items). torch takes the block maxima (8x numpy's reduction over 64), a
-    compiled kernel (:func:`policies.kernels.select_top_k`) the k best of those k blocks: 2.3x
-    faster than the same prefilter done with torch.topk and gathers, and torch.topk itself is
-    1.2-2.7x faster than numpy's argpartition. Rows shorter than ``4 k`` blocks skip the
+    compiled kernel (:func:`policies.kernels.select_top_k`) the k best of those k blocks: about
+    2x faster than the same prefilter done with torch.topk and gathers (which is itself 3-4x
+    faster than torch.topk over every item). Rows shorter than ``4 k`` blocks skip the
     prefilter. Scores are compared as float32. NaN scores cannot be ordered: they raise
     ``ValueError`` (the run then fails naming the policy), never a silently arbitrary slate.
     """

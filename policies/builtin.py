@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.bandit import explore
 from policies.base import BasePolicy, scratch_matrix, top_k
+from policies.kernels import uniform_fill
 from policies.retrieval import CandidateIndex, RecallMeter, RetrievalParams
 from policies.signals import LowRankScores, low_rank_signal_scores, signal_scores
 from sim.domain import (
@@ -362,7 +363,8 @@ def serve_scores(
     if scores is None:
         if adjustments is None and view.states.get("bandit") is None:
             return _cold_start(rng, requests, view)
-        scores = rng.random(out=scratch_matrix("scores", n, n_items), dtype=np.float32)
+        scores = scratch_matrix("scores", n, n_items)
+        uniform_fill(scores, int(rng.integers(0, 2**63)))  # random scores, one seed per batch
     if adjustments is not None:
         if scores.flags.writeable:
             scores += adjustments

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies import available, make_policy, top_k
-from policies.kernels import best_member
+from policies.kernels import best_member, uniform_fill
 from sim.domain import CatalogView, EventTable, Kind, Requests, TrainingData, View
 from sim.errors import PolicyError
 from sim.stack import check_slates
@@ -143,6 +143,37 @@ def test_top_k_refuses_nan_in_any_block_or_the_tail():
         scores[1, column] = np.nan
         with pytest.raises(ValueError, match="scores hold NaN for 1 request"):
             top_k(scores, 10)
+
+
+def splitmix64(seed: int, count: int) -> list[int]:
+    """The reference generator in plain Python integers (Steele, Lea and Flood 2014)."""
+    mask, state, out = 2**64 - 1, seed, []
+    for _ in range(count):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        out.append(z ^ (z >> 31))
+    return out
+
+
+def test_uniform_fill_is_splitmix64_and_uniform():
+    small = np.empty((3, 4), np.float32)
+    uniform_fill(small, 2**63 + 5)
+    expected = np.array([z >> 40 for z in splitmix64(2**63 + 5, 12)]) / 2**24
+    np.testing.assert_array_equal(small.ravel(), expected.astype(np.float32))
+
+    values = np.empty((1000, 1000), np.float32)
+    uniform_fill(values, 7)
+    ordered = np.sort(values.ravel().astype(np.float64))
+    n = ordered.shape[0]
+    ks = np.max(np.maximum(np.arange(1, n + 1) / n - ordered, ordered - np.arange(n) / n))
+    assert ks < 1.95 / np.sqrt(n)  # Kolmogorov-Smirnov against U(0, 1) at the 0.1% level
+    other = np.empty_like(values)
+    uniform_fill(other, 8)
+    assert abs(np.corrcoef(values.ravel(), other.ravel())[0, 1]) < 0.005  # 5 sd at n = 1e6
+    again = np.empty_like(values)
+    uniform_fill(again, 7)
+    np.testing.assert_array_equal(values, again)
 
 
 @settings(max_examples=100, deadline=None)
