@@ -161,9 +161,6 @@ class EmbeddingPolicy(BasePolicy):
         value_of_kind[Kind.CLICK] = p.click_weight
         value_of_kind[Kind.SKIP] = p.skip_weight
         value_of_kind[[Kind.SHORT_DWELL, *EXPLICIT_NEGATIVE_KINDS]] = p.negative_weight
-        value = value_of_kind[events.kind]
-        rows = np.flatnonzero(value)  # abandon rows (item -1) have value 0
-        decay = np.exp2(-(data.now - events.time[rows]) / p.half_life).astype(np.float32)
         dim = min(p.dim, n_users, n_items)
         users = np.zeros((n_users, p.dim + 1), np.float32)
         users[:, -1] = 1.0
@@ -171,16 +168,8 @@ class EmbeddingPolicy(BasePolicy):
         items_t[-1] = p.popularity_weight * click_rate_lift(
             events, n_items, data.now, p.half_life, p.prior_impressions
         )
-        if rows.shape[0]:
-            index = torch.from_numpy(
-                np.stack([events.user[rows], events.item[rows]]).astype(np.int64)
-            )
-            matrix = torch.sparse_coo_tensor(
-                index,
-                torch.from_numpy(value[rows] * decay),
-                (n_users, n_items),
-                check_invariants=False,  # indices are in range by construction
-            ).coalesce()
+        matrix = _interactions(events, value_of_kind, data.now, p.half_life, (n_users, n_items))
+        if matrix is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
                 u, s, v = torch.svd_lowrank(matrix, q=dim, niter=p.iterations)
@@ -429,9 +418,7 @@ def click_rate_lift(
     until a few early winners are locked in. Rates are shrunk towards the average with
     ``prior`` pseudo-impressions, and both counts are time-decayed.
     """
-    shown = events.item >= 0
-    weights = np.exp2(-(now - events.time[shown]) / half_life)
-    impressions = np.bincount(events.item[shown], weights=weights, minlength=n_items)[:n_items]
+    impressions = _decayed_counts(events, n_items, now, half_life, None)
     clicks = _decayed_clicks(events, n_items, now, half_life)
     total = impressions.sum()
     if total <= 0:
@@ -442,9 +429,59 @@ def click_rate_lift(
 
 
 def _decayed_clicks(events, n_items: int, now: float, half_life: float) -> np.ndarray:
-    clicks = events.kind == Kind.CLICK
-    weights = np.exp2(-(now - events.time[clicks]) / half_life)
-    return np.bincount(events.item[clicks], weights=weights, minlength=n_items)[:n_items]
+    return _decayed_counts(events, n_items, now, half_life, Kind.CLICK)
+
+
+#: Events per step of the per-event passes of a retrain: bounds their temporaries (a day of a
+#: million users logs about 125M impressions; float64 copies of all of them would be 1 GB each).
+CHUNK_EVENTS = 4_000_000
+
+
+def _interactions(
+    events: EventTable,
+    value_of_kind: np.ndarray,
+    now: float,
+    half_life: float,
+    shape: tuple[int, int],
+) -> torch.Tensor | None:
+    """The sparse ``(users, items)`` sum of each event's kind value, time-decayed (``None`` if
+    no event has a value), built ``CHUNK_EVENTS`` at a time: each chunk's repeated pairs are
+    summed before the next chunk is read."""
+    parts = []
+    for start in range(0, len(events), CHUNK_EVENTS):
+        part = slice(start, start + CHUNK_EVENTS)
+        value = value_of_kind[events.kind[part]]
+        rows = np.flatnonzero(value)  # abandon rows (item -1) have value 0
+        if not rows.shape[0]:
+            continue
+        decay = np.exp2(-(now - events.time[part][rows]) / half_life).astype(np.float32)
+        pairs = np.stack([events.user[part][rows], events.item[part][rows]]).astype(np.int64)
+        parts.append(_sparse(torch.from_numpy(pairs), torch.from_numpy(value[rows] * decay), shape))
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    indices = torch.cat([matrix.indices() for matrix in parts], dim=1)
+    return _sparse(indices, torch.cat([matrix.values() for matrix in parts]), shape)
+
+
+def _sparse(indices: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A coalesced COO matrix (indices are in range by construction: not checked)."""
+    return torch.sparse_coo_tensor(indices, values, shape, check_invariants=False).coalesce()
+
+
+def _decayed_counts(
+    events: EventTable, n_items: int, now: float, half_life: float, kind: Kind | None
+) -> np.ndarray:
+    """Per item, time-decayed count of its events of ``kind`` (``None``: its impressions)."""
+    counts = np.zeros(n_items)
+    for start in range(0, len(events), CHUNK_EVENTS):
+        part = slice(start, start + CHUNK_EVENTS)
+        items = events.item[part]
+        wanted = items >= 0 if kind is None else events.kind[part] == kind
+        weights = np.exp2(-(now - events.time[part][wanted]) / half_life)
+        counts += np.bincount(items[wanted], weights=weights, minlength=n_items)[:n_items]
+    return counts
 
 
 def _fit_to(values: np.ndarray, n_items: int) -> np.ndarray:
