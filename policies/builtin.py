@@ -223,8 +223,8 @@ class EmbeddingPolicy(BasePolicy):
         self._scored[0] += len(requests)
         if self.params.retrieval is None:
             self._scored[1] += len(requests) * n_items
-            scores = LowRankScores(vectors, self._items_t(model, n_items))
-            return serve_scores(self._rng, scores, requests, view)
+            low_rank = LowRankScores(vectors, self._items_t(model, n_items))
+            return serve_scores(self._rng, low_rank, requests, view)
         candidates, scores = self._candidates(model, view).search(vectors, n_items, requests.k)
         self._scored[1] += scores.size
         if self._recall.due():
@@ -357,21 +357,23 @@ def serve_scores(
         if candidates is not None:
             raise ValueError("scores of retrieved candidates are dense (n, c), not low-rank")
         dense = scratch_matrix("scores", n, n_items)
-        scores = low_rank_signal_scores(scores, requests, view, feature_weights, out=dense)
-        return explore(scores, requests, view)
-    dense = None if candidates is not None else scratch_matrix("adjustments", n, n_items)
-    adjustments = signal_scores(requests, view, feature_weights, candidates, out=dense)
-    if scores is None:
-        if adjustments is None and view.states.get("bandit") is None:
-            return _cold_start(rng, requests, view)
-        scores = scratch_matrix("scores", n, n_items)
-        uniform_fill(scores, int(rng.integers(0, 2**63)))  # random scores, one seed per batch
+        product = low_rank_signal_scores(scores, requests, view, feature_weights, out=dense)
+        return explore(product, requests, view)
+    out = None if candidates is not None else scratch_matrix("adjustments", n, n_items)
+    adjustments = signal_scores(requests, view, feature_weights, candidates, out=out)
+    if scores is not None:
+        served = scores
+    elif adjustments is None and view.states.get("bandit") is None:
+        return _cold_start(rng, requests, view)
+    else:
+        served = scratch_matrix("scores", n, n_items)
+        uniform_fill(served, int(rng.integers(0, 2**63)))  # random scores, one seed per batch
     if adjustments is not None:
-        if scores.flags.writeable:
-            scores += adjustments
+        if served.flags.writeable:
+            served += adjustments
         else:
-            scores = scores + adjustments
-    return explore(scores, requests, view, candidates)
+            served = served + adjustments
+    return explore(served, requests, view, candidates)
 
 
 #: Layers whose served state changes a policy's scores per request.
