@@ -206,7 +206,7 @@ def _gather(
     if profile is not None:
         found = True
         users = requests.users
-        per_topic -= profile.topic_demotion * profile.topics[users]
+        per_topic -= profile.topic_demotion * profile.topics[users].astype(np.float32)
         signals.item_penalties.append((profile.items[users], profile.item_demotion))
         signals.creator_penalties.append((profile.creators[users], profile.creator_demotion))
 

@@ -209,7 +209,9 @@ class SessionContextStore:
         self.topic_demotion = spec.topic_demotion
         self._kinds = (*REJECTIONS, Kind.SKIP) if spec.include_skips else REJECTIONS
         self._session = np.full(n_users, -1, np.int64)
-        self._topics = np.zeros((n_users, n_topics), np.float32)
+        # Counts of this session's rejections per topic; uint16 (no session rejects 65,535
+        # items of one topic): half the memory of float32, 38 MB a million users at 20 topics.
+        self._topics = np.zeros((n_users, n_topics), np.uint16)
         self._items = np.full((n_users, self.SLOTS), -1, np.int32)
         self._count = np.zeros(n_users, np.int64)
 
@@ -236,10 +238,10 @@ class SessionContextStore:
         touched = np.unique(users)
         fresh = touched[self._session[touched] != latest[touched]]
         self._session[fresh] = latest[fresh]
-        self._topics[fresh] = 0.0
+        self._topics[fresh] = 0
         self._items[fresh] = -1
         self._count[fresh] = 0
-        np.add.at(self._topics, (users, topic_of[items]), 1.0)
+        np.add.at(self._topics, (users, topic_of[items]), 1)
         _push_recent(self._items, self._count, users, items)
 
 
@@ -268,7 +270,7 @@ def _push_recent(
 class ProfileSnapshot:
     """Stated dislikes within the retention period at one refresh."""
 
-    topics: np.ndarray  # (n_users, topics) float32: "not interested" counts per topic
+    topics: np.ndarray  # (n_users, topics) uint16: "not interested" counts per topic
     items: np.ndarray  # (n_users, slots) int32: recent dismissed / thumbed-down items, -1 empty
     creators: np.ndarray  # (n_users, slots) int32: recently blocked creators, -1 empty
 
@@ -280,7 +282,7 @@ class ActiveProfiles:
         self.item_demotion = spec.item_demotion
         self.creator_demotion = spec.creator_demotion
         self.topic_demotion = spec.topic_demotion
-        self.topics = np.zeros((n_users, n_topics), np.float32)
+        self.topics = np.zeros((n_users, n_topics), np.uint16)  # as ProfileSnapshot.topics
         self.items = np.full((n_users, spec.slots), -1, np.int32)
         self.creators = np.full((n_users, spec.slots), -1, np.int32)
         self._session = np.full(n_users, -1, np.int64)
@@ -300,7 +302,7 @@ class ActiveProfiles:
         self._session[new_users] = requests.sessions[starting]
         self._version[new_users] = version
         if snapshot is None:
-            self.topics[new_users] = 0.0
+            self.topics[new_users] = 0
             self.items[new_users] = -1
             self.creators[new_users] = -1
         else:
@@ -331,9 +333,9 @@ class ProfileMemoryKind:
         )
         users, items, scope = events.user[kept], events.item[kept], events.scope[kept]
         n_topics = data.catalog.n_topics
-        topics = np.zeros((self.n_users, n_topics), np.float32)
+        topics = np.zeros((self.n_users, n_topics), np.uint16)  # far fewer than 65,535 each
         on_topic = scope == Scope.TOPIC
-        np.add.at(topics, (users[on_topic], data.catalog.topic[items[on_topic]]), 1.0)
+        np.add.at(topics, (users[on_topic], data.catalog.topic[items[on_topic]]), 1)
         slots = self.spec.slots
         recent_items = np.full((self.n_users, slots), -1, np.int32)
         on_item = scope == Scope.ITEM
