@@ -231,13 +231,14 @@ class SessionContextStore:
         if not users.shape[0]:
             return
         # Only each user's latest session in this slice matters; a new one starts empty.
-        latest = np.full(self._session.shape[0], -1, np.int64)
-        np.maximum.at(latest, users, sessions)
-        keep = sessions == latest[users]
+        touched, row = np.unique(users, return_inverse=True)
+        latest = np.full(touched.shape[0], -1, np.int64)
+        np.maximum.at(latest, row, sessions)
+        keep = sessions == latest[row]
         users, items = users[keep], items[keep]
-        touched = np.unique(users)
-        fresh = touched[self._session[touched] != latest[touched]]
-        self._session[fresh] = latest[fresh]
+        starts = self._session[touched] != latest
+        fresh = touched[starts]
+        self._session[fresh] = latest[starts]
         self._topics[fresh] = 0
         self._items[fresh] = -1
         self._count[fresh] = 0

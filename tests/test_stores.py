@@ -61,6 +61,20 @@ def test_session_context_is_per_session_and_keeps_the_last_items():
     topics, items = store.context(np.array([0]), np.array([8]))
     np.testing.assert_array_equal(topics, [[0, 0, 1]])
     assert set(items[0]) == {5, -1}
+    # One slice with two sessions of user 0 (only the later one counts) and one of user 1.
+    store.absorb(
+        events(
+            [
+                (4.0, 0, 1, Kind.DISMISS, 8),
+                (4.0, 1, 3, Kind.DISMISS, 4),
+                (5.0, 0, 2, Kind.DISMISS, 9),
+            ]
+        ),
+        TOPIC_OF,
+    )
+    topics, items = store.context(np.array([0, 0, 1]), np.array([9, 8, 4]))
+    np.testing.assert_array_equal(topics, [[0, 1, 0], [0, 0, 0], [0, 1, 0]])
+    assert set(items[0]) == {2, -1} and set(items[1]) == {-1} and set(items[2]) == {3, -1}
 
 
 def test_signal_scores_demote_rejected_items_and_topics():
