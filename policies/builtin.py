@@ -356,9 +356,17 @@ def serve_scores(
     if isinstance(scores, LowRankScores):
         if candidates is not None:
             raise ValueError("scores of retrieved candidates are dense (n, c), not low-rank")
-        dense = scratch_matrix("scores", n, n_items)
-        product = low_rank_signal_scores(scores, requests, view, feature_weights, out=dense)
-        return explore(product, requests, view)
+        passes = -(-n * n_items // PASS_FLOATS)
+        if passes <= 1:
+            return _serve_low_rank(scores, requests, view, feature_weights)
+        bounds = [n * part // passes for part in range(passes + 1)]
+        parts = [slice(start, stop) for start, stop in zip(bounds, bounds[1:], strict=False)]
+        return np.concatenate(
+            [
+                _serve_low_rank(scores.subset(rows), requests.subset(rows), view, feature_weights)
+                for rows in parts
+            ]
+        )
     out = None if candidates is not None else scratch_matrix("adjustments", n, n_items)
     adjustments = signal_scores(requests, view, feature_weights, candidates, out=out)
     if scores is not None:
@@ -374,6 +382,23 @@ def serve_scores(
         else:
             served = served + adjustments
     return explore(served, requests, view, candidates)
+
+
+#: Scores multiplied out from :class:`LowRankScores` per pass at most (32 MiB of float32): a
+#: larger window (a million users' hold about 1,300 requests) is served in equal passes of
+#: consecutive requests, so that the scratch matrix does not grow with the population.
+PASS_FLOATS = 8 * 2**20
+
+
+def _serve_low_rank(
+    scores: LowRankScores,
+    requests: Requests,
+    view: View,
+    feature_weights: FeatureWeights | None,
+) -> np.ndarray:
+    dense = scratch_matrix("scores", len(requests), view.catalog.n_items)
+    product = low_rank_signal_scores(scores, requests, view, feature_weights, out=dense)
+    return explore(product, requests, view)
 
 
 #: Layers whose served state changes a policy's scores per request.

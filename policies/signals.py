@@ -33,6 +33,10 @@ class LowRankScores:
     items: np.ndarray  # (d, live items) float32
     item_offset: np.ndarray | None = None  # (live items,)
 
+    def subset(self, rows: slice) -> LowRankScores:
+        """The scores of the requests at ``rows`` only."""
+        return LowRankScores(self.users[rows], self.items, self.item_offset)
+
 
 @dataclass
 class _Signals:

@@ -112,6 +112,12 @@ class Requests:
     def __len__(self) -> int:
         return int(self.times.shape[0])
 
+    def subset(self, rows: np.ndarray | slice) -> Requests:
+        """The requests at ``rows`` (an index array or a slice), as a batch of their own."""
+        return Requests(
+            times=self.times[rows], users=self.users[rows], sessions=self.sessions[rows], k=self.k
+        )
+
 
 @dataclass(frozen=True)
 class CatalogView:

@@ -91,12 +91,7 @@ class Stack:
             for bit, layer in enumerate(in_canary):
                 if group >> bit & 1:
                     states[layer] = self._canary[layer]
-            subset = Requests(
-                times=requests.times[rows],
-                users=requests.users[rows],
-                sessions=requests.sessions[rows],
-                k=requests.k,
-            )
+            subset = requests.subset(rows)
             group_slates, group_versions = self._rank_group(subset, states, catalog, n_users, now)
             slates[rows] = group_slates
             for layer, served in group_versions.items():

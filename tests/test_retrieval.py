@@ -85,6 +85,33 @@ def test_low_rank_scores_equal_dense_scores_with_every_adjustment(offset, monkey
         )
 
 
+def test_serving_in_passes_equals_serving_in_one(monkeypatch):
+    """A window larger than ``PASS_FLOATS`` is served in passes of consecutive requests; the slates
+    and the bandit's remembered decisions are those of one pass (Thompson draws are taken from
+    the same stream in the same order)."""
+    rng = np.random.default_rng(0)
+    for requests, view in captured_views("learning_policy: thompson", monkeypatch):
+        n, m = len(requests), view.catalog.n_items
+        low_rank = LowRankScores(
+            rng.standard_normal((n, 5)).astype(np.float32),
+            rng.standard_normal((5, m)).astype(np.float32),
+            rng.standard_normal(m).astype(np.float32),
+        )
+        one_view, passes_view = copy.deepcopy(view), copy.deepcopy(view)
+        one = serve_scores(np.random.default_rng(1), low_rank, requests, one_view)
+        monkeypatch.setattr("policies.builtin.PASS_FLOATS", m + 1)  # one request a pass
+        in_passes = serve_scores(np.random.default_rng(1), low_rank, requests, passes_view)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(one, in_passes)
+        remembered = [
+            np.concatenate(parts)
+            for v in (one_view, passes_view)
+            for parts in zip(*v.states["bandit"]._pending, strict=True)
+        ]
+        for kept_once, kept_in_passes in zip(remembered[:4], remembered[4:], strict=True):
+            np.testing.assert_array_equal(kept_once, kept_in_passes)
+
+
 def clustered_model(items: int = 6000, dim: int = 9, topics: int = 12, seed: int = 0):
     rng = np.random.default_rng(seed)
     topic = rng.integers(0, topics, items)
