@@ -17,7 +17,7 @@ from policies.bandit import explore
 from policies.base import BasePolicy, scratch_matrix, top_k
 from policies.kernels import uniform_fill
 from policies.retrieval import CandidateIndex, RecallMeter, RetrievalParams
-from policies.signals import LowRankScores, low_rank_signal_scores, signal_scores
+from policies.signals import LowRankScores, low_rank_passes, signal_scores
 from sim.domain import (
     EXPLICIT_NEGATIVE_KINDS,
     EventTable,
@@ -356,17 +356,11 @@ def serve_scores(
     if isinstance(scores, LowRankScores):
         if candidates is not None:
             raise ValueError("scores of retrieved candidates are dense (n, c), not low-rank")
-        passes = -(-n * n_items // PASS_FLOATS)
-        if passes <= 1:
-            return _serve_low_rank(scores, requests, view, feature_weights)
-        bounds = [n * part // passes for part in range(passes + 1)]
-        parts = [slice(start, stop) for start, stop in zip(bounds, bounds[1:], strict=False)]
-        return np.concatenate(
-            [
-                _serve_low_rank(scores.subset(rows), requests.subset(rows), view, feature_weights)
-                for rows in parts
-            ]
+        passes = low_rank_passes(
+            scores, requests, view, feature_weights, max(1, PASS_FLOATS // n_items)
         )
+        slates = [explore(product, requests.subset(rows), view) for rows, product in passes]
+        return slates[0] if len(slates) == 1 else np.concatenate(slates)
     out = None if candidates is not None else scratch_matrix("adjustments", n, n_items)
     adjustments = signal_scores(requests, view, feature_weights, candidates, out=out)
     if scores is not None:
@@ -384,21 +378,11 @@ def serve_scores(
     return explore(served, requests, view, candidates)
 
 
-#: Scores multiplied out from :class:`LowRankScores` per pass at most (32 MiB of float32): a
-#: larger window (a million users' hold about 1,300 requests) is served in equal passes of
-#: consecutive requests, so that the scratch matrix does not grow with the population.
-PASS_FLOATS = 8 * 2**20
-
-
-def _serve_low_rank(
-    scores: LowRankScores,
-    requests: Requests,
-    view: View,
-    feature_weights: FeatureWeights | None,
-) -> np.ndarray:
-    dense = scratch_matrix("scores", len(requests), view.catalog.n_items)
-    product = low_rank_signal_scores(scores, requests, view, feature_weights, out=dense)
-    return explore(product, requests, view)
+#: Scores multiplied out from :class:`LowRankScores` per pass at most (4 MiB of float32): a
+#: larger window is served in equal passes of consecutive requests, each read back from cache by
+#: the selection steps (see :func:`policies.signals.low_rank_passes`); the scratch matrix does not
+#: grow with the population either.
+PASS_FLOATS = 2**20
 
 
 #: Layers whose served state changes a policy's scores per request.

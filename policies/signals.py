@@ -8,15 +8,17 @@ same way the built-ins do.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from policies.base import scratch_matrix
 from sim.domain import CatalogView, Requests, View
 from sim.spec import FeatureWeights
 
-__all__ = ["signal_scores", "LowRankScores"]
+__all__ = ["signal_scores", "LowRankScores", "low_rank_passes"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,15 @@ class _Signals:
     item_rates: list[tuple[float, Any]]  # (weight, store with per-item negative rates)
     item_penalties: list[tuple[np.ndarray, float]]  # ((n, slots) item ids, penalty)
     creator_penalties: list[tuple[np.ndarray, float]]  # ((n, slots) creator ids, penalty)
+
+    def subset(self, rows: slice) -> _Signals:
+        """The adjustments of the requests at ``rows`` only."""
+        return _Signals(
+            self.per_topic[rows],
+            self.item_rates,
+            [(slots[rows], penalty) for slots, penalty in self.item_penalties],
+            [(creators[rows], penalty) for creators, penalty in self.creator_penalties],
+        )
 
     def item_offset(self, n_items: int, now: float) -> np.ndarray | None:
         """``(n_items,)`` float32 adjustment shared by every request, or ``None``."""
@@ -102,28 +113,59 @@ def signal_scores(
     return scores
 
 
-def low_rank_signal_scores(
+def low_rank_passes(
     low_rank: LowRankScores,
     requests: Requests,
     view: View,
     feature_weights: FeatureWeights | None,
-    out: np.ndarray,
-) -> np.ndarray:
-    """``low_rank`` multiplied out into ``out`` (float32 ``(n, items)``) with the layers'
-    adjustments added, as one matrix product: the user side widened by the per-topic
-    adjustments and a 1, the item side by the topic indicator and the per-item offset."""
-    catalog = view.catalog
+    rows_per_pass: int,
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """``low_rank`` multiplied out with the layers' adjustments added, as ``(rows, scores)`` for
+    consecutive runs of at most ``rows_per_pass`` requests (equal runs). One matrix product per
+    run: the user side widened by the per-topic adjustments and a 1, the item side by the topic
+    indicator and the per-item offset. The layers' state is gathered once for the batch; each
+    run's float32 ``(rows, items)`` scores are scratch storage that the next run overwrites.
+
+    Everything that reads a score matrix (block maxima, selection, the bandit's pick) is
+    memory-bound once the matrix outgrows the cache: at a million users x 10,000 items a window's
+    is 60 MB. Runs of a few MB are read back from cache instead.
+    """
+    n = len(requests)
     signals = _gather(requests, view, feature_weights)
+    offset = _combined_offset(low_rank, signals, view)
+    passes = max(1, -(-n // max(rows_per_pass, 1)))
+    bounds = [n * part // passes for part in range(passes + 1)]
+    for start, stop in zip(bounds, bounds[1:], strict=False):
+        rows = slice(start, stop)
+        out = scratch_matrix("scores", stop - start, view.catalog.n_items)
+        part = None if signals is None else signals.subset(rows)
+        yield rows, _multiply_out(low_rank.subset(rows), part, offset, view.catalog, out)
+
+
+def _combined_offset(
+    low_rank: LowRankScores, signals: _Signals | None, view: View
+) -> np.ndarray | None:
+    """The policy's per-item offset plus the layers' (item negative rates), or ``None``."""
     offset = low_rank.item_offset
     if signals is not None:
-        signal_offset = signals.item_offset(catalog.n_items, view.now)
+        signal_offset = signals.item_offset(view.catalog.n_items, view.now)
         if signal_offset is not None:
             offset = signal_offset if offset is None else offset + signal_offset
+    return offset
+
+
+def _multiply_out(
+    low_rank: LowRankScores,
+    signals: _Signals | None,
+    offset: np.ndarray | None,
+    catalog: CatalogView,
+    out: np.ndarray,
+) -> np.ndarray:
     users = [low_rank.users]
     if signals is not None:
         users.append(signals.per_topic)
     if offset is not None:
-        users.append(np.ones((len(requests), 1), np.float32))
+        users.append(np.ones((low_rank.users.shape[0], 1), np.float32))
     items = _STACKED.items(low_rank.items, catalog, signals is not None, offset)
     np.matmul(np.concatenate(users, axis=1, dtype=np.float32), items, out=out)
     if signals is not None:
@@ -132,7 +174,7 @@ def low_rank_signal_scores(
 
 
 class _StackedItems:
-    """The item side of :func:`low_rank_signal_scores`: ``[items; topic indicator; offset]``,
+    """The item side of :func:`low_rank_passes`: ``[items; topic indicator; offset]``,
     kept per item matrix (a model's serves many batches; a canary serves two models at once) with
     the offset row rewritten per batch."""
 

@@ -11,7 +11,7 @@ import pytest
 
 from policies.builtin import EmbeddingPolicy, serve_scores
 from policies.retrieval import CandidateIndex, RecallMeter, RetrievalParams
-from policies.signals import LowRankScores, low_rank_signal_scores, signal_scores
+from policies.signals import LowRankScores, low_rank_passes, signal_scores
 from sim.runner import run_scenario
 from tests.conftest import tiny
 
@@ -77,7 +77,8 @@ def test_low_rank_scores_equal_dense_scores_with_every_adjustment(offset, monkey
         dense = users @ items + (item_offset if offset else 0)
         expected = dense + signal_scores(requests, view)
         low_rank = LowRankScores(users, items, item_offset)
-        got = low_rank_signal_scores(low_rank, requests, view, None, np.empty((n, m), np.float32))
+        [(rows, got)] = low_rank_passes(low_rank, requests, view, None, n)
+        assert rows == slice(0, n)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(
             serve_scores(np.random.default_rng(1), low_rank, requests, copy.deepcopy(view)),
