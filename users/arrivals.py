@@ -51,12 +51,6 @@ class RequestBlock:
     def take(self, index: np.ndarray | slice) -> RequestBlock:
         return RequestBlock(**{name: getattr(self, name)[index] for name in _FIELDS})
 
-    @staticmethod
-    def concat(blocks: list[RequestBlock]) -> RequestBlock:
-        return RequestBlock(
-            **{name: np.concatenate([getattr(b, name) for b in blocks]) for name in _FIELDS}
-        )
-
 
 _FIELDS = tuple(RequestBlock.__dataclass_fields__)
 
@@ -150,9 +144,15 @@ class Arrivals:
         self._drawn_until = stop
         new = self._draw_sessions(start, stop)
         rest = self._pending.take(slice(self._cursor, None))
-        merged = RequestBlock.concat([rest, new])
-        order = np.argsort(merged.time, kind="stable")
-        self._pending = merged.take(order)
+        order = np.argsort(np.concatenate([rest.time, new.time]), kind="stable")
+        # Field by field: one field's concatenation at a time, not a whole merged copy (tens of
+        # MB a block at a million users).
+        self._pending = RequestBlock(
+            **{
+                name: np.concatenate([getattr(rest, name), getattr(new, name)])[order]
+                for name in _FIELDS
+            }
+        )
         self._cursor = 0
 
     def _draw_sessions(self, start: float, stop: float) -> RequestBlock:
