@@ -9,7 +9,7 @@ recorded in ``missing``; nothing is NaN or infinite.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -81,9 +81,7 @@ class KeyedTimes:
     """
 
     def __init__(self, keys: np.ndarray, times: np.ndarray):
-        # one sort gives the distinct keys and each row's dense key (a hash-based unique and a
-        # binary search per row cost several times more on large logs)
-        self._keys, dense = np.unique(keys, return_inverse=True)
+        keys = np.asarray(keys).reshape(-1)
         # An event log's times are already sorted: keep them as they are (no copy).
         in_order = times.shape[0] < 2 or bool((times[1:] >= times[:-1]).all())
         self._times = times if in_order else np.sort(times)
@@ -91,38 +89,46 @@ class KeyedTimes:
         ranks = (
             _ranks_in_sorted(times) if in_order else np.searchsorted(self._times, times, "right")
         )
-        codes = dense.astype(np.int64).reshape(-1) * self._span + ranks
-        del ranks, dense
-        order = np.argsort(codes, kind="stable")
-        self._codes = codes[order]
-        del codes
+        # One sort orders the rows by (key, time): for rows already in time order, a stable sort
+        # by key alone. The distinct keys and each row's dense key follow from it in one pass (a
+        # separate np.unique was a second sort of the whole log).
+        order = np.argsort(keys, kind="stable") if in_order else np.lexsort((ranks, keys))
+        sorted_keys = keys[order]
+        first = np.ones(sorted_keys.shape[0], bool)
+        np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+        self._keys = sorted_keys[first]
+        del sorted_keys
+        dense = np.cumsum(first, dtype=np.int64) - 1
+        del first
+        self._codes = dense * self._span + ranks[order]
+        del dense, ranks
         self._times_by_code = times[order]
 
-    def _dense(self, keys: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self._keys, keys).astype(np.int64)
-
-    def _known(self, keys: np.ndarray) -> np.ndarray:
+    def _lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each query key's dense index, and whether any row has that key."""
         if not self._keys.shape[0]:
-            return np.zeros(keys.shape[0], bool)
-        dense = np.minimum(self._dense(keys), self._keys.shape[0] - 1)
-        return self._keys[dense] == keys
+            return np.zeros(keys.shape[0], np.int64), np.zeros(keys.shape[0], bool)
+        dense = _sorted_search(self._keys, keys, "left")
+        known = self._keys[np.minimum(dense, self._keys.shape[0] - 1)] == keys
+        return dense, known
 
     def count(self, keys: np.ndarray, after: np.ndarray, until: np.ndarray) -> np.ndarray:
         """Rows with each query's key and a time in ``(after, until]``."""
-        base = self._dense(keys) * self._span
+        dense, known = self._lookup(keys)
+        base = dense * self._span
         low = base + np.searchsorted(self._times, after, "right")
         high = base + np.searchsorted(self._times, until, "right")
         counts = _sorted_search(self._codes, high) - _sorted_search(self._codes, low)
-        return np.where(self._known(keys), counts, 0)
+        return np.where(known, counts, 0)
 
     def first_at_or_after(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
         """The earliest row time with each query's key at or after its time (``inf``: none)."""
-        dense = self._dense(keys)
-        found = np.searchsorted(
-            self._codes, dense * self._span + np.searchsorted(self._times, times, "left"), "right"
+        dense, known = self._lookup(keys)
+        found = _sorted_search(
+            self._codes, dense * self._span + np.searchsorted(self._times, times, "left")
         )
         result = np.full(keys.shape[0], np.inf)
-        inside = (found < self._codes.shape[0]) & self._known(keys)
+        inside = (found < self._codes.shape[0]) & known
         same = np.zeros_like(inside)
         same[inside] = self._codes[found[inside]] // self._span == dense[inside]
         result[same] = self._times_by_code[found[same]]
@@ -146,12 +152,14 @@ def _ranks_in_sorted(times: np.ndarray) -> np.ndarray:
     return run_ends[run]
 
 
-def _sorted_search(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
-    """``np.searchsorted(haystack, needles, "right")`` with the needles searched in sorted
-    order, which keeps the binary searches in cache (several times faster on large haystacks)."""
+def _sorted_search(
+    haystack: np.ndarray, needles: np.ndarray, side: Literal["left", "right"] = "right"
+) -> np.ndarray:
+    """``np.searchsorted(haystack, needles, side)`` with the needles searched in sorted order,
+    which keeps the binary searches in cache (several times faster on large haystacks)."""
     order = np.argsort(needles, kind="stable")
     found = np.empty(needles.shape[0], np.int64)
-    found[order] = np.searchsorted(haystack, needles[order], "right")
+    found[order] = np.searchsorted(haystack, needles[order], side)
     return found
 
 
