@@ -22,6 +22,7 @@ from sim.domain import (
     TrainingData,
     is_kind,
 )
+from sim.kernels import absorb_decayed_counts
 from sim.spec import ProfileMemory, RealtimeFeatures, SessionContext
 
 __all__ = [
@@ -149,25 +150,6 @@ class FeatureStore:
         on_item = events.item >= 0
         users, items, times = events.user[on_item], events.item[on_item], events.time[on_item]
         kinds = events.kind[on_item]
-        negative = is_kind(kinds, REJECTIONS)
-        positive = kinds == Kind.CLICK
-        reference = float(times.max()) if times.shape[0] else 0.0
-        signal = negative | positive
-        touched = np.unique(users[signal])
-        factor = _decay(reference - self._user_time[touched], self.half_life).astype(np.float32)
-        self._negative[touched] *= factor[:, None]
-        self._positive[touched] *= factor[:, None]
-        self._user_time[touched] = reference
-        weight = _decay(reference - times, self.half_life).astype(np.float32)
-        topics = topic_of[items]
-        np.add.at(self._negative, (users[negative], topics[negative]), weight[negative])
-        np.add.at(self._positive, (users[positive], topics[positive]), weight[positive])
-        self._absorb_items(items, times, negative, reference)
-        self._absorb_sessions(events)
-
-    def _absorb_items(
-        self, items: np.ndarray, times: np.ndarray, negative: np.ndarray, reference: float
-    ) -> None:
         if items.shape[0] and items.max() >= self._item_shown.shape[0]:
             size = max(int(items.max()) + 1, 2 * self._item_shown.shape[0])
             for name in ("_item_negative", "_item_shown", "_item_time"):
@@ -175,14 +157,24 @@ class FeatureStore:
                 old = getattr(self, name)
                 grown[: old.shape[0]] = old
                 setattr(self, name, grown)
-        touched = np.unique(items)
-        factor = _decay(reference - self._item_time[touched], self.item_half_life)
-        self._item_negative[touched] *= factor
-        self._item_shown[touched] *= factor
-        self._item_time[touched] = reference
-        weight = _decay(reference - times, self.item_half_life)
-        np.add.at(self._item_shown, items, weight)
-        np.add.at(self._item_negative, items[negative], weight[negative])
+        absorb_decayed_counts(
+            users,
+            items,
+            times,
+            is_kind(kinds, REJECTIONS),
+            kinds == Kind.CLICK,
+            topic_of,
+            float(times.max()) if times.shape[0] else 0.0,
+            self._negative,
+            self._positive,
+            self._user_time,
+            self.half_life,
+            self._item_negative,
+            self._item_shown,
+            self._item_time,
+            self.item_half_life,
+        )
+        self._absorb_sessions(events)
 
     def _absorb_sessions(self, events: EventTable) -> None:
         first_of_request = events.position == 0

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies.signals import signal_scores
 from sim.domain import CatalogView, EventTable, Kind, Requests, Scope, View
 from sim.spec import RealtimeFeatures, SessionContext
-from sim.stores import FeatureStore, SessionContextStore
+from sim.stores import REJECTIONS, FeatureStore, SessionContextStore
 
 TOPIC_OF = np.array([0, 0, 1, 1, 2, 2], np.int16)
 
@@ -49,6 +51,83 @@ def test_feature_store_counts_decay_with_their_half_life():
     rate = store.item_negative_rate(6, now=3600.0)
     assert rate[3] == pytest.approx(1 / 2)  # one negative in one impression, +1 prior
     assert rate[0] == 0
+
+
+def absorb_with_numpy(store: FeatureStore, table: EventTable, topic_of: np.ndarray) -> None:
+    """The feature store's decayed counts as whole-array numpy passes (unique, ``ufunc.at``): the
+    reference for its compiled loop."""
+    on_item = table.item >= 0
+    users, items, times = table.user[on_item], table.item[on_item], table.time[on_item]
+    negative = np.isin(table.kind[on_item], REJECTIONS)
+    positive = table.kind[on_item] == Kind.CLICK
+    if not times.shape[0]:
+        return
+    reference = float(times.max())
+    touched = np.unique(users[negative | positive])
+    elapsed = reference - store._user_time[touched]
+    factor = np.exp2(-np.maximum(elapsed, 0.0) / store.half_life).astype(np.float32)
+    store._negative[touched] *= factor[:, None]
+    store._positive[touched] *= factor[:, None]
+    store._user_time[touched] = reference
+    weight = np.exp2(-np.maximum(reference - times, 0.0) / store.half_life).astype(np.float32)
+    topics = topic_of[items]
+    np.add.at(store._negative, (users[negative], topics[negative]), weight[negative])
+    np.add.at(store._positive, (users[positive], topics[positive]), weight[positive])
+    shown = np.unique(items)
+    elapsed = reference - store._item_time[shown]
+    item_factor = np.exp2(-np.maximum(elapsed, 0.0) / store.item_half_life)
+    store._item_negative[shown] *= item_factor
+    store._item_shown[shown] *= item_factor
+    store._item_time[shown] = reference
+    item_weight = np.exp2(-np.maximum(reference - times, 0.0) / store.item_half_life)
+    np.add.at(store._item_shown, items, item_weight)
+    np.add.at(store._item_negative, items[negative], item_weight[negative])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31))
+def test_feature_store_counts_equal_whole_array_numpy_passes(seed):
+    """Random slices of events (repeated users and items, every kind, items outside the catalogue
+    grown into) give the same counts as the numpy passes; float32 user counts exactly, float64
+    item counts to rounding (numba's and numpy's exp2 may differ in the last bit)."""
+    rng = np.random.default_rng(seed)
+    spec = RealtimeFeatures(half_life="20m", item_half_life="45m")
+    compiled, reference = FeatureStore(spec, 7, 3), FeatureStore(spec, 7, 3)
+    start = 0.0
+    for _ in range(4):
+        n = int(rng.integers(1, 60))
+        times = np.sort(start + rng.uniform(0, 900, n))
+        start = float(times[-1]) + 1
+        table = events(
+            list(
+                zip(
+                    times,
+                    rng.integers(0, 7, n),
+                    rng.integers(-1, 6, n),
+                    rng.integers(0, len(Kind), n),
+                    rng.integers(0, 3, n),
+                    strict=True,
+                )
+            )
+        )
+        compiled.absorb(table, TOPIC_OF)
+        size = compiled._item_shown.shape[0]  # the store grew its item arrays to the new ids
+        for name in ("_item_negative", "_item_shown", "_item_time"):
+            setattr(reference, name, _grown(getattr(reference, name), size))
+        absorb_with_numpy(reference, table, TOPIC_OF)
+        np.testing.assert_array_equal(compiled._negative, reference._negative)
+        np.testing.assert_array_equal(compiled._positive, reference._positive)
+        np.testing.assert_array_equal(compiled._user_time, reference._user_time)
+        np.testing.assert_array_equal(compiled._item_time, reference._item_time)
+        np.testing.assert_allclose(compiled._item_shown, reference._item_shown, rtol=1e-14)
+        np.testing.assert_allclose(compiled._item_negative, reference._item_negative, rtol=1e-14)
+    assert compiled._negative.any() and compiled._item_shown.any()
+
+
+def _grown(values: np.ndarray, size: int) -> np.ndarray:
+    grown = np.zeros(size)
+    grown[: values.shape[0]] = values
+    return grown
 
 
 def test_session_context_is_per_session_and_keeps_the_last_items():
