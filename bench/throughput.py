@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=5_000)
     parser.add_argument("--days", type=float, default=1.0)
-    parser.add_argument("--retrain", nargs="+", default=["1h", "1d"])
+    parser.add_argument("--retrain", nargs="+", default=["1d", "1h"])
     parser.add_argument("--naive-seconds", type=float, default=120.0)
     parser.add_argument(
         "--all-layers",
