@@ -268,6 +268,7 @@ class EmbeddingPolicy(BasePolicy):
         requests, scores = self._scored
         report: dict[str, Any] = {
             "vector_width": self.params.dim + 1,
+            "scores_per_pass": PASS_FLOATS,
             "model_scored_requests": requests,
         }
         if requests:

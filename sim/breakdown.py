@@ -101,15 +101,18 @@ def _ranking_reference(summaries: list[dict[str, Any]], ranking: float, requests
         f"  a bare float32 matmul of that shape here: {1e6 * bare:.2f} us/request, "
         f"{flops / bare / 1e9:.2f} GFLOP/s; ranking costs {per_request / bare:.1f}x it "
         "(ranking also applies the layers' adjustments, the bandit and the top-k)",
-        *_in_passes(batch, width, columns, per_request),
+        *_in_passes(shapes[0].get("scores_per_pass"), batch, width, columns, per_request),
     ]
 
 
-def _in_passes(batch: int, width: int, columns: int, per_request: float) -> list[str]:
-    """The bare product in the passes serving multiplies a large window out in, if it does."""
-    from policies.builtin import PASS_FLOATS  # sim/ imports policies only where it must
-
-    rows = max(1, PASS_FLOATS // columns)
+def _in_passes(
+    scores_per_pass: int | None, batch: int, width: int, columns: int, per_request: float
+) -> list[str]:
+    """The bare product in the passes the policy multiplies a large window out in, if it does
+    (``scores_per_pass`` from its diagnostics)."""
+    if not scores_per_pass:
+        return []
+    rows = max(1, scores_per_pass // columns)
     if rows >= batch:
         return []
     bare = matmul_seconds(rows, width, columns) / rows

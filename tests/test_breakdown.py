@@ -17,6 +17,7 @@ def summary(windows: int, items: float) -> dict:
             "vector_width": 17,
             "items_scored_per_request": items,
             "model_scored_requests": 1_000_000,
+            "scores_per_pass": 2**20,
         },
     }
 
@@ -30,8 +31,9 @@ def test_profile_lists_components_with_their_share_and_cost_per_request():
 
 
 def test_large_windows_are_also_compared_with_the_product_in_serving_passes():
-    """Windows of 1,000 requests x 10,000 items exceed one pass (PASS_FLOATS // 10,000 = 104
-    requests): the table adds the bare product in passes of that size; small windows do not."""
+    """Windows of 1,000 requests x 10,000 items exceed one pass (2**20 // 10,000 = 104 requests,
+    from the policy's diagnostics): the table adds the bare product in passes of that size; small
+    windows do not."""
     large = profile_table([summary(1_000, 10_000.0)])
     match = re.search(r"in passes of (\d+) requests .*: ([\d.]+) us/request; ranking costs", large)
     assert match is not None and int(match.group(1)) == 104 and float(match.group(2)) > 0
