@@ -39,9 +39,11 @@ LOG_COPIES = 6.0
 DISK_LOG_COPIES = 2.5
 #: ``output.event_log: auto`` keeps a log expected to be bigger than this on disk.
 DISK_LOG_ABOVE_BYTES = 2**30
-#: Python, numpy, torch, FAISS and the simulator's code before any data, with the allocator's
-#: and thread pools' slack (imports alone measure ~400 MiB; a run's fixed overhead more).
-BASELINE_BYTES = 800 * 2**20
+#: Anonymous memory of Python, numpy, torch, numba, FAISS and the simulator's code before any
+#: data, with the allocator's and thread pools' slack (a run of 100 users peaks at ~340 MiB).
+#: Shared libraries' pages are not counted: they are file-backed, shared between concurrent runs
+#: and reclaimable, and how many are resident varies by machine (libtorch alone maps 434 MB).
+BASELINE_BYTES = 512 * 2**20
 DAY = 86400.0
 
 

@@ -301,27 +301,27 @@ def test_an_impossible_size_is_refused_before_anything_runs(tmp_path, capsys):
 
 @pytest.mark.parametrize("event_log", ["memory", "disk"])
 def test_the_memory_estimate_covers_the_measured_peak(tmp_path, event_log):
-    """Estimated against the measured peak of a real run (in a fresh process): all resident
-    memory with the log in memory, anonymous memory with it on disk (its pages are the file
-    cache's)."""
+    """Estimated against the measured peak anonymous memory of a real run (in a fresh process).
+    File-backed pages (an on-disk log, shared libraries) are the file cache's: how much of
+    libtorch is resident differs between machines by hundreds of MB (CI saw 1,202 MiB resident
+    where this machine sees 724), while anonymous memory does not."""
     from sim.loader import load_scenario
     from sim.memory import estimate_run
 
     overrides = ["world.users.count=15000", "duration=12h", f"output.event_log={event_log}"]
     code = (
-        "import resource, sys; from sim.cli import main; from sim.memory import PeakMemory\n"
+        "import sys; from sim.cli import main; from sim.memory import PeakMemory\n"
         "with PeakMemory() as peak:\n"
         f"    code = main(['run', 'quickstart', '-q', '--out', {str(tmp_path / 'o')!r}, "
         + ", ".join(f"'--set', {o!r}" for o in overrides)
         + "])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, peak.anon_bytes)\n"
+        "print(peak.anon_bytes)\n"
         "sys.exit(code)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
     )
-    resident, anonymous = done.stdout.strip().splitlines()[-1].split()
-    measured = int(resident) if event_log == "memory" else int(anonymous)
+    measured = int(done.stdout.strip().splitlines()[-1])
     estimate = estimate_run(load_scenario("quickstart", overrides)).total
     assert measured <= estimate <= 3 * measured, (estimate / 2**20, measured / 2**20)
     (run,) = (tmp_path / "o" / "variants").glob("*/r0/summary.json")
