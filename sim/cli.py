@@ -323,9 +323,9 @@ def _check_memory(plans: list[Any], workers: int) -> None:
         raise RecloopError(
             f"estimated peak memory {needed / gib:,.1f} GiB ({concurrent} concurrent run(s) of "
             f"{biggest.total / gib:,.1f} GiB, {biggest.requests:,.0f} requests each; the event "
-            f"log is {biggest.event_log / gib:,.1f} GiB of it) exceeds the {available / gib:,.1f} "
-            "GiB available: lower --workers, world.users.count or duration (or pass "
-            "--no-memory-check)"
+            f"log and its metrics are {biggest.event_log / gib:,.1f} GiB of it) exceeds the "
+            f"{available / gib:,.1f} GiB available: lower --workers, world.users.count or "
+            "duration (or pass --no-memory-check)"
         )
 
 

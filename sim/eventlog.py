@@ -21,7 +21,13 @@ import numpy as np
 
 from sim.domain import EVENT_COLUMNS, EventTable, Kind, Requests, Responses, Scope, readonly
 
-__all__ = ["EventLog"]
+__all__ = ["EventLog", "row_chunks", "CHUNK_ROWS"]
+
+#: Rows of a finished log that one pass over it (the run's summary, the metrics) holds working
+#: arrays for at a time. A longer log (a week of a million users logs about 900M rows) is read in
+#: chunks of consecutive rows, or in shards of users, so that measuring it needs memory for this
+#: many rows, not for the whole log; the figures are the same.
+CHUNK_ROWS = 1 << 24
 
 #: Storage type of each core column (same order as ``EVENT_COLUMNS``).
 CORE_COLUMNS: dict[str, type] = dict(
@@ -165,3 +171,30 @@ class EventLog:
 
 def _version_column(layer: str) -> str:
     return f"v_{layer}"
+
+
+def row_chunks(times: np.ndarray, edges: np.ndarray | None = None) -> list[slice]:
+    """Consecutive ranges of a time-ordered log's rows, about ``CHUNK_ROWS`` each (one range for
+    a shorter log), cut only between different times, so that every row of a request lies in one
+    range, and with ``edges`` (ascending bin starts) only at bin starts, so that every bin does.
+
+    >>> row_chunks(np.array([0.0, 1.0, 1.0, 2.0]))
+    [slice(0, 4, None)]
+    """
+    n = times.shape[0]
+    cuts = None if edges is None else np.searchsorted(times, edges, "left")
+    chunks, start = [], 0
+    while n - start > CHUNK_ROWS:
+        target = start + CHUNK_ROWS
+        if cuts is None:
+            cut = int(np.searchsorted(times, times[target], "left"))
+            if cut <= start:  # more rows at one time than a chunk holds: keep them together
+                cut = int(np.searchsorted(times, times[target], "right"))
+        else:
+            below = cuts[(cuts > start) & (cuts <= target)]
+            later = cuts[cuts > start]
+            cut = int(below[-1]) if below.shape[0] else int(later[0]) if later.shape[0] else n
+        chunks.append(slice(start, cut))
+        start = cut
+    chunks.append(slice(start, n))
+    return chunks

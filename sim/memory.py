@@ -15,6 +15,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from sim.eventlog import CHUNK_ROWS
 from sim.spec import Scenario
 
 __all__ = [
@@ -31,12 +32,13 @@ __all__ = [
 #: session 8), and per layer version column.
 ROW_BYTES = 32
 VERSION_BYTES = 4
-#: Copies of the log alive at the peak: the growing log's old and new buffers, the metrics'
-#: sort keys and indexes (int64 per row, a few of them), the written table.
-LOG_COPIES = 6.0
-#: The same with the log on disk: its pages are the file cache's, not the process's; what is
-#: left is the metrics' indexes (measured ~1.3 copies; rounded up).
-DISK_LOG_COPIES = 2.5
+#: Copies of an in-memory log alive at its peak: the growing log's old and new buffers, and the
+#: written table.
+LOG_COPIES = 3.0
+#: Working bytes per row of the metrics' largest pass (the residual-exposure index of a shard of
+#: users: keys, times, sort order and codes; measured ~70-90). The metrics and the run's summary
+#: read at most ``CHUNK_ROWS`` rows at a time, so this does not grow with a longer log.
+METRIC_BYTES_PER_ROW = 100
 #: ``output.event_log: auto`` keeps a log expected to be bigger than this on disk.
 DISK_LOG_ABOVE_BYTES = 2**30
 #: Anonymous memory of Python, numpy, torch, numba, FAISS and the simulator's code before any
@@ -52,6 +54,7 @@ class MemoryEstimate:
     """Estimated peak bytes of one run, and its parts."""
 
     requests: float
+    #: the event log if it is kept in memory, and the metrics' working arrays over it
     event_log: float
     users: float
     items: float
@@ -77,10 +80,15 @@ def expected_requests(scenario: Scenario) -> float:
     return users.count * per_user * users.session.requests_mean * seconds / DAY
 
 
+def _event_log_rows(scenario: Scenario) -> float:
+    """Expected rows of the run's event log: a slate's impressions, plus abandon rows."""
+    return expected_requests(scenario) * (scenario.stack.slate_size + 0.2)
+
+
 def _event_log_bytes(scenario: Scenario) -> float:
     """Expected size of one copy of the run's event log."""
-    rows = expected_requests(scenario) * (scenario.stack.slate_size + 0.2)  # plus abandon rows
-    return rows * (ROW_BYTES + VERSION_BYTES * len(scenario.stack.layers.active()))
+    row = ROW_BYTES + VERSION_BYTES * len(scenario.stack.layers.active())
+    return _event_log_rows(scenario) * row
 
 
 def event_log_on_disk(scenario: Scenario) -> bool:
@@ -95,8 +103,10 @@ def estimate_run(scenario: Scenario) -> MemoryEstimate:
     """Peak memory of one run of ``scenario``."""
     requests = expected_requests(scenario)
     layers = scenario.stack.layers.active()
-    copies = DISK_LOG_COPIES if event_log_on_disk(scenario) else LOG_COPIES
-    event_log = _event_log_bytes(scenario) * copies
+    rows = _event_log_rows(scenario)
+    event_log = min(rows, CHUNK_ROWS) * METRIC_BYTES_PER_ROW
+    if not event_log_on_disk(scenario):
+        event_log += _event_log_bytes(scenario) * LOG_COPIES
     world = scenario.world
     n, dim, topics = world.users.count, world.catalog.dim, world.catalog.topics
     per_user = dim * 4 * 2 + topics * 4 + 64  # preferences (+ drift copy), mixture, bookkeeping

@@ -8,13 +8,16 @@ recorded in ``missing``; nothing is NaN or infinite.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
+from sim import eventlog
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind, Scope
+from sim.eventlog import row_chunks
 from sim.propagation import absorption_delays
 from sim.runner import RunResult
 
@@ -70,6 +73,32 @@ def measure(result: RunResult) -> RunMetrics:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _rows_where(events: Any, select: Callable[[slice], np.ndarray]) -> np.ndarray:
+    """Indices (int64) of the log's rows where ``select(rows)``, a boolean mask of the rows in
+    ``rows``, holds: computed chunk by chunk, so that no whole-log mask is ever built."""
+    parts = [np.flatnonzero(select(rows)) + rows.start for rows in row_chunks(events.time)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _user_shards(events: Any) -> list[tuple[int, int]]:
+    """Ranges ``[low, high)`` of user ids, in order, each with about ``CHUNK_ROWS`` of the log's
+    rows (:mod:`sim.eventlog`); one range for a shorter log."""
+    count = events.user.shape[0]
+    if count <= eventlog.CHUNK_ROWS:
+        return [(0, np.iinfo(np.int64).max)]
+    per_user = np.zeros(0, np.int64)
+    for rows in row_chunks(events.time):
+        found = np.bincount(events.user[rows])
+        if found.shape[0] > per_user.shape[0]:
+            per_user = np.pad(per_user, (0, found.shape[0] - per_user.shape[0]))
+        per_user[: found.shape[0]] += found
+    shards = -(-count // eventlog.CHUNK_ROWS)
+    targets = np.arange(1, shards) * (count / shards)
+    bounds = np.searchsorted(np.cumsum(per_user), targets, "left") + 1
+    edges = [0, *sorted(set(bounds.tolist()) - {0, per_user.shape[0]}), per_user.shape[0]]
+    return list(zip(edges, edges[1:], strict=False))
 
 
 class KeyedTimes:
@@ -236,21 +265,25 @@ def _business(result: RunResult, metrics: RunMetrics) -> None:
         metrics.put(name, int(summary[name]))
 
 
-def _fresh(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
-    """Which event rows are impressions, and which are impressions of a fresh item."""
+def _fresh(result: RunResult, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the event rows in ``rows`` are impressions, and which are impressions of a
+    fresh item."""
     events = result.events
-    shown = events.item >= 0
-    age = events.time[shown] - result.item_created_at[events.item[shown]]
+    shown = events.item[rows] >= 0
+    age = events.time[rows][shown] - result.item_created_at[events.item[rows][shown]]
     fresh = np.zeros_like(shown)
     fresh[shown] = age < result.scenario.metrics.fresh_age
     return shown, fresh
 
 
 def _freshness(result: RunResult, metrics: RunMetrics) -> None:
-    shown, fresh = _fresh(result)
-    measured = result.events.time >= result.scenario.warmup
-    impressions = int(np.count_nonzero(shown & measured))
-    share = np.count_nonzero(fresh & measured) / impressions if impressions else None
+    impressions, fresh_impressions = 0, 0
+    for rows in row_chunks(result.events.time):
+        shown, fresh = _fresh(result, rows)
+        measured = result.events.time[rows] >= result.scenario.warmup
+        impressions += int(np.count_nonzero(shown & measured))
+        fresh_impressions += int(np.count_nonzero(fresh & measured))
+    share = fresh_impressions / impressions if impressions else None
     metrics.put("fresh_impression_share", share, "no impressions in the measured period")
 
 
@@ -276,25 +309,45 @@ def consumption_similarity(
     >>> consumption_similarity(clicks, pairs=50)  # {1, 2} and {2, 3, 4}: 1 shared of 4
     0.25
     """
-    keep = (events.time >= since) & (events.kind == Kind.CLICK)
-    users, items = events.user[keep].astype(np.int64), events.item[keep].astype(np.int64)
-    if not users.size:
-        return None
-    width = int(items.max()) + 1
-    keys = np.unique(users * width + items)  # each user's clicked items, sorted by user
-    active, starts, counts = np.unique(keys // width, return_index=True, return_counts=True)
+    # Who clicked (the users pairs are drawn from), then the clicked items of the drawn users
+    # only: two passes over the log's chunks, so that memory does not grow with the log.
+    clicked = np.zeros(0, bool)
+    width = 0
+    for rows in row_chunks(events.time):
+        keep = (events.time[rows] >= since) & (events.kind[rows] == Kind.CLICK)
+        users = events.user[rows][keep]
+        if users.size:
+            if users.max() >= clicked.shape[0]:
+                clicked = np.pad(clicked, (0, int(users.max()) + 1 - clicked.shape[0]))
+            clicked[users] = True
+            width = max(width, int(events.item[rows][keep].max()) + 1)
+    active = np.flatnonzero(clicked)
     if active.size < 2:
         return None
     rng = np.random.default_rng(seed)
     first = rng.integers(0, active.size, pairs)
     second = (first + rng.integers(1, active.size, pairs)) % active.size  # a different user
-    sizes = counts[first]
-    row = np.repeat(np.arange(pairs), sizes)
-    within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    wanted = active[second][row] * width + keys[np.repeat(starts[first], sizes) + within] % width
+    first, second = active[first], active[second]
+    drawn = np.zeros(clicked.shape[0], bool)
+    drawn[first] = drawn[second] = True
+    parts = []
+    for rows in row_chunks(events.time):
+        keep = (events.time[rows] >= since) & (events.kind[rows] == Kind.CLICK)
+        users = events.user[rows][keep].astype(np.int64)
+        mine = drawn[users]
+        parts.append(users[mine] * width + events.item[rows][keep][mine])
+    keys = np.unique(np.concatenate(parts))  # the drawn users' clicked items, sorted by user
+    starts = np.searchsorted(keys, first * width)
+    counts = np.searchsorted(keys, (first + 1) * width) - starts
+    second_counts = np.searchsorted(keys, (second + 1) * width) - np.searchsorted(
+        keys, second * width
+    )
+    row = np.repeat(np.arange(pairs), counts)
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    wanted = second[row] * width + keys[np.repeat(starts, counts) + within] % width
     found = keys[np.minimum(np.searchsorted(keys, wanted), keys.size - 1)] == wanted
     shared = np.bincount(row, weights=found, minlength=pairs)
-    return float(np.mean(shared / (counts[first] + counts[second] - shared)))
+    return float(np.mean(shared / (counts + second_counts - shared)))
 
 
 def _costs(result: RunResult, metrics: RunMetrics) -> None:
@@ -313,7 +366,10 @@ def _propagation(result: RunResult, metrics: RunMetrics) -> None:
     scenario = result.scenario
     events = result.events
     codes = [int(Kind[name.upper()]) for name in scenario.metrics.propagation_kinds]
-    chosen = np.flatnonzero((events.time >= scenario.warmup) & np.isin(events.kind, codes))
+    chosen = _rows_where(
+        events,
+        lambda rows: (events.time[rows] >= scenario.warmup) & np.isin(events.kind[rows], codes),
+    )
     times, users = events.time[chosen], events.user[chosen]
     layer_names = list(result.summary["layers"])
     starts = _session_starts_by_user(result) if "profile_memory" in layer_names else None
@@ -398,8 +454,16 @@ def layer_delays(result: RunResult, layer: str, times: np.ndarray, users: np.nda
 
 
 def _session_starts_by_user(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
+    """The user and start time of every session, in session-id order (its first row's)."""
     events = result.events
-    _, first = np.unique(events.session, return_index=True)
+    ids, firsts = [], []
+    for rows in row_chunks(events.time):
+        chunk_ids, first = np.unique(events.session[rows], return_index=True)
+        ids.append(chunk_ids)
+        firsts.append(first + rows.start)
+    # A session that spans chunks starts in the earliest: np.unique keeps first occurrences.
+    _, keep = np.unique(np.concatenate(ids), return_index=True)
+    first = np.concatenate(firsts)[keep]
     return events.user[first].astype(np.int64), events.time[first]
 
 
@@ -409,47 +473,75 @@ def _session_starts_by_user(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
 def _exposure(result: RunResult, metrics: RunMetrics) -> None:
     scenario = result.scenario
     events = result.events
-    end, horizon = scenario.end, scenario.metrics.exposure_horizon
-    shown = np.flatnonzero(events.item >= 0)
-    negative = np.flatnonzero(
-        (events.time >= scenario.warmup) & np.isin(events.kind, EXPLICIT_NEGATIVE_KINDS)
+    end, horizon, warmup = scenario.end, scenario.metrics.exposure_horizon, scenario.warmup
+    negative = _rows_where(
+        events,
+        lambda rows: (
+            (events.time[rows] >= warmup) & np.isin(events.kind[rows], EXPLICIT_NEGATIVE_KINDS)
+        ),
     )
-    item = np.where(events.item >= 0, events.item, 0)
-    t = events.time[negative]
-    scope = events.scope[negative]
     grid = exposure_grid(horizon)
-    rows: dict[str, list[Any]] = {"match": [], "seconds": [], "per_negative": [], "negatives": []}
-    offences = 0
-    # One (user, attribute) index at a time: each costs ~40 bytes per impression while it lives.
-    for match, attribute, scope_code in (
+    matches = (
         ("item", None, Scope.ITEM),
         ("topic", result.item_topic, Scope.TOPIC),
         ("creator", result.item_creator, Scope.CREATOR),
-    ):
-        span = np.int64(
-            result.item_topic.shape[0] if attribute is None else int(attribute.max(initial=0)) + 1
-        )
-        values = item if attribute is None else attribute[item]
-        index = KeyedTimes(
-            events.user[shown].astype(np.int64) * span + values[shown], events.time[shown]
-        )
-        negative_keys = events.user[negative].astype(np.int64) * span + values[negative]
-        del values
-        if match != "creator":
-            for seconds in grid:
-                observed = t + seconds <= end
-                counts = index.count(negative_keys[observed], t[observed], t[observed] + seconds)
-                rows["match"].append(match)
-                rows["seconds"].append(float(seconds))
-                rows["per_negative"].append(float(counts.mean()) if counts.shape[0] else None)
-                rows["negatives"].append(int(observed.sum()))
-        # Repeat offences: showing the user again what a negative of this scope rejected, within
-        # the horizon (cut at the end of the run).
-        which = scope == scope_code
-        offences += int(
-            index.count(negative_keys[which], t[which], np.minimum(t[which] + horizon, end)).sum()
-        )
-        del index
+    )
+    # Per (match, horizon): impressions after negatives, and negatives observed that long.
+    impressions = np.zeros((2, grid.shape[0]), np.int64)
+    observed_negatives = np.zeros((2, grid.shape[0]), np.int64)
+    offences = 0
+    # Every figure counts a user's own impressions after their own negatives, so users are
+    # measured a shard at a time, and one (user, attribute) index at a time: each costs ~40 bytes
+    # per impression while it lives.
+    for low, high in _user_shards(events):
+
+        def in_shard(rows: Any, low: int = low, high: int = high) -> np.ndarray:
+            return (events.user[rows] >= low) & (events.user[rows] < high)
+
+        mine = _rows_where(events, lambda rows: (events.item[rows] >= 0) & in_shard(rows))
+        theirs = negative[in_shard(negative)]
+        t = events.time[theirs]
+        scope = events.scope[theirs]
+        for which_match, (match, attribute, scope_code) in enumerate(matches):
+            span = np.int64(
+                result.item_topic.shape[0]
+                if attribute is None
+                else int(attribute.max(initial=0)) + 1
+            )
+            shown_items = events.item[mine]
+            negative_items = np.maximum(events.item[theirs], 0)
+            if attribute is not None:
+                shown_items, negative_items = attribute[shown_items], attribute[negative_items]
+            index = KeyedTimes(
+                events.user[mine].astype(np.int64) * span + shown_items, events.time[mine]
+            )
+            del shown_items
+            negative_keys = events.user[theirs].astype(np.int64) * span + negative_items
+            if match != "creator":
+                for point, seconds in enumerate(grid):
+                    observed = t + seconds <= end
+                    counts = index.count(
+                        negative_keys[observed], t[observed], t[observed] + seconds
+                    )
+                    impressions[which_match, point] += int(counts.sum())
+                    observed_negatives[which_match, point] += int(observed.sum())
+            # Repeat offences: showing the user again what a negative of this scope rejected,
+            # within the horizon (cut at the end of the run).
+            which = scope == scope_code
+            offences += int(
+                index.count(
+                    negative_keys[which], t[which], np.minimum(t[which] + horizon, end)
+                ).sum()
+            )
+            del index
+    rows: dict[str, list[Any]] = {"match": [], "seconds": [], "per_negative": [], "negatives": []}
+    for which_match, (match, _, _) in enumerate(matches[:2]):
+        for point, seconds in enumerate(grid):
+            count = int(observed_negatives[which_match, point])
+            rows["match"].append(match)
+            rows["seconds"].append(float(seconds))
+            rows["per_negative"].append(impressions[which_match, point] / count if count else None)
+            rows["negatives"].append(count)
     metrics.tables["exposure"] = pa.table(
         {
             "match": pa.array(rows["match"], pa.string()),
@@ -496,8 +588,6 @@ def _suppression(result: RunResult, metrics: RunMetrics) -> None:
     spec = scenario.metrics
     events = result.events
     end = scenario.end
-    shown = events.item >= 0
-    item = np.where(shown, events.item, 0)
     columns: dict[str, list[Any]] = {
         name: [] for name in ("intervention", "kind", "bin_start_seconds", "bad", "population")
     }
@@ -507,22 +597,14 @@ def _suppression(result: RunResult, metrics: RunMetrics) -> None:
         if affected.kind not in HARMFUL:
             continue
         harmful += 1
-        if affected.users is not None:  # topic aversion: the averse users, shown the topic
-            population = shown & affected.users[events.user]
-            bad = population & (result.item_topic[item] == affected.topic)
-        else:  # items turned bad: anyone shown them
-            assert affected.items is not None
-            population = shown
-            bad = shown & affected.items[item]
         at = affected.at
         edges = np.arange(at, end, spec.suppression_bin)
-        after = events.time >= at
-        bins = np.searchsorted(edges, events.time, side="right") - 1
-        bad_per_bin = np.bincount(bins[after & bad], minlength=edges.shape[0])
-        pop_per_bin = np.bincount(bins[after & population], minlength=edges.shape[0])
-        before = (events.time >= max(at - spec.level_window, 0.0)) & ~after
-        level_pop = int((population & before).sum())
-        level = (bad & before).sum() / level_pop if level_pop else None
+        harm = _Harm(edges.shape[0], result.churned_at.shape[0])
+        # Chunks cut between different times: a request's rows (its slate, its abandon) together.
+        for rows in row_chunks(events.time):
+            harm.add(result, rows, affected, edges, max(at - spec.level_window, 0.0))
+        bad_per_bin, pop_per_bin = harm.bad_per_bin, harm.population_per_bin
+        level = harm.level_bad / harm.level_population if harm.level_population else None
         prefix = f"{name}."
         metrics.put(
             prefix + "level",
@@ -552,7 +634,9 @@ def _suppression(result: RunResult, metrics: RunMetrics) -> None:
                 )
             metrics.put(f"{prefix}time_to_{percent}pct_seconds", seconds, reason)
             metrics.put(f"{prefix}bad_before_{percent}pct", before_suppression, reason)
-        _harm(result, metrics, prefix, bad, at)
+        metrics.put(prefix + "sessions_lost", harm.sessions_lost)
+        churned = harm.exposed & np.isfinite(result.churned_at) & (result.churned_at >= at)
+        metrics.put(prefix + "churned_exposed_users", int(churned.sum()))
         columns["intervention"] += [name] * edges.shape[0]
         columns["kind"] += [affected.kind] * edges.shape[0]
         columns["bin_start_seconds"] += list(edges - at)
@@ -580,28 +664,61 @@ def _suppression(result: RunResult, metrics: RunMetrics) -> None:
     )
 
 
-def _harm(
-    result: RunResult,
-    metrics: RunMetrics,
-    prefix: str,
-    bad: np.ndarray,
-    at: float,
-) -> None:
-    """Sessions abandoned right after a slate with a bad impression, and affected users who
-    churned after the intervention (associated with the harm; paired deltas give the effect)."""
-    events = result.events
-    after = events.time >= at
-    times = np.unique(events.time)
-    request = events.user.astype(np.int64) * (times.shape[0] + 1) + np.searchsorted(
-        times, events.time
-    )
-    bad_requests = np.unique(request[bad & after])
-    abandoned = (events.kind == Kind.ABANDON) & after
-    metrics.put(prefix + "sessions_lost", int(np.isin(request[abandoned], bad_requests).sum()))
-    exposed = np.zeros(result.churned_at.shape[0], bool)
-    exposed[events.user[bad & after]] = True
-    churned = exposed & np.isfinite(result.churned_at) & (result.churned_at >= at)
-    metrics.put(prefix + "churned_exposed_users", int(churned.sum()))
+class _Harm:
+    """Bad impressions of one harmful intervention, per suppression bin and before it (the
+    level), and what they were associated with: sessions abandoned right after a slate with a
+    bad impression, and the users exposed (paired deltas give the effect). Summed over chunks of
+    the log."""
+
+    def __init__(self, bins: int, users: int):
+        self.bad_per_bin = np.zeros(bins, np.int64)
+        self.population_per_bin = np.zeros(bins, np.int64)
+        self.level_bad = 0
+        self.level_population = 0
+        self.sessions_lost = 0
+        self.exposed = np.zeros(users, bool)
+
+    def add(
+        self,
+        result: RunResult,
+        rows: slice,
+        affected: Any,  # users.world.Affected (sim/ does not import users/)
+        edges: np.ndarray,
+        level_from: float,
+    ) -> None:
+        events = result.events
+        time, user, item = events.time[rows], events.user[rows], events.item[rows]
+        shown = item >= 0
+        item = np.where(shown, item, 0)
+        if affected.users is not None:  # topic aversion: the averse users, shown the topic
+            population = shown & affected.users[user]
+            bad = population & (result.item_topic[item] == affected.topic)
+        else:  # items turned bad: anyone shown them
+            assert affected.items is not None
+            population = shown
+            bad = shown & affected.items[item]
+        at = affected.at
+        after = time >= at
+        bins = (
+            np.searchsorted(
+                np.arange(at, result.scenario.end, result.scenario.metrics.suppression_bin),
+                time,
+                side="right",
+            )
+            - 1
+        )
+        size = self.bad_per_bin.shape[0]
+        self.bad_per_bin += np.bincount(bins[after & bad], minlength=size)
+        self.population_per_bin += np.bincount(bins[after & population], minlength=size)
+        before = (time >= level_from) & ~after
+        self.level_population += int((population & before).sum())
+        self.level_bad += int((bad & before).sum())
+        times = np.unique(time)
+        request = user.astype(np.int64) * (times.shape[0] + 1) + np.searchsorted(times, time)
+        bad_requests = np.unique(request[bad & after])
+        abandoned = (events.kind[rows] == Kind.ABANDON) & after
+        self.sessions_lost += int(np.isin(request[abandoned], bad_requests).sum())
+        self.exposed[user[bad & after]] = True
 
 
 # --- timeseries ------------------------------------------------------------------------------
@@ -614,34 +731,53 @@ def timeseries(result: RunResult) -> pa.Table:
     width = scenario.metrics.timeseries_bin
     edges = np.arange(0.0, scenario.end, width)
     n = edges.shape[0]
-    bins = np.searchsorted(edges, events.time, side="right") - 1
-    shown, fresh = _fresh(result)
-    kind = events.kind
-
-    def per_bin(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        return np.bincount(
-            bins[mask], weights=None if weights is None else weights[mask], minlength=n
+    capacity = max(int(result.item_topic.shape[0]), 1)
+    topics = int(scenario.world.catalog.topics)
+    topic_counts = np.zeros((n, topics))
+    per_bin = {
+        name: np.zeros(n)
+        for name in (
+            "impressions",
+            "clicks",
+            "dwell",
+            "explicit",
+            "requests",
+            "abandons",
+            "fresh",
+            "distinct",
         )
-
-    impressions = per_bin(shown)
-    clicks = per_bin(kind == Kind.CLICK)
-    dwell = per_bin(kind == Kind.CLICK, events.dwell.astype(np.float64))
-    explicit = per_bin(np.isin(kind, EXPLICIT_NEGATIVE_KINDS))
-    requests = per_bin(shown & (events.position == 0))
-    abandons = per_bin(kind == Kind.ABANDON)
+    }
+    # Chunks of whole bins: each bin's sums run over its rows in order, as over the whole log.
+    for rows in row_chunks(events.time, edges):
+        bins = np.searchsorted(edges, events.time[rows], side="right") - 1
+        shown, fresh = _fresh(result, rows)
+        kind = events.kind[rows]
+        click = kind == Kind.CLICK
+        items = events.item[rows][shown]
+        for name, mask, weights in (
+            ("impressions", shown, None),
+            ("clicks", click, None),
+            ("dwell", click, events.dwell[rows]),
+            ("explicit", np.isin(kind, EXPLICIT_NEGATIVE_KINDS), None),
+            ("requests", shown & (events.position[rows] == 0), None),
+            ("abandons", kind == Kind.ABANDON, None),
+            ("fresh", fresh, None),
+        ):
+            per_bin[name] += np.bincount(
+                bins[mask],
+                weights=None if weights is None else weights[mask].astype(np.float64),
+                minlength=n,
+            )
+        pairs = np.unique(bins[shown].astype(np.int64) * capacity + items)
+        per_bin["distinct"] += np.bincount(pairs // capacity, minlength=n)
+        np.add.at(topic_counts, (bins[shown], result.item_topic[items]), 1)
+    impressions, clicks, explicit = per_bin["impressions"], per_bin["clicks"], per_bin["explicit"]
     sessions = np.bincount(
         np.searchsorted(edges, result.session_starts, side="right") - 1, minlength=n
     )
     churn_times = result.churned_at[np.isfinite(result.churned_at)]
     churned = np.bincount(np.searchsorted(edges, churn_times, side="right") - 1, minlength=n)
-
-    capacity = max(int(result.item_topic.shape[0]), 1)
-    pairs = np.unique(bins[shown].astype(np.int64) * capacity + events.item[shown])
-    distinct = np.bincount(pairs // capacity, minlength=n)
     live = np.searchsorted(result.item_created_at, np.minimum(edges + width, scenario.end), "right")
-    topics = int(scenario.world.catalog.topics)
-    topic_counts = np.zeros((n, topics))
-    np.add.at(topic_counts, (bins[shown], result.item_topic[events.item[shown]]), 1)
 
     def ratio(numerator: np.ndarray, denominator: np.ndarray) -> pa.Array:
         empty = denominator <= 0
@@ -660,19 +796,19 @@ def timeseries(result: RunResult) -> pa.Table:
         {
             "start_seconds": edges,
             "measured": edges >= scenario.warmup,
-            "requests": requests.astype(np.int64),
+            "requests": per_bin["requests"].astype(np.int64),
             "impressions": impressions.astype(np.int64),
             "clicks": clicks.astype(np.int64),
             "ctr": ratio(clicks, impressions),
-            "mean_dwell_seconds": ratio(dwell, clicks),
+            "mean_dwell_seconds": ratio(per_bin["dwell"], clicks),
             "explicit_negatives": explicit.astype(np.int64),
             "explicit_negative_rate": ratio(explicit, impressions),
             "sessions": sessions[:n].astype(np.int64),
-            "abandoned_sessions": abandons.astype(np.int64),
+            "abandoned_sessions": per_bin["abandons"].astype(np.int64),
             "churned_users": churned[:n].astype(np.int64),
-            "catalog_coverage": ratio(distinct.astype(np.float64), live.astype(np.float64)),
+            "catalog_coverage": ratio(per_bin["distinct"], live.astype(np.float64)),
             "topic_gini": pa.array(concentration, mask=impressions == 0),
             "regret_per_request": regret,
-            "fresh_impression_share": ratio(per_bin(fresh), impressions),
+            "fresh_impression_share": ratio(per_bin["fresh"], impressions),
         }
     )

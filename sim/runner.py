@@ -23,7 +23,7 @@ from policies.registry import make_policy
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, NEGATIVE_KINDS, CatalogView, EventTable, Kind
 from sim.durations import format_duration
 from sim.engine import Engine
-from sim.eventlog import EventLog
+from sim.eventlog import EventLog, row_chunks
 from sim.layers import LayerRuntime, PolicyFit, PolicyRefresh, Version
 from sim.memory import event_log_on_disk, return_freed_arrays
 from sim.rng import Streams
@@ -295,16 +295,20 @@ def _summary(
     notes: list[str],
 ) -> dict[str, Any]:
     start = scenario.warmup
-    measured = slice(int(np.searchsorted(events.time, start, side="left")), len(events))
-    kind = events.kind[measured]  # views: the log is in time order
-    counts = np.bincount(kind, minlength=len(Kind))
-    impressions = int(kind.shape[0] - counts[Kind.ABANDON])
+    first = int(np.searchsorted(events.time, start, side="left"))  # the log is in time order
+    counts = np.zeros(len(Kind), np.int64)
+    requests, dwell = 0, 0.0
+    for rows in row_chunks(events.time[first:]):  # bounded memory, however long the log
+        measured = slice(first + rows.start, first + rows.stop)
+        kind = events.kind[measured]
+        counts += np.bincount(kind, minlength=len(Kind))
+        requests += int(np.count_nonzero(events.position[measured] == 0))
+        dwell += float(events.dwell[measured][kind == Kind.CLICK].sum(dtype=np.float64))
+    impressions = int(counts.sum() - counts[Kind.ABANDON])
     clicks = int(counts[Kind.CLICK])
     sessions = int((world.session_start_times() >= start).sum())
     abandoned = int(counts[Kind.ABANDON])
     churned = int(((world.churned_at >= start) & np.isfinite(world.churned_at)).sum())
-    requests = int(np.count_nonzero(events.position[measured] == 0))
-    dwell = events.dwell[measured][kind == Kind.CLICK]
     missing: dict[str, str] = {}
 
     def ratio(name: str, numerator: float, denominator: float, reason: str) -> float | None:
@@ -332,10 +336,7 @@ def _summary(
         "clicks": clicks,
         "ctr": ratio("ctr", clicks, impressions, no_impressions),
         "mean_dwell_seconds": ratio(
-            "mean_dwell_seconds",
-            float(dwell.sum()),
-            dwell.shape[0],
-            "no clicks in the measured period",
+            "mean_dwell_seconds", dwell, clicks, "no clicks in the measured period"
         ),
         "negatives": {Kind(code).name.lower(): int(counts[code]) for code in NEGATIVE_KINDS},
         "explicit_negative_rate": ratio(
