@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from sim.errors import ScenarioError
-from sim.spec import Scenario
+from sim.spec import MAX_DESCRIPTION, Scenario
 
 __all__ = [
     "load_scenario",
@@ -56,6 +56,13 @@ def load_scenario(source: str | Path, overrides: list[str] | tuple[str, ...] = (
     data = _parse_yaml(text, label)
     for override in overrides:
         data = apply_override(data, override)
+    if overrides and isinstance(data, dict):
+        # The description was written for the file's values: say what the command line changed,
+        # so that the resolved scenario, the summary and the report do not describe another run.
+        changed = "Changed on the command line: " + "; ".join(overrides) + "."
+        description = f"{str(data.get('description') or '').rstrip()}\n\n{changed}".strip()
+        if len(description) <= MAX_DESCRIPTION:
+            data = {**data, "description": description}
     return parse_scenario(data, label)
 
 

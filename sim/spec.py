@@ -70,6 +70,10 @@ Duration = Annotated[
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+#: Longest scenario description accepted (characters).
+MAX_DESCRIPTION = 20_000
+
+
 class Spec(BaseModel):
     """Base of every spec: unknown keys are errors, instances are immutable."""
 
@@ -666,7 +670,7 @@ class Scenario(Spec):
     """
 
     name: str = Field(min_length=1, max_length=200, description="names the results directory")
-    description: str = Field("", max_length=20_000)
+    description: str = Field("", max_length=MAX_DESCRIPTION)
     seed: int = Field(0, ge=0, le=2**63 - 1, description="root seed of every random stream")
     duration: Duration = Field(gt=0, le=10 * 365 * 86400.0, description="measured time")
     warmup: Duration = Field(0.0, le=10 * 365 * 86400.0, description="time before measuring")

@@ -203,3 +203,18 @@ def test_an_unknown_key_that_looks_like_a_pydantic_tag_is_named_as_written():
         with pytest.raises(ScenarioError) as caught:
             parse_scenario({"name": "x", "duration": "1h", "stack": {"policy": "random"}, key: 1})
         assert caught.value.problems == [f"{key}: unknown key"]
+
+
+def test_command_line_overrides_are_named_in_the_description():
+    """The file's description was written for its own values: a run changed by ``--set`` says
+    so, and the resolved scenario loads back unchanged."""
+    from sim.loader import load_scenario, parse_scenario
+
+    plain = load_scenario("quickstart")
+    changed = load_scenario("quickstart", ["duration=2h", "world.users.count=100"])
+    assert changed.description.startswith(plain.description.rstrip())
+    assert changed.description.endswith(
+        "Changed on the command line: duration=2h; world.users.count=100."
+    )
+    again = parse_scenario(changed.model_dump(mode="json"), "resolved")
+    assert again.description == changed.description
