@@ -39,6 +39,10 @@ LOG_COPIES = 3.0
 #: users: keys, times, sort order and codes; measured ~70-90). The metrics and the run's summary
 #: read at most ``CHUNK_ROWS`` rows at a time, so this does not grow with a longer log.
 METRIC_BYTES_PER_ROW = 100
+#: Bytes per event in the retrain's window that its input holds at its peak (the sparse
+#: interaction matrix of one entry per event and chunk; measured ~8 over weeks of 100,000 and a
+#: million users). Without a ``window`` the last retrain reads everything logged.
+RETRAIN_BYTES_PER_ROW = 10
 #: ``output.event_log: auto`` keeps a log expected to be bigger than this on disk.
 DISK_LOG_ABOVE_BYTES = 2**30
 #: Anonymous memory of Python, numpy, torch, numba, FAISS and the simulator's code before any
@@ -54,7 +58,7 @@ class MemoryEstimate:
     """Estimated peak bytes of one run, and its parts."""
 
     requests: float
-    #: the event log if it is kept in memory, and the metrics' working arrays over it
+    #: the event log if it is kept in memory, the retrain's input and the metrics' working arrays
     event_log: float
     users: float
     items: float
@@ -107,6 +111,10 @@ def estimate_run(scenario: Scenario) -> MemoryEstimate:
     event_log = min(rows, CHUNK_ROWS) * METRIC_BYTES_PER_ROW
     if not event_log_on_disk(scenario):
         event_log += _event_log_bytes(scenario) * LOG_COPIES
+    retrain = layers.get("retrain")
+    if retrain is not None:  # its input: the events in its window, or everything logged
+        window = getattr(retrain, "window", None) or scenario.end
+        event_log += rows * min(1.0, window / scenario.end) * RETRAIN_BYTES_PER_ROW
     world = scenario.world
     n, dim, topics = world.users.count, world.catalog.dim, world.catalog.topics
     per_user = dim * 4 * 2 + topics * 4 + 64  # preferences (+ drift copy), mixture, bookkeeping
