@@ -186,7 +186,9 @@ def _run(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"recloop: note: {note}", file=sys.stderr)
     single = len(plans) == 1
-    progress = _Progress(scenario.end, enabled=single and not args.quiet and sys.stderr.isatty())
+    progress = _Progress(
+        scenario.end, enabled=single and not args.quiet, terminal=sys.stderr.isatty()
+    )
 
     def done(outcome: RunOutcome, finished: int, total: int) -> None:
         if args.quiet or single:
@@ -505,11 +507,17 @@ def _duration_or_na(seconds: float | None) -> str:
 
 
 class _Progress:
-    """A progress bar over simulated time on a terminal; silent otherwise."""
+    """Progress over simulated time: a bar on a terminal; elsewhere (a log file, ``nohup``) a
+    line every ``LINE_EVERY`` seconds of wall time, so that a long run is seen to advance."""
 
-    def __init__(self, end: float, enabled: bool):
+    LINE_EVERY = 60.0
+
+    def __init__(self, end: float, enabled: bool, terminal: bool = True):
         self._bar = None
-        if enabled:
+        self._end = end
+        self._lines = enabled and not terminal
+        self._started = self._last_line = time.monotonic()
+        if enabled and terminal:
             from tqdm import tqdm
 
             self._bar = tqdm(
@@ -527,6 +535,14 @@ class _Progress:
             if hours - self._shown >= 0.01:
                 self._bar.update(hours - self._shown)
                 self._shown = hours
+        elif self._lines and time.monotonic() - self._last_line >= self.LINE_EVERY:
+            self._last_line = time.monotonic()
+            print(
+                f"recloop: {now / 3600.0:,.1f}/{self._end / 3600.0:,.1f} simulated hours "
+                f"after {humanize_duration(self._last_line - self._started)} of wall time",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self._bar is not None:

@@ -226,3 +226,18 @@ def test_policies_with_a_name_lists_its_parameters(capsys):
     assert "no parameters" in capsys.readouterr().out
     assert main(["policies", "no-such-policy"]) == 2
     assert "unknown policy 'no-such-policy'" in capsys.readouterr().err
+
+
+def test_a_run_off_a_terminal_reports_progress_in_lines(tmp_path, capsys, monkeypatch):
+    """Under nohup or into a log file there is no progress bar: a plain line every
+    ``LINE_EVERY`` seconds of wall time says how far the run has got."""
+    from sim import cli
+
+    monkeypatch.setattr(cli._Progress, "LINE_EVERY", 0.0)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if "simulated hours after" in x]
+    assert len(lines) > 10
+    hours = [float(line.split()[1].split("/")[0]) for line in lines]
+    assert hours == sorted(hours) and lines[-1].split()[1].endswith("/5.0")
