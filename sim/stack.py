@@ -140,22 +140,27 @@ class Stack:
 
 def check_slates(slates: Any, n: int, k: int, n_items: int, policy: str, now: float) -> np.ndarray:
     """``slates`` as an ``(n, k)`` integer array of distinct live ids, or a :class:`PolicyError`."""
-    where = f"policy {policy!r} rank at simulated time {format_duration(now)}"
+
+    def refused(problem: str) -> PolicyError:  # formatted only on failure: checks run per window
+        return PolicyError(
+            f"policy {policy!r} rank at simulated time {format_duration(now)}: {problem}"
+        )
+
     array = np.asarray(slates)
     if array.shape != (n, k):
-        raise PolicyError(f"{where}: returned shape {array.shape}, expected ({n}, {k})")
+        raise refused(f"returned shape {array.shape}, expected ({n}, {k})")
     if not np.issubdtype(array.dtype, np.integer):
-        raise PolicyError(f"{where}: returned dtype {array.dtype}, expected integer item ids")
+        raise refused(f"returned dtype {array.dtype}, expected integer item ids")
     if n == 0:
         return array.astype(np.int64)
     low, high = int(array.min()), int(array.max())
     if low < 0 or high >= n_items:
         bad = low if low < 0 else high
-        raise PolicyError(f"{where}: returned item id {bad}, live ids are 0..{n_items - 1}")
+        raise refused(f"returned item id {bad}, live ids are 0..{n_items - 1}")
     if k > 1:
         ordered = np.sort(array, axis=1)
         repeated = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
         if repeated.any():
             row = int(np.flatnonzero(repeated)[0])
-            raise PolicyError(f"{where}: slate {row} repeats an item: {array[row].tolist()}")
+            raise refused(f"slate {row} repeats an item: {array[row].tolist()}")
     return array.astype(np.int64, copy=False)
