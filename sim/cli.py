@@ -209,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
             out,
             args.workers,
             done,
-            progress.update,
+            progress,
             bool(args.resume),
             args.backend,
             args.address,
@@ -219,6 +219,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         failed = summary["failed_runs"]
         if len(failed) < len(plans) and not (single and failed):
+            progress.phase("writing the report")
             write_report(out)
     except KeyboardInterrupt:
         finished = sum((out / plan.folder / "summary.json").is_file() for plan in plans)
@@ -508,7 +509,12 @@ def _duration_or_na(seconds: float | None) -> str:
 
 class _Progress:
     """Progress over simulated time: a bar on a terminal; elsewhere (a log file, ``nohup``) a
-    line every ``LINE_EVERY`` seconds of wall time, so that a long run is seen to advance."""
+    line every ``LINE_EVERY`` seconds of wall time, so that a long run is seen to advance.
+
+    After serving, the steps (measuring, writing) show in the bar's label; off a terminal, a run
+    that has lasted ``LINE_EVERY`` prints a line as each step begins (a short run prints none),
+    and a step's parts a line a ``LINE_EVERY``.
+    """
 
     LINE_EVERY = 60.0
 
@@ -517,6 +523,7 @@ class _Progress:
         self._end = end
         self._lines = enabled and not terminal
         self._started = self._last_line = time.monotonic()
+        self._last_step = ""
         if enabled and terminal:
             from tqdm import tqdm
 
@@ -543,6 +550,25 @@ class _Progress:
                 file=sys.stderr,
                 flush=True,
             )
+
+    def phase(self, step: str) -> None:
+        if self._bar is not None:
+            self._bar.set_description_str(step)
+            return
+        if not self._lines:
+            return
+        now = time.monotonic()
+        new_step = step.split(" (")[0] != self._last_step  # "(part i of n)" continues a step
+        if now - self._started < self.LINE_EVERY or (
+            not new_step and now - self._last_line < self.LINE_EVERY
+        ):
+            return
+        self._last_line, self._last_step = now, step.split(" (")[0]
+        print(
+            f"recloop: {step} after {humanize_duration(now - self._started)} of wall time",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self._bar is not None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from sim.spec import RESERVED_LABELS, Scenario
 __all__ = [
     "RunPlan",
     "RunOutcome",
+    "Progress",
     "plan_runs",
     "run_plans",
     "run_sweep",
@@ -52,6 +53,16 @@ class RunPlan:
     replication: int
     scenario: Scenario
     folder: str  # relative to the results directory
+
+
+class Progress(Protocol):
+    """Where a single run reports how far it has got (the command line's bar or lines)."""
+
+    def update(self, now: float) -> None:
+        """Served up to ``now``, in simulated seconds."""
+
+    def phase(self, step: str) -> None:
+        """Serving is over and ``step`` (measuring a metric, writing the results) has begun."""
 
 
 @dataclass
@@ -197,11 +208,9 @@ def _slug(label: str) -> str:
 # --- execution -------------------------------------------------------------------------------
 
 
-def execute(
-    plan: RunPlan, out: str, on_progress: Callable[[float], None] | None = None
-) -> RunOutcome:
+def execute(plan: RunPlan, out: str, progress: Progress | None = None) -> RunOutcome:
     """Run one plan, measure it and write its directory; a policy or scenario error fails this
-    run only."""
+    run only. ``progress`` hears of every served window and every step after serving."""
     from sim.metrics import measure
     from sim.results import write_run
     from sim.runner import run_scenario
@@ -215,9 +224,11 @@ def execute(
     try:
         folder = Path(out) / plan.folder
         folder.mkdir(parents=True, exist_ok=True)  # where an on-disk event log lives
-        result = run_scenario(plan.scenario, on_progress, scratch=folder)
+        on_window = None if progress is None else progress.update
+        on_step = None if progress is None else progress.phase
+        result = run_scenario(plan.scenario, on_window, scratch=folder)
         measuring = wallclock.perf_counter()
-        metrics = measure(result)
+        metrics = measure(result, on_step)
         result.summary["wall_seconds_by_component"]["metrics"] = round(
             wallclock.perf_counter() - measuring, 4
         )
@@ -228,6 +239,8 @@ def execute(
     row["oracle"] = result.summary["policy_is_oracle"]
     row["wall_seconds"] = round(wallclock.perf_counter() - started, 3)
     row.update(metrics.scalars)
+    if on_step is not None:
+        on_step("writing the results")
     write_run(result, metrics, folder, row)
     return RunOutcome(plan, row, metrics.missing)
 
@@ -257,7 +270,7 @@ def run_plans(
     out: str | Path,
     workers: int = 1,
     on_done: Callable[[RunOutcome, int, int], None] | None = None,
-    on_progress: Callable[[float], None] | None = None,
+    progress: Progress | None = None,
     resume: bool = False,
     backend: str = "local",
     address: str | None = None,
@@ -266,6 +279,7 @@ def run_plans(
     on the cluster at ``address``); outcomes in plan order.
 
     With ``resume``, plans whose folder already holds a complete run are not run again.
+    ``progress`` follows a run when there is only one.
     """
     out = str(out)
     outcomes: dict[int, RunOutcome] = {}
@@ -287,7 +301,7 @@ def run_plans(
         return [outcomes[index] for index in range(len(plans))]
     if workers <= 1 or len(todo) <= 1:
         for index in todo:
-            record(index, execute(plans[index], out, on_progress if len(plans) == 1 else None))
+            record(index, execute(plans[index], out, progress if len(plans) == 1 else None))
         return [outcomes[index] for index in range(len(plans))]
     # spawn: a fresh interpreter per worker, no thread pools inherited from this process
     context = multiprocessing.get_context("spawn")
@@ -375,7 +389,7 @@ def run_sweep(
     out: str | Path,
     workers: int = 1,
     on_done: Callable[[RunOutcome, int, int], None] | None = None,
-    on_progress: Callable[[float], None] | None = None,
+    progress: Progress | None = None,
     resume: bool = False,
     backend: str = "local",
     address: str | None = None,
@@ -385,7 +399,7 @@ def run_sweep(
 
     started = wallclock.perf_counter()
     labels, baseline, plans = plan_runs(scenario)
-    outcomes = run_plans(plans, out, workers, on_done, on_progress, resume, backend, address)
+    outcomes = run_plans(plans, out, workers, on_done, progress, resume, backend, address)
     return write_sweep(
         out, scenario, labels, baseline, outcomes, wallclock.perf_counter() - started
     )

@@ -241,3 +241,28 @@ def test_a_run_off_a_terminal_reports_progress_in_lines(tmp_path, capsys, monkey
     assert len(lines) > 10
     hours = [float(line.split()[1].split("/")[0]) for line in lines]
     assert hours == sorted(hours) and lines[-1].split()[1].endswith("/5.0")
+
+
+def test_a_long_run_off_a_terminal_reports_each_step_after_serving(tmp_path, capsys, monkeypatch):
+    """Measuring a week of a million users takes minutes: off a terminal, a run that has lasted
+    ``LINE_EVERY`` says which step it is in, in order, up to writing the report."""
+    from sim import cli
+
+    monkeypatch.setattr(cli._Progress, "LINE_EVERY", 0.0)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    steps = [line.split(" after ")[0] for line in err.splitlines() if " of wall time" in line]
+    steps = [step for step in steps if "simulated hours" not in step]
+    assert steps[0] == "recloop: measuring business outcomes"
+    assert "recloop: measuring residual exposure" in steps
+    assert steps[-2:] == ["recloop: writing the results", "recloop: writing the report"]
+    assert err.index("simulated hours after") < err.index("measuring business outcomes")
+
+
+def test_a_short_run_off_a_terminal_prints_no_step_lines(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 0
+    assert "measuring" not in capsys.readouterr().err

@@ -342,7 +342,15 @@ def test_metrics_read_a_long_log_in_chunks_and_user_shards_with_the_same_figures
     }
     assert len(sim.eventlog.row_chunks(result.events.time)) > rows // 2000
     assert len(sim.metrics._user_shards(result.events)) > 3
-    chunked = measure(result)
+    steps: list[str] = []
+    chunked = measure(result, steps.append)
+    shards = len(sim.metrics._user_shards(result.events))
+    parts = [step for step in steps if step.startswith("measuring residual exposure (")]
+    assert parts == [
+        f"measuring residual exposure (users part {part} of {shards})"
+        for part in range(1, shards + 1)
+    ]
+    assert steps[0] == "measuring business outcomes" and steps[-1] == "measuring costs"
     assert chunked.scalars == whole.scalars and chunked.missing == whole.missing
     assert chunked.tables.keys() == whole.tables.keys()
     for name, table in whole.tables.items():
