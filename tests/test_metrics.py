@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind
-from sim.metrics import count_following, first_at_or_after, layer_delays, measure
+from sim.metrics import KeyedTimes, count_following, first_at_or_after, layer_delays, measure
 from sim.propagation import absorption_delays
 from sim.runner import run_scenario
 from tests.conftest import tiny
@@ -40,6 +40,11 @@ def test_count_following_matches_brute_force(keys, data):
         for k, lo, hi in zip(qk, low, high, strict=True)
     ]
     assert count_following(keys_, times_, qk, low, high).tolist() == expected
+    lengths = np.array([0.0, 1.0, 7.5, 30.0])
+    windows = KeyedTimes(keys_, times_).count_windows(qk, low, lengths)
+    assert windows.tolist() == [
+        count_following(keys_, times_, qk, low, low + length).tolist() for length in lengths
+    ]
 
 
 @settings(max_examples=120, deadline=None)
