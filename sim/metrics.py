@@ -94,11 +94,11 @@ def _rows_where(events: Any, select: Callable[[slice], np.ndarray]) -> np.ndarra
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _user_shards(events: Any) -> list[tuple[int, int]]:
+def _user_shards(events: Any, only: np.ndarray | None = None) -> list[tuple[int, int]]:
     """Ranges ``[low, high)`` of user ids, in order, each with about ``CHUNK_ROWS`` of the log's
-    rows (:mod:`sim.eventlog`); one range for a shorter log."""
-    count = events.user.shape[0]
-    if count <= eventlog.CHUNK_ROWS:
+    rows (:mod:`sim.eventlog`) of the users ``only`` marks (all users: ``None``); one range when
+    there are fewer such rows."""
+    if events.user.shape[0] <= eventlog.CHUNK_ROWS:
         return [(0, np.iinfo(np.int64).max)]
     per_user = np.zeros(0, np.int64)
     for rows in row_chunks(events.time):
@@ -106,6 +106,11 @@ def _user_shards(events: Any) -> list[tuple[int, int]]:
         if found.shape[0] > per_user.shape[0]:
             per_user = np.pad(per_user, (0, found.shape[0] - per_user.shape[0]))
         per_user[: found.shape[0]] += found
+    if only is not None:
+        per_user[~only[: per_user.shape[0]]] = 0
+    count = int(per_user.sum())
+    if count <= eventlog.CHUNK_ROWS:
+        return [(0, np.iinfo(np.int64).max)]
     shards = -(-count // eventlog.CHUNK_ROWS)
     targets = np.arange(1, shards) * (count / shards)
     bounds = np.searchsorted(np.cumsum(per_user), targets, "left") + 1
@@ -539,10 +544,11 @@ def _exposure(
     # Every figure counts a user's own impressions of what they rejected: only impressions of
     # users with a negative are read, and of those only the (user, attribute) keys some negative
     # has are indexed (indexing every impression was 85% of measuring). Users are measured a
-    # shard at a time, and one (user, attribute) index at a time.
+    # shard at a time (each with about CHUNK_ROWS rows of users with a negative; every shard
+    # scans the log for its rows), and one (user, attribute) index at a time.
     rejected = np.zeros(result.churned_at.shape[0], bool)
     rejected[events.user[negative]] = True
-    shards = _user_shards(events)
+    shards = _user_shards(events, only=rejected)
     for shard, (low, high) in enumerate(shards):
         if len(shards) > 1:
             on_shard(f"measuring residual exposure (users part {shard + 1} of {len(shards)})")

@@ -346,12 +346,17 @@ def test_metrics_read_a_long_log_in_chunks_and_user_shards_with_the_same_figures
         k: v for k, v in result.summary.items() if k not in timing
     }
     assert len(sim.eventlog.row_chunks(result.events.time)) > rows // 2000
-    assert len(sim.metrics._user_shards(result.events)) > 3
+    all_users = sim.metrics._user_shards(result.events)
+    assert len(all_users) > 3
+    some = np.zeros(result.churned_at.shape[0], bool)
+    some[::3] = True  # shards sized by these users' rows alone: fewer, wider
+    fewer = sim.metrics._user_shards(result.events, only=some)
+    assert 1 < len(fewer) < len(all_users) and fewer[-1][1] == all_users[-1][1]
     steps: list[str] = []
     chunked = measure(result, steps.append)
-    shards = len(sim.metrics._user_shards(result.events))
     parts = [step for step in steps if step.startswith("measuring residual exposure (")]
-    assert parts == [
+    shards = len(parts)
+    assert shards > 1 and parts == [
         f"measuring residual exposure (users part {part} of {shards})"
         for part in range(1, shards + 1)
     ]
