@@ -60,7 +60,7 @@ class RunMetrics:
 
 def measure(result: RunResult, on_step: Callable[[str], None] | None = None) -> RunMetrics:
     """Every metric of one run. ``on_step`` is told what is being measured as each step starts
-    (on a week of a million users, measuring takes about 8 minutes)."""
+    (on a week of a million users, measuring takes about 6 minutes)."""
     report = on_step or _quiet
     metrics = RunMetrics()
     steps: list[tuple[str, Callable[[RunResult, RunMetrics], None]]] = [
