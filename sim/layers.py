@@ -59,6 +59,10 @@ class Version:
     events: int  # events the update processed
     cost: float  # compute units charged for the update (on its first row)
     wall_seconds: float  # wall time the update took in this process
+    #: ``update`` (the layer's own trigger), ``warmup`` (a refit of the logging policy's model
+    #: during a common warm-up) or ``bootstrap`` (the common state every variant starts
+    #: measuring from, fitted on or absorbed from the whole warm-up log)
+    origin: str = "update"
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,8 +135,14 @@ class LayerRuntime:
         self._env: Any = None
         #: No update is triggered from this time on (the ``frozen`` bound freezes at warm-up).
         self.frozen_from = np.inf
-        #: A batch layer's extra update, timed to be live when the warm-up ends.
+        #: A batch layer's extra update, timed to be live when the warm-up ends (``own`` mode).
         self.warm_start_at: float | None = None
+        #: No trigger fires and nothing is absorbed before this time (a common warm-up's end,
+        #: where :meth:`bootstrap` sets the state every variant starts from).
+        self.active_from = 0.0
+        #: Common warm-up, retrain only: the logging policy's model is refit this often before
+        #: ``active_from``, on every event logged so far, the same in every variant.
+        self.warmup_refit_every: float | None = None
 
     @property
     def state(self) -> Any:
@@ -143,10 +153,12 @@ class LayerRuntime:
 
     def start(self, env: Any) -> None:
         self._env = env
-        if self._state is not None:
+        if self._state is not None and not self.active_from:
             self._publish(self.name, 0, self._state, "all")
         if self.warm_start_at is not None:
             env.process(self._warm_start(env, self.warm_start_at))
+        if self.warmup_refit_every is not None:
+            env.process(self._warmup_refits(env, self.warmup_refit_every))
         if self.spec.every:
             env.process(self._periodic(env))
         elif self.spec.on_drift is not None:
@@ -157,7 +169,7 @@ class LayerRuntime:
         yield env.process(self._update(env))
 
     def _periodic(self, env: Any):
-        yield env.timeout(self.phase)
+        yield env.timeout(self.active_from + self.phase)
         while env.now < self.frozen_from:
             env.process(self._update(env))
             yield env.timeout(self.spec.every)
@@ -167,7 +179,8 @@ class LayerRuntime:
         assert spec is not None
         detector = drift.ADWIN() if spec.detector == "adwin" else drift.PageHinkley()
         last_trigger = -np.inf
-        measured = 0
+        yield env.timeout(self.active_from)
+        measured = self.log.count_before(env.now - self.spec.latency)
         while env.now < self.frozen_from:
             yield env.timeout(spec.check_every)
             visible = self.log.visible(env.now - self.spec.latency)
@@ -185,7 +198,7 @@ class LayerRuntime:
     def before_window(self, now: float) -> bool:
         """Called by the engine before each serving window; True if an update was started."""
         spec = self.spec
-        if now >= self.frozen_from:
+        if now < self.active_from or now >= self.frozen_from:
             return False
         if spec.continuous:
             self._absorb(now, now - spec.latency, self._take_new(now))
@@ -234,6 +247,45 @@ class LayerRuntime:
         self._published_state = state
         self._record(triggered, env.now, len(data.events), "all", 0.0, False, horizon, version)
 
+    def _warmup_refits(self, env: Any, every: float):
+        """The logging policy's model during a common warm-up: refit on every event logged so
+        far (no window, every label), live at once, free of charge: the same in every variant."""
+        while env.now + every < self.active_from:
+            yield env.timeout(every)
+            data = self._training_data(env.now, env.now, self._published_state, whole_log=True)
+            self._publish_now(data, "warmup")
+
+    def bootstrap(self, now: float) -> None:
+        """The state every variant starts measuring from, at the end of a common warm-up: a batch
+        layer fits on the warm-up log visible under its latency (its own window and labels) and
+        goes live at once; an incremental one absorbs it. Recorded as a version with origin ``bootstrap``, free of
+        charge (every variant pays it alike, before measuring)."""
+        horizon = now - self.spec.latency  # what is visible to this layer by then
+        visible = self.log.count_before(horizon)
+        self._events_at_last_trigger = visible
+        if not self.kind.incremental:
+            data = self._training_data(now, horizon, self._published_state)
+            self._publish_now(data, "bootstrap")
+            return
+        events = self.log.between(self._absorbed_until, visible)
+        self._absorbed_until = visible
+        self.kind.absorb(self._state, events)
+        self._updates += 1
+        self._publish(self.name, self._updates, self._state, "all")
+        self._record(now, now, len(events), "all", 0.0, False, horizon, origin="bootstrap")
+
+    def _publish_now(self, data: TrainingData, origin: str) -> None:
+        """Compute a batch state from ``data`` and serve it to everyone from ``data.now``."""
+        started = wallclock.perf_counter()
+        state = self.kind.compute(data)
+        spent = wallclock.perf_counter() - started
+        self._updates += 1
+        self._publish(self.name, self._updates, state, "all")
+        self._published_state = state
+        self._record(
+            data.now, data.now, len(data.events), "all", spent, False, data.horizon, origin=origin
+        )
+
     def _absorb(self, triggered: float, horizon: float, events: EventTable) -> None:
         """Apply new events to the in-place state; a version only when there were any."""
         if not len(events):
@@ -245,10 +297,12 @@ class LayerRuntime:
         self._publish(self.name, self._updates, self._state, "all")
         self._record(triggered, self._env.now, len(events), "all", spent, True, horizon)
 
-    def _training_data(self, now: float, horizon: float, previous: Any = None) -> TrainingData:
-        window = getattr(self.spec, "window", None)
+    def _training_data(
+        self, now: float, horizon: float, previous: Any = None, whole_log: bool = False
+    ) -> TrainingData:
+        window = None if whole_log else getattr(self.spec, "window", None)
         events = self.log.visible(horizon, since=None if window is None else horizon - window)
-        if self.label_panel is not None:
+        if self.label_panel is not None and not whole_log:
             # Outside the panel the impression is logged but its negative label never arrives:
             # training sees a skip.
             labels = is_kind(events.kind, LABELLED_NEGATIVES) & ~self.label_panel[events.user]
@@ -272,6 +326,7 @@ class LayerRuntime:
         charge: bool,
         horizon: float | None = None,
         version: int | None = None,
+        origin: str = "update",
     ) -> None:
         cost = self.spec.cost.per_run + self.spec.cost.per_event * events if charge else 0.0
         self.cost_units += cost
@@ -287,6 +342,7 @@ class LayerRuntime:
                 events=events,
                 cost=cost,
                 wall_seconds=spent,
+                origin=origin,
             )
         )
 

@@ -27,7 +27,7 @@ from sim.eventlog import EventLog, row_chunks
 from sim.layers import LayerRuntime, PolicyFit, PolicyRefresh, Version
 from sim.memory import event_log_on_disk, return_freed_arrays
 from sim.rng import Streams
-from sim.spec import Scenario
+from sim.spec import RetrainLayer, Scenario
 from sim.stack import Stack
 from sim.stores import FeatureStore, ProfileMemoryKind, SessionContextStore, StoreKind
 from users.world import Affected, SimulatedWorld
@@ -186,13 +186,28 @@ def assemble(scenario: Scenario, scratch: str | Path | None = None) -> Assembly:
         for name, spec in specs.items()
     }
     kinds = {name: kind for name, kind in kinds.items() if kind is not None}
+    common = scenario.stack.warm.mode == "common" and scenario.warmup > 0
+    warmup_only = set()
+    if common and "retrain" not in kinds and callable(getattr(policy, "fit", None)):
+        # The common warm-up's logging policy is refit whatever the variant's layers: with the
+        # retrain off, the model fitted on the warm-up log serves unchanged while measuring.
+        specs = {"retrain": RetrainLayer(), **specs}
+        kinds = {"retrain": PolicyFit(policy, stack.policy_name, stack.hook_timeout), **kinds}
+        warmup_only.add("retrain")
+        notes.append(
+            "layer 'retrain' is off: the model fitted on the warm-up log serves unchanged while "
+            "measuring"
+        )
     for name in kinds:
         stack.add_layer(name)
     log = EventLog(layers=tuple(kinds), on_disk=event_log_on_disk(scenario), directory=scratch)
 
     env = simpy.Environment()
     world.start(env)
-    layers = []
+    layers: list[LayerRuntime] = []
+    if common:
+        # scheduled before any layer's trigger at the same instant, and before serving (LATE)
+        env.process(_bootstrap(env, layers, scenario.warmup))
     for name, kind in kinds.items():
         runtime = LayerRuntime(
             name, specs[name], kind, log, world, stack.publish, streams.generator(f"layer:{name}")
@@ -201,14 +216,26 @@ def assemble(scenario: Scenario, scratch: str | Path | None = None) -> Assembly:
             stack.set_canary_users(name, runtime.canary_users)
         if callable(getattr(kind, "serve", None)):
             stack.set_serve_hook(name, kind.serve)
-        if scenario.stack.frozen_after_warmup:
+        if scenario.stack.frozen_after_warmup or name in warmup_only:
             runtime.frozen_from = scenario.warmup
         spec = specs[name]
-        if spec.warm_start and not kind.incremental and scenario.warmup > spec.compute_time:
+        if common:
+            runtime.active_from = scenario.warmup
+            if name == "retrain":
+                runtime.warmup_refit_every = scenario.stack.warm.refit_every
+        elif spec.warm_start and not kind.incremental and scenario.warmup > spec.compute_time:
             runtime.warm_start_at = scenario.warmup - spec.compute_time
         runtime.start(env)
         layers.append(runtime)
     return Assembly(env, world, stack, log, layers, notes)
+
+
+def _bootstrap(env: simpy.Environment, layers: list[LayerRuntime], at: float) -> Any:
+    """At the end of a common warm-up, every layer's starting state from the warm-up log: the
+    retrain first, so that near-line embeddings fold into the model that will serve."""
+    yield env.timeout(at)
+    for layer in sorted(layers, key=lambda runtime: runtime.name != "retrain"):
+        layer.bootstrap(env.now)
 
 
 def _run(
@@ -267,7 +294,11 @@ def _layer_summary(layer: LayerRuntime, scenario: Scenario) -> dict[str, Any]:
         if spec.on_drift
         else "continuous"
     )
-    updates = {v.version for v in layer.history}
+    if layer.name not in scenario.stack.layers.active():
+        trigger = "none: the warm-up's model serves unchanged"
+    updates = {v.version for v in layer.history if v.origin == "update"}
+    # what measuring cost: updates triggered in the measured period, per measured day
+    measured = sum(v.cost for v in layer.history if v.triggered_at >= scenario.warmup)
     describe = getattr(layer.state, "describe", None)
     return {
         **(describe() if callable(describe) else {}),
@@ -275,8 +306,9 @@ def _layer_summary(layer: LayerRuntime, scenario: Scenario) -> dict[str, Any]:
         "latency_seconds": spec.latency,
         "compute_time_seconds": spec.compute_time,
         "updates": len(updates),
+        "warmup_versions": sum(v.origin != "update" for v in layer.history),
         "cost_units": round(layer.cost_units, 6),
-        "cost_units_per_day": round(layer.cost_units / (scenario.end / 86400.0), 6),
+        "cost_units_per_day": round(measured / (scenario.duration / 86400.0), 6),
     }
 
 
@@ -328,6 +360,7 @@ def _summary(
         "users": world.n_users,
         "items_at_start": scenario.world.catalog.items,
         "items_at_end": world.catalog.n_live,
+        "warm_mode": scenario.stack.warm.mode if scenario.warmup > 0 else "none (no warm-up)",
         "measured_from_seconds": start,
         "measured_to_seconds": scenario.end,
         "simulated": format_duration(scenario.duration),

@@ -29,6 +29,7 @@ __all__ = [
     "Catalog",
     "Behavior",
     "Stack",
+    "Warm",
     "PolicySpec",
     "Layers",
     "Layer",
@@ -299,9 +300,9 @@ class Layer(Spec):
     cost: Cost = Cost()
     warm_start: bool = Field(
         True,
-        description="batch layers: one extra update that is live when the warm-up ends, so "
-        "measuring starts from a trained state whatever the cadence (a production stack has "
-        "one); its version is recorded like any other",
+        description="with stack.warm.mode: own, batch layers: one extra update that is live when "
+        "the warm-up ends, so measuring starts from a trained state whatever the cadence; its "
+        "version is recorded like any other (the common mode always starts from one)",
     )
 
     #: The trigger a layer gets when the scenario names none.
@@ -463,12 +464,40 @@ class Layers(Spec):
         return {name: spec for name, spec in found.items() if spec is not None and spec.enabled}
 
 
+class Warm(Spec):
+    """How the stack reaches the start of measurement (the end of ``warmup``).
+
+    ``common`` (the default) brings every variant to the same state, as a production stack is
+    warm when a cadence changes: during warm-up the policy serves as a *logging policy* (its own
+    exploration, no layer adjustments), its model refit every ``refit_every`` on everything logged
+    so far, identically in every variant of a sweep; at the end of warm-up every layer starts from
+    the whole warm-up log (a batch layer fits on it and goes live at once, an incremental one
+    absorbs it) and only then do the variants' own cadences, latencies and rollouts begin.
+    Variants that share the policy therefore share the warm-up bit for bit, and their differences
+    are the cadences'. ``own`` runs each variant's layers on their own cadences from time 0 (with
+    each batch layer's ``warm_start``): the warm-up itself then differs between variants.
+    """
+
+    mode: Literal["common", "own"] = Field(
+        "common",
+        description="common: every variant starts measuring from the same warm state; own: each "
+        "variant's layers run from time 0",
+    )
+    refit_every: Duration = Field(
+        3600.0,
+        gt=0,
+        description="common mode: how often the logging policy's model is refit on the warm-up "
+        "log (policies with a fit hook)",
+    )
+
+
 class Stack(Spec):
     """What is served: a policy, the slate size and the layers that update it."""
 
     policy: PolicySpec
     slate_size: int = Field(10, ge=1, le=200, description="items per slate")
     layers: Layers = Layers()
+    warm: Warm = Warm()
     frozen_after_warmup: bool = Field(
         False, description="no layer updates after warm-up (the 'frozen' reference bound)"
     )

@@ -13,7 +13,11 @@ from tests.conftest import tiny
 
 def test_versions_follow_the_cadence_exactly():
     result = run_scenario(
-        tiny("stack.layers.retrain.phase=7m", "stack.layers.retrain.warm_start=false")
+        tiny(
+            "stack.warm.mode=own",
+            "stack.layers.retrain.phase=7m",
+            "stack.layers.retrain.warm_start=false",
+        )
     )
     spec = result.scenario.stack.layers.retrain
     triggered = np.array([v.triggered_at for v in result.versions])
@@ -25,13 +29,69 @@ def test_versions_follow_the_cadence_exactly():
     assert [v.version for v in result.versions] == list(range(1, len(result.versions) + 1))
 
 
+def test_a_common_warmup_refits_the_logging_model_then_cadences_start_at_its_end():
+    result = run_scenario(
+        tiny("warmup=3h", "stack.warm.refit_every=40m", "stack.layers.retrain.phase=7m")
+    )
+    spec = result.scenario.stack.layers.retrain
+    origins = [v.origin for v in result.versions]
+    assert origins[:5] == ["warmup"] * 4 + ["bootstrap"]
+    assert set(origins[5:]) == {"update"}
+    warm = result.versions[:5]
+    np.testing.assert_allclose([v.triggered_at for v in warm], [2400, 4800, 7200, 9600, 10800])
+    for version in warm:  # live at once, free of charge
+        assert version.live_at == version.triggered_at and version.cost == 0
+        assert version.events == int((result.events.time < version.horizon).sum())
+    # the logging model reads everything logged so far; the bootstrap what its latency allows
+    assert all(v.horizon == v.triggered_at for v in warm[:4])
+    assert warm[4].horizon == 10800 - spec.latency
+    triggered = np.array([v.triggered_at for v in result.versions[5:]])
+    np.testing.assert_allclose(triggered, 10800 + 420 + spec.every * np.arange(len(triggered)))
+
+
+def test_variants_of_a_common_warmup_share_it_bit_for_bit():
+    warmup = ("warmup=3h", "stack.warm.refit_every=40m")
+    base = run_scenario(tiny(*warmup))
+    other = run_scenario(
+        tiny(
+            *warmup,
+            "stack.layers.retrain={every: 5h, latency: 1h, compute_time: 1h}",
+            "stack.layers.realtime_features={}",
+            "stack.layers.nearline_embeddings={}",
+        )
+    )
+    n = int((base.events.time < 3 * 3600).sum())
+    assert n == int((other.events.time < 3 * 3600).sum()) > 1000
+    for column in ("time", "user", "item", "kind", "position"):
+        np.testing.assert_array_equal(
+            getattr(base.events, column)[:n], getattr(other.events, column)[:n]
+        )
+    # every layer starts from the warm-up log at its end, the retrain's first
+    starts = [
+        (v.layer, v.origin, v.triggered_at) for v in other.versions if v.origin == "bootstrap"
+    ]
+    assert {layer for layer, _, _ in starts} == {
+        "retrain",
+        "realtime_features",
+        "nearline_embeddings",
+    }
+    assert {at for _, _, at in starts} == {3 * 3600}
+    # the own mode's warm-ups differ: each variant's layers run from time 0
+    own = run_scenario(tiny(*warmup, "stack.warm.mode=own"))
+    assert not np.array_equal(own.events.item[:n], base.events.item[:n])
+
+
 def test_a_warm_start_update_is_live_when_the_warmup_ends_whatever_the_cadence():
     # a weekly retrain whose first periodic trigger is after the run would leave no model
-    result = run_scenario(tiny("stack.layers.retrain={every: 7d, phase: 6d, compute_time: 20m}"))
+    result = run_scenario(
+        tiny(
+            "stack.warm.mode=own", "stack.layers.retrain={every: 7d, phase: 6d, compute_time: 20m}"
+        )
+    )
     (warm,) = result.versions
     assert warm.triggered_at == 3600 - 1200 and warm.live_at == 3600
     assert warm.events == int((result.events.time < warm.horizon).sum()) > 0
-    frozen = run_scenario(tiny("stack.frozen_after_warmup=true"))
+    frozen = run_scenario(tiny("stack.warm.mode=own", "stack.frozen_after_warmup=true"))
     assert [v.live_at for v in frozen.versions][-1] <= 3600 + 300  # nothing triggered after
 
 
@@ -45,9 +105,18 @@ def test_random_phase_is_uniform_over_the_period():
 
 
 def test_disabled_layer_never_changes_served_state():
-    result = run_scenario(tiny("stack.layers.retrain.enabled=false"))
+    result = run_scenario(tiny("stack.warm.mode=own", "stack.layers.retrain.enabled=false"))
     assert result.versions == []
     assert result.events.versions == {}
+    # in a common warm-up the logging model is fitted all the same, and serves unchanged
+    common = run_scenario(tiny("stack.layers.retrain.enabled=false"))
+    assert [v.origin for v in common.versions] == ["bootstrap"]
+    assert (
+        "retrain" in common.summary["layers"]
+        and common.summary["layers"]["retrain"]["updates"] == 0
+    )
+    served = common.events.versions["retrain"][common.events.time >= 3600]
+    assert (served == 1).all()
 
 
 def test_mean_absorption_delay_is_latency_plus_compute_plus_half_the_period():
@@ -62,12 +131,14 @@ def test_mean_absorption_delay_is_latency_plus_compute_plus_half_the_period():
     )
     spec = result.scenario.stack.layers.retrain
     d, period = spec.latency + spec.compute_time, spec.every
-    first_of_request = result.events.position == 0
-    times = result.events.time[first_of_request]
+    # measured requests, against the layer's own updates (which start at the warm-up's end)
+    measured = (result.events.position == 0) & (result.events.time >= result.scenario.warmup)
+    times = result.events.time[measured]
+    updates = [v for v in result.versions if v.origin == "update"]
     delays = absorption_delays(
         times,
-        np.array([v.horizon for v in result.versions]),
-        np.array([v.live_at for v in result.versions]),
+        np.array([v.horizon for v in updates]),
+        np.array([v.live_at for v in updates]),
     )
     delays = delays[np.isfinite(delays)]
     assert delays.shape[0] > 5000
