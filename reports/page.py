@@ -390,6 +390,9 @@ TABLE_METRICS = (
     ("regret_per_request", "regret (clicks / request)", "{:.4f}", -1),
     ("sessions_lost", "sessions lost", "{:,.0f}", -1),
     ("churned_users", "churned users", "{:,.0f}", -1),
+    ("top1pct_item_share", "impressions on top 1% of items", "{:.1%}", -1),
+    ("item_coverage", "catalogue shown per day", "{:.1%}", 1),
+    ("topic_gini", "topic Gini", "{:.3f}", -1),
     ("cost_per_day", "cost units / day", "{:,.0f}", -1),
     ("propagation_efficiency", "propagation efficiency", "{:.2f}", 1),
 )

@@ -32,6 +32,8 @@ __all__ = [
     "first_at_or_after",
     "layer_delays",
     "consumption_similarity",
+    "top_items",
+    "measured_days",
 ]
 
 #: Residual exposure curves are evaluated at this many horizons, log-spaced from one minute.
@@ -40,6 +42,8 @@ EXPOSURE_POINTS = 40
 SUPPRESSION_LEVELS = (0.5, 0.1)
 #: Interventions with a definition of a "bad impression".
 HARMFUL = ("topic_aversion", "item_turns_bad")
+#: Seconds in the day windows over which ``item_coverage`` is measured.
+DAY = 86400.0
 
 
 @dataclass
@@ -70,6 +74,7 @@ def measure(result: RunResult, on_step: Callable[[str], None] | None = None) -> 
         ("suppression and harm", _suppression),
         ("regret", _regret),
         ("freshness", _freshness),
+        ("exposure concentration", _concentration),
         ("homogenization", _homogenization),
         ("timeseries", _timeseries),
         ("costs", _costs),
@@ -334,6 +339,97 @@ def _freshness(result: RunResult, metrics: RunMetrics) -> None:
         fresh_impressions += int(np.count_nonzero(fresh & measured))
     share = fresh_impressions / impressions if impressions else None
     metrics.put("fresh_impression_share", share, "no impressions in the measured period")
+
+
+# --- exposure concentration ------------------------------------------------------------------
+
+
+def top_items(live: Any) -> Any:
+    """How many items the top 1% of ``live`` items are: ``ceil(live / 100)``, in integer
+    arithmetic (exact for any count, no floating-point ceiling to trust).
+
+    >>> top_items(1), top_items(100), top_items(101), top_items(np.array([0, 700, 701]))
+    (1, 1, 2, array([0, 7, 8]))
+    """
+    return -(-live // 100)
+
+
+def measured_days(warmup: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and ends of the windows ``item_coverage`` averages over: the whole days of
+    ``[warmup, end)`` counted from ``warmup`` (a trailing part of a day is left out, as fewer
+    hours cover fewer items), or the whole period when it is shorter than a day.
+
+    >>> measured_days(3600.0, 3600.0 + 2.5 * DAY)
+    (array([ 3600., 90000.]), array([ 90000., 176400.]))
+    >>> measured_days(0.0, 7200.0)
+    (array([0.]), array([7200.]))
+    """
+    whole = int((end - warmup) // DAY)
+    if whole == 0:
+        return np.array([warmup]), np.array([end])
+    starts = warmup + DAY * np.arange(whole)
+    return starts, starts + DAY
+
+
+def _concentration(result: RunResult, metrics: RunMetrics) -> None:
+    """How concentrated exposure was over the measured period ``[warmup, end)``.
+
+    An item is live in a window if it was created before the window ends (it existed at some
+    point in it); impressions are the rows with an item (abandon rows have item -1).
+
+    - ``top1pct_item_share``: the impressions of the ``ceil(live / 100)`` items with the most
+      impressions in the period, over all its impressions (``None`` without impressions).
+      Uniform exposure gives about 1%; everyone shown the same few items, up to 100%.
+    - ``item_coverage``: per day window (:func:`measured_days`), the distinct items shown over
+      the items live in it, averaged over the days: the share of the catalogue that is shown at
+      all in a day.
+    - ``topic_gini``: the Gini coefficient (:func:`gini`) of the period's impressions across
+      the scenario's topics (``None`` without impressions).
+
+    Item counts and one day's "shown" marks are kept per item, so memory grows with the
+    catalogue, never with the log, which is read chunk by chunk.
+    """
+    scenario = result.scenario
+    events = result.events
+    warmup, end = scenario.warmup, scenario.end
+    capacity = int(result.item_topic.shape[0])
+    day_starts, day_ends = measured_days(warmup, end)
+    per_item = np.zeros(capacity, np.int64)
+    distinct = np.zeros(day_starts.shape[0], np.int64)
+    shown_today = np.zeros(capacity, bool)
+    today = 0
+    for rows in row_chunks(events.time):
+        time, items = events.time[rows], events.item[rows]
+        shown = (items >= 0) & (time >= warmup)
+        per_item += np.bincount(items[shown], minlength=capacity)
+        day = np.searchsorted(day_starts, time, "right") - 1
+        in_a_day = shown & (time < day_ends[-1])
+        # The log is in time order: a day's rows are consecutive, so one day's marks suffice.
+        for found in np.unique(day[in_a_day]).tolist():
+            if found != today:
+                distinct[today] = np.count_nonzero(shown_today)
+                shown_today[:] = False
+                today = found
+            shown_today[items[in_a_day & (day == found)]] = True
+    distinct[today] = np.count_nonzero(shown_today)
+    created = result.item_created_at
+    impressions = int(per_item.sum())
+    empty = "no impressions in the measured period"
+    live = int(np.searchsorted(created, end, "left"))
+    top = top_items(live)
+    top_impressions = (
+        int(np.partition(per_item, capacity - top)[capacity - top :].sum()) if top else 0
+    )
+    metrics.put("top1pct_item_share", top_impressions / impressions if impressions else None, empty)
+    live_per_day = np.searchsorted(created, day_ends, "left")
+    metrics.put(
+        "item_coverage",
+        float(np.mean(distinct / live_per_day)) if live_per_day.all() else None,
+        "no live items in a measured day",
+    )
+    topics = int(scenario.world.catalog.topics)
+    per_topic = np.bincount(result.item_topic, weights=per_item, minlength=topics)
+    metrics.put("topic_gini", gini(per_topic) if impressions else None, empty)
 
 
 #: Random user pairs over which consumption_similarity is averaged.
@@ -790,13 +886,25 @@ def _timeseries(result: RunResult, metrics: RunMetrics) -> None:
 
 
 def timeseries(result: RunResult) -> pa.Table:
-    """Business and health metrics per ``metrics.timeseries_bin`` of simulated time."""
+    """Business and health metrics per ``metrics.timeseries_bin`` of simulated time.
+
+    Exposure concentration is measured per bin as the run's figures are over the measured
+    period, with the bin as the window: ``top1pct_item_share`` and ``topic_gini`` alike, and
+    ``catalog_coverage``, the distinct items shown in the bin over the items live in it
+    (created before it ends). The run's ``item_coverage`` is the mean of ``catalog_coverage``
+    over the measured days; with ``timeseries_bin: 1d`` and a warm-up of whole days, over the
+    measured bins. A share of the catalogue shown *per day* has no meaning for a bin of another
+    length, so the table has no ``item_coverage`` column.
+    """
     scenario = result.scenario
     events = result.events
     width = scenario.metrics.timeseries_bin
     edges = np.arange(0.0, scenario.end, width)
     n = edges.shape[0]
     capacity = max(int(result.item_topic.shape[0]), 1)
+    # Items live in a bin: created before it ends.
+    live = np.searchsorted(result.item_created_at, np.minimum(edges + width, scenario.end), "left")
+    top = top_items(live)
     topics = int(scenario.world.catalog.topics)
     topic_counts = np.zeros((n, topics))
     per_bin = {
@@ -810,6 +918,7 @@ def timeseries(result: RunResult) -> pa.Table:
             "abandons",
             "fresh",
             "distinct",
+            "top",
         )
     }
     # Chunks of whole bins: each bin's sums run over its rows in order, as over the whole log.
@@ -835,8 +944,20 @@ def timeseries(result: RunResult) -> pa.Table:
                 weights=None if weights is None else weights[mask].astype(np.float64),
                 minlength=n,
             )
-        pairs = np.unique(bins[shown].astype(np.int64) * capacity + items)
-        per_bin["distinct"] += np.bincount(pairs // capacity, minlength=n)
+        pairs, shows = np.unique(
+            bins[shown].astype(np.int64) * capacity + items, return_counts=True
+        )
+        pair_bins = pairs // capacity
+        per_bin["distinct"] += np.bincount(pair_bins, minlength=n)
+        # Every bin lies in one chunk: its top items are its (bin, item) pairs with the most
+        # impressions, ranked within the bin.
+        order = np.lexsort((-shows, pair_bins))
+        ranked_bins = pair_bins[order]
+        rank = np.arange(order.shape[0]) - np.searchsorted(ranked_bins, ranked_bins, "left")
+        among_top = rank < top[ranked_bins]
+        per_bin["top"] += np.bincount(
+            ranked_bins[among_top], weights=shows[order][among_top], minlength=n
+        )
         cells = bins[shown].astype(np.int64) * topics + result.item_topic[items]
         topic_counts += np.bincount(cells, minlength=n * topics).reshape(n, topics)
     impressions, clicks, explicit = per_bin["impressions"], per_bin["clicks"], per_bin["explicit"]
@@ -845,7 +966,6 @@ def timeseries(result: RunResult) -> pa.Table:
     )
     churn_times = result.churned_at[np.isfinite(result.churned_at)]
     churned = np.bincount(np.searchsorted(edges, churn_times, side="right") - 1, minlength=n)
-    live = np.searchsorted(result.item_created_at, np.minimum(edges + width, scenario.end), "right")
 
     def ratio(numerator: np.ndarray, denominator: np.ndarray) -> pa.Array:
         empty = denominator <= 0
@@ -876,6 +996,7 @@ def timeseries(result: RunResult) -> pa.Table:
             "churned_users": churned[:n].astype(np.int64),
             "catalog_coverage": ratio(per_bin["distinct"], live.astype(np.float64)),
             "topic_gini": pa.array(concentration, mask=impressions == 0),
+            "top1pct_item_share": ratio(per_bin["top"], impressions),
             "regret_per_request": regret,
             "fresh_impression_share": ratio(per_bin["fresh"], impressions),
         }

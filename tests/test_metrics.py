@@ -1,17 +1,30 @@
-"""Issue-4 metrics: exact helpers against brute force, the simulator against analytic results."""
+"""Issue-4 and issue-19 metrics: exact helpers against brute force, the simulator against
+analytic results."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind
-from sim.metrics import KeyedTimes, count_following, first_at_or_after, layer_delays, measure
+from sim.domain import EVENT_COLUMNS, EXPLICIT_NEGATIVE_KINDS, EventTable, Kind
+from sim.metrics import (
+    KeyedTimes,
+    RunMetrics,
+    _concentration,
+    count_following,
+    first_at_or_after,
+    layer_delays,
+    measure,
+    timeseries,
+)
 from sim.propagation import absorption_delays
-from sim.runner import run_scenario
+from sim.runner import RunResult, run_scenario
 from tests.conftest import tiny
 
 small_ints = st.lists(st.integers(0, 4), min_size=1, max_size=40)
@@ -378,3 +391,175 @@ def test_row_chunks_cut_between_times_and_at_bin_edges(monkeypatch):
     monkeypatch.setattr(sim.eventlog, "CHUNK_ROWS", 3)
     binned = sim.eventlog.row_chunks(times, np.array([0.0, 2.0, 4.0]))
     assert [(c.start, c.stop) for c in binned] == [(0, 7), (7, 9), (9, 11)]
+
+
+def _gini_by_mean_difference(counts):
+    """Gini as the mean absolute difference over twice the mean: independent of ``gini``'s
+    sorted-rank formula."""
+    x = np.asarray(counts, float)
+    return np.abs(x[:, None] - x[None, :]).sum() / (2 * x.shape[0] ** 2 * x.mean())
+
+
+def _hand_built_result():
+    """A run of 2.5 measured days after a 6-hour warm-up, with 700 items live by its end (a
+    multiple of 100: the top 1% is 7 items, not 8), some arriving during it, 20 at once at the end
+    of the first measured day (also a bin edge: live in the next window, not in this one) and
+    some after it, skewed exposure, and abandon rows (item -1) between the impressions."""
+    rng = np.random.default_rng(5)
+    scenario = tiny("duration=2.5d", "warmup=6h", "metrics.timeseries_bin=6h")
+    end = scenario.end
+    arriving = np.sort(
+        np.concatenate(
+            [rng.uniform(0, end, 80), np.full(20, 30 * 3600.0), rng.uniform(end, 2 * end, 50)]
+        )
+    )
+    created = np.concatenate([np.full(600, -np.inf), arriving])
+    topic = rng.integers(0, 6, created.shape[0]).astype(np.int16)
+    n = 6000
+    time = np.sort(rng.uniform(0, end, n))
+    live = np.searchsorted(created, time, "right")
+    # skewed: a few items take most impressions; every shown item is live when shown
+    item = np.minimum((live * rng.random(n) ** 4).astype(np.int32), live - 1)
+    item[rng.random(n) < 0.1] = -1  # abandons
+    kind = np.where(item >= 0, Kind.SKIP, Kind.ABANDON).astype(np.int8)
+    events = EventTable(
+        time=time,
+        user=rng.integers(0, 50, n).astype(np.int32),
+        item=item,
+        position=np.where(item >= 0, 0, -1).astype(np.int16),
+        kind=kind,
+        scope=np.zeros(n, np.int8),
+        dwell=np.zeros(n, np.float32),
+        session=np.arange(n, dtype=np.int64),
+    )
+    return RunResult(
+        scenario=scenario,
+        summary={},
+        events=events,
+        item_topic=topic,
+        item_creator=np.zeros(created.shape[0], np.int32),
+        churned_at=np.full(50, np.inf),
+        item_created_at=created,
+        session_starts=np.zeros(0),
+    )
+
+
+@pytest.mark.parametrize("chunk_rows", [1 << 24, 389])
+def test_exposure_concentration_of_a_hand_built_log_matches_pandas(monkeypatch, chunk_rows):
+    """The three concentration figures, run and per bin, against their definitions evaluated
+    with pandas, read in one piece and in chunks (a day's coverage spans many chunks)."""
+    import sim.eventlog
+
+    monkeypatch.setattr(sim.eventlog, "CHUNK_ROWS", chunk_rows)
+    result = _hand_built_result()
+    created, end = result.item_created_at, result.scenario.end
+    frame = pd.DataFrame({"time": result.events.time, "item": result.events.item})
+    shown = frame[frame.item >= 0].assign(topic=lambda f: result.item_topic[f.item])
+    measured = shown[shown.time >= result.scenario.warmup]
+    assert (created < end).sum() == 700 and measured.item.nunique() > 200
+
+    def top_share(window, live):
+        return window.item.value_counts().nlargest(math.ceil(live / 100)).sum() / len(window)
+
+    def topic_gini(window):
+        return _gini_by_mean_difference(np.bincount(window.topic, minlength=6))
+
+    metrics = RunMetrics()
+    _concentration(result, metrics)
+    assert metrics.scalars["top1pct_item_share"] == pytest.approx(
+        top_share(measured, 700), abs=1e-6
+    )
+    assert 0.05 < metrics.scalars["top1pct_item_share"] < 0.5  # not trivially 0 or 1
+    # two whole measured days from the warm-up; the trailing half day is left out
+    days = [(6 * 3600 + d * 86400, 6 * 3600 + (d + 1) * 86400) for d in range(2)]
+    coverage = [
+        measured[(measured.time >= a) & (measured.time < b)].item.nunique() / (created < b).sum()
+        for a, b in days
+    ]
+    assert metrics.scalars["item_coverage"] == pytest.approx(np.mean(coverage), abs=1e-6)
+    assert metrics.scalars["topic_gini"] == pytest.approx(topic_gini(measured), abs=1e-6)
+
+    table = timeseries(result).to_pandas()
+    width = result.scenario.metrics.timeseries_bin
+    for row in table.itertuples():
+        stop = min(row.start_seconds + width, end)
+        window = shown[(shown.time >= row.start_seconds) & (shown.time < stop)]
+        live = (created < stop).sum()
+        assert row.top1pct_item_share == pytest.approx(top_share(window, live)), row
+        assert row.catalog_coverage == pytest.approx(window.item.nunique() / live), row
+        assert row.topic_gini == pytest.approx(topic_gini(window)), row
+
+
+def test_exposure_concentration_without_impressions_is_missing_with_a_reason():
+    result = _hand_built_result()
+    events = result.events
+    result.events = EventTable(
+        **{name: getattr(events, name) for name in EVENT_COLUMNS if name != "item"},
+        item=np.full(len(events), -1, np.int32),
+    )
+    metrics = RunMetrics()
+    _concentration(result, metrics)
+    assert metrics.scalars["top1pct_item_share"] is None
+    assert metrics.scalars["topic_gini"] is None
+    assert metrics.missing["top1pct_item_share"] == "no impressions in the measured period"
+    assert metrics.scalars["item_coverage"] == 0.0  # nothing shown: none of the catalogue
+    assert timeseries(result).column("top1pct_item_share").null_count == len(timeseries(result))
+
+
+def test_exposure_concentration_under_random_slates_matches_its_expectation():
+    """Random slates of k distinct items out of N live ones: an item misses all R slates of a
+    day with probability q = (1 - k/N)^R (about the (1 - 1/N)^(kR) of independent impressions),
+    so a day's expected coverage is 1 - q; two items both miss with probability q2 =
+    ((N-k)(N-k-1) / (N(N-1)))^R, which gives the exact variance of the day's unseen items (the
+    occupancy problem), and 4 standard deviations of the two days' mean are the tolerance. The
+    top-1% share and the topic Gini are compared with their distribution over 300 simulated
+    logs of as many random slates (4 standard deviations of it)."""
+    k, n_items = 5, 12_000
+    result = run_scenario(
+        tiny(
+            "duration=2d",
+            "warmup=0s",
+            "stack.policy=random",
+            "stack.layers={}",
+            f"stack.slate_size={k}",
+            "world.catalog.new_items_per_day=0",
+            f"world.catalog.items={n_items}",
+            "world.users.count=150",
+            "metrics.timeseries_bin=1d",
+        )
+    )
+    metrics = measure(result)
+    events = result.events
+    requests = np.bincount((events.time[events.position == 0] // 86400).astype(int))
+    assert requests.shape[0] == 2
+    missed = (1 - k / n_items) ** requests  # P(an item is in none of a day's slates)
+    both = ((n_items - k) * (n_items - k - 1) / (n_items * (n_items - 1))) ** requests
+    assert 0.1 < missed.min() and missed.max() < 0.7  # neither empty nor saturated
+    # unseen items per day: variance N q (1 - q) + N (N - 1) (q2 - q^2), days independent
+    variance = n_items * missed * (1 - missed) + n_items * (n_items - 1) * (both - missed**2)
+    tolerance = 4 * np.sqrt(variance.sum()) / n_items / 2
+    assert abs(metrics.scalars["item_coverage"] - (1 - missed).mean()) < tolerance
+    # with day-long bins from time 0, the run's figure is the mean of the bins'
+    table = metrics.tables["timeseries"].to_pandas()
+    assert metrics.scalars["item_coverage"] == pytest.approx(
+        table.catalog_coverage.mean(), abs=1e-6
+    )
+
+    rng = np.random.default_rng(0)
+    total = int(requests.sum())
+    top, topic = [], []
+    for _ in range(300):
+        slates = rng.integers(0, n_items, (total, k))
+        while True:  # redraw slates that repeat an item: k distinct items each
+            ordered = np.sort(slates, axis=1)
+            repeated = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+            if not repeated.any():
+                break
+            slates[repeated] = rng.integers(0, n_items, (int(repeated.sum()), k))
+        counts = np.bincount(slates.ravel(), minlength=n_items)
+        top.append(np.sort(counts)[-math.ceil(n_items / 100) :].sum() / counts.sum())
+        topic.append(_gini_by_mean_difference(np.bincount(result.item_topic[slates.ravel()])))
+    for name, null in (("top1pct_item_share", top), ("topic_gini", topic)):
+        assert abs(metrics.scalars[name] - np.mean(null)) < 4 * np.std(null), name
+    # small, but above the 1% of perfectly even exposure: about 1.5 impressions per item
+    assert 0.01 < metrics.scalars["top1pct_item_share"] < 0.05
