@@ -29,8 +29,12 @@ def test_cost_is_charged_per_event_processed():
     )
     history = [v for v in result.versions if v.layer == "online_learning"]
     summary = result.summary["layers"]["online_learning"]
+    charged = [v for v in history if v.origin == "update"]  # the warm-up's bootstrap is free
+    processed = sum(v.events for v in charged)
+    assert summary["cost_units"] == pytest.approx(0.5 * processed + len(charged), rel=1e-9)
+    days = result.scenario.duration / 86400
+    assert summary["cost_units_per_day"] == pytest.approx(summary["cost_units"] / days, rel=1e-6)
     processed = sum(v.events for v in history)
-    assert summary["cost_units"] == pytest.approx(0.5 * processed + len(history), rel=1e-9)
     assert processed == int((result.events.time < history[-1].horizon).sum())
     assert summary["trigger"] == "continuous"
     assert result.summary["timing_error_bound_seconds"] == result.summary["tick_seconds"]
