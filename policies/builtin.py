@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.bandit import explore
 from policies.base import BasePolicy, scratch_matrix, top_k
+from policies.exploration import Exploration, ExplorationParams
 from policies.kernels import uniform_fill
 from policies.retrieval import CandidateIndex, RecallMeter, RetrievalParams
 from policies.signals import LowRankScores, low_rank_passes, signal_scores
@@ -84,7 +85,7 @@ class PopularPolicy(BasePolicy):
         return serve_scores(self._rng, scores, requests, view)
 
 
-class EmbeddingParams(BaseModel):
+class EmbeddingParams(ExplorationParams):
     model_config = ConfigDict(extra="forbid", frozen=True)
     dim: int = Field(16, ge=1, le=512, description="embedding dimension")
     half_life: Duration = Field(7 * 86400.0, gt=0, description="age at which an event counts half")
@@ -152,6 +153,7 @@ class EmbeddingPolicy(BasePolicy):
         self._recall = RecallMeter(retrieval.recall_every if retrieval else 0)
         self._index_seconds = 0.0  # building retrieval indexes, one per model version
         self._scored = [0, 0]  # requests scored by a model, (request, item) scores computed
+        self._exploration = Exploration(self.params, self.seed)
 
     def fit(self, data: TrainingData) -> EmbeddingModel:
         p = self.params
@@ -222,10 +224,14 @@ class EmbeddingPolicy(BasePolicy):
         vectors = users[requests.users]
         n_items = view.catalog.n_items
         self._scored[0] += len(requests)
+        exploration = self._exploration
+        draws = exploration.draws(self._rng, len(requests), requests.k)
         if self.params.retrieval is None:
             self._scored[1] += len(requests) * n_items
             low_rank = LowRankScores(vectors, self._items_t(model, n_items))
-            return serve_scores(self._rng, low_rank, requests, view)
+            low_rank = exploration.perturb(low_rank, model.users, model, draws)
+            slates = serve_scores(self._rng, low_rank, requests, view)
+            return exploration.fill(slates, draws, requests, view)
         candidates, scores = self._candidates(model, view).search(vectors, n_items, requests.k)
         self._scored[1] += scores.size
         if self._recall.due():
@@ -234,7 +240,12 @@ class EmbeddingPolicy(BasePolicy):
             exact = vectors[sample] @ self._items_t(model, n_items)
             self._recall.add(exact, scores[sample], requests.k)
             self._recall.seconds += time.perf_counter() - started
-        return serve_scores(self._rng, scores, requests, view, candidates=candidates)
+        items = self._items_t(model, n_items)
+        scores = exploration.perturb_candidates(
+            scores, candidates, items, model.users, model, draws
+        )
+        slates = serve_scores(self._rng, scores, requests, view, candidates=candidates)
+        return exploration.fill(slates, draws, requests, view)
 
     def _random_candidates(self, requests: Requests, view: View) -> np.ndarray:
         """Before the first model, with layers that adjust scores: random scores over a random

@@ -20,10 +20,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from policies.base import BasePolicy
 from policies.builtin import serve_scores
+from policies.exploration import Exploration, ExplorationParams, score_noise_field
 from policies.signals import LowRankScores
 from sim.domain import CatalogView, EventTable, Kind, Requests, TrainingData, View
 from sim.spec import Duration, FeatureWeights
@@ -38,8 +39,11 @@ __all__ = [
 ]
 
 
-class TorchRankerParams(BaseModel):
+class TorchRankerParams(ExplorationParams):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # its learned item biases make more of its score shared than the embedding's: less noise
+    # gives the same spread of exposure
+    score_noise: float = score_noise_field(1.0)
     dim: int = Field(16, ge=1, le=256, description="embedding dimension")
     epochs: int = Field(2, ge=1, le=50, description="passes over the training examples")
     batch_size: int = Field(4096, ge=16, le=1_000_000, description="examples per Adam step")
@@ -155,6 +159,7 @@ class TorchRanker(BasePolicy):
     def __init__(self, params=None, *, seed: int = 0):
         super().__init__(params, seed=seed)
         self._live: tuple[TorchRankerModel, int, np.ndarray] | None = None
+        self._exploration = Exploration(self.params, self.seed)
 
     def fit(self, data: TrainingData) -> TorchRankerModel:
         p = self.params
@@ -228,10 +233,13 @@ class TorchRanker(BasePolicy):
             ages = age_buckets(requests.times[0] - view.catalog.created_at)
             offset = model.age_bias[ages].astype(np.float32)
         users = model.users[requests.users]
+        draws = self._exploration.draws(self._rng, len(requests), requests.k)
         scores = LowRankScores(users, self._live_items(model, view.catalog), offset)
-        return serve_scores(
+        scores = self._exploration.perturb(scores, model.users, model, draws)
+        slates = serve_scores(
             self._rng, scores, requests, view, feature_weights=model.feature_weights
         )
+        return self._exploration.fill(slates, draws, requests, view)
 
     def _live_items(self, model: TorchRankerModel, catalog: CatalogView) -> np.ndarray:
         """The model's columns of every live item, those that arrived after the fit by their
