@@ -17,6 +17,7 @@ from mabwiser.mab import MAB, LearningPolicy
 from policies.base import top_k
 from policies.kernels import best_member
 from sim.domain import CatalogView, EventTable, Kind, Requests, TrainingData, View
+from sim.layers import Reads
 from sim.spec import Bandit
 
 __all__ = ["BanditState", "BanditKind", "explore"]
@@ -40,6 +41,7 @@ class BanditState:
         self.trials = np.zeros(n_arms)
         self._mab: MAB | None = None
         self._pending: list[tuple[np.ndarray, ...]] = []
+        self._decisions = 0  # decisions served so far
         if spec.implementation == "mabwiser":
             policy = {
                 "thompson": LearningPolicy.ThompsonSampling(),
@@ -98,21 +100,47 @@ class BanditState:
         return np.argmax(self.expectations(n), axis=1)
 
     def describe(self) -> dict[str, Any]:
-        """Per-arm trials and observed click rates, for the run summary."""
+        """Per-arm trials and observed click rates, for the run summary; decisions served whose
+        feedback the bandit had not learned from when the run ended are ``arm_pending``, not
+        trials."""
         rate = np.divide(
             self.successes, self.trials, out=np.zeros(self.n_arms), where=self.trials > 0
         )
+        pending = np.zeros(self.n_arms, np.int64)
+        for _, _, arms, _ in self._pending:
+            pending += np.bincount(arms, minlength=self.n_arms)
         return {
             "arms": self.spec.arms,
+            "decisions": self._decisions,
             "arm_trials": self.trials.astype(int).tolist(),
             "arm_click_rate": np.round(rate, 6).tolist(),
+            "arm_pending": pending.tolist(),
+            "pending_decisions": int(pending.sum()),
         }
+
+    @property
+    def placed_any(self) -> bool:
+        """Whether any decision was ever served (a policy that never calls :func:`explore`
+        never lets the bandit place an item)."""
+        return self._decisions > 0
 
     def remember(
         self, times: np.ndarray, users: np.ndarray, arms: np.ndarray, contexts: np.ndarray
     ) -> None:
         """Keep the decisions served until their feedback arrives."""
         self._pending.append((times, users.astype(np.int64), arms, contexts))
+        self._decisions += int(times.shape[0])
+
+    def awaits(self, times: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """Which feedback at (``times``, ``users``) a remembered decision is waiting for."""
+        if not self._pending or not times.shape[0]:
+            return np.zeros(times.shape[0], bool)
+        keys = np.sort(
+            np.concatenate([_keys(t, u) for t, u, _, _ in self._pending]), order=("time", "user")
+        )
+        wanted = _keys(times, users.astype(np.int64))
+        at = np.minimum(np.searchsorted(keys, wanted), keys.shape[0] - 1)
+        return keys[at] == wanted
 
     def recall(
         self, times: np.ndarray, users: np.ndarray, horizon: float
@@ -130,9 +158,12 @@ class BanditState:
         wanted = _keys(times, users.astype(np.int64))
         at = np.minimum(np.searchsorted(keys, wanted), keys.shape[0] - 1)
         found = keys[at] == wanted
-        later = t[order] >= horizon
-        self._pending = [(t[order][later], u[order][later], arms[later], contexts[later])]
-        return found, arms[at[found]], contexts[at[found]]
+        learned, chosen = arms[at[found]], contexts[at[found]]
+        # what stays: later decisions whose feedback has not been matched
+        keep = t[order] >= horizon
+        keep[at[found]] = False
+        self._pending = [(t[order][keep], u[order][keep], arms[keep], contexts[keep])]
+        return found, learned, chosen
 
 
 def _keys(times: np.ndarray, users: np.ndarray) -> np.ndarray:
@@ -142,14 +173,32 @@ def _keys(times: np.ndarray, users: np.ndarray) -> np.ndarray:
 
 
 class BanditKind:
-    """The ``bandit`` layer's math: learn from the item each served decision placed."""
+    """The ``bandit`` layer's math: learn from the item each served decision placed.
+
+    It reads the feedback at its slot position; an update that learned from one decision changes
+    every user's next picks (the state is shared), one that learned from none changes nothing.
+    """
 
     incremental = True
+    shared = True
 
     def __init__(self, spec: Bandit, catalog: Callable[[], CatalogView], seed: int):
         self.spec = spec
         self.catalog = catalog
         self.seed = seed
+        self.reads = Reads(on_item=True, position=spec.position)
+
+    def reflected(self, state: BanditState, events: EventTable) -> np.ndarray:
+        """The feedback on items the bandit placed, whose decision it will learn from."""
+        placed = self.reads.admits_events(events)
+        rows = np.flatnonzero(placed)
+        placed[rows] = state.awaits(events.time[rows], events.user[rows])
+        return placed
+
+    def why_unchanged(self, state: BanditState) -> str:
+        if not state.placed_any:
+            return "it never placed an item (the policy does not serve through the bandit)"
+        return "no feedback on an item it placed arrived"
 
     def initial_state(self) -> BanditState:
         arms = self.catalog().n_topics if self.spec.arms == "topics" else self.spec.candidates

@@ -46,6 +46,9 @@ class RandomPolicy(BasePolicy):
     name = "random"
 
     def rank(self, requests: Requests, view: View) -> np.ndarray:
+        if any(state is not None for state in view.states.values()):
+            # random scores, adjusted by the layers and with the bandit's slot, like any policy
+            return serve_scores(self._rng, None, requests, view)
         return _cold_start(self._rng, requests, view)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from river import linear_model, optim
 
 from sim.domain import EventTable, Kind
+from sim.layers import Reads
 from sim.spec import FeatureWeights, OnlineLearning, RealtimeFeatures
 from sim.stores import FeatureStore
 
@@ -21,7 +22,16 @@ FEATURES = ("user_topic_negative", "user_topic_positive", "item_negative_rate")
 
 
 class OnlineModel:
-    """A River model plus the feature store it reads; serving uses both like real-time features."""
+    """A River model plus the feature store it reads; serving uses both like real-time features.
+
+    Every examined impression updates the weights every user's scores use: the state is shared.
+    """
+
+    shared = True
+
+    @staticmethod
+    def reads_for(spec: OnlineLearning) -> Reads:
+        return Reads(kinds=tuple(kind for kind in Kind if kind != Kind.IMPRESSION), on_item=True)
 
     def __init__(self, spec: OnlineLearning, n_users: int, n_topics: int):
         self.model = linear_model.LogisticRegression(optimizer=optim.SGD(spec.learning_rate))

@@ -237,6 +237,9 @@ def _run(args: argparse.Namespace) -> int:
         if single:
             run_summary = json.loads((out / plans[0].folder / "summary.json").read_text())
             print(_report(run_summary), file=sys.stderr)
+            for note in run_summary.get("notes", []):  # what the run found out, once
+                if note not in notes:
+                    print(f"recloop: note: {note}", file=sys.stderr)
         else:
             print(_comparison(summary), file=sys.stderr)
     if args.profile:
@@ -476,10 +479,11 @@ def _report(summary: dict[str, Any]) -> str:
     for name, layer in summary["layers"].items():
         median = metrics.get(f"absorption.{name}.median_seconds")
         p90 = metrics.get(f"absorption.{name}.p90_seconds")
+        share = metrics.get(f"absorption.{name}.absorbed_share")
         lines.append(
             f"  layer {name}: {layer['trigger']}, {layer['updates']:,} updates, "
-            f"{layer['cost_units_per_day']:,.1f} cost units/day; absorbs a negative in "
-            f"{_duration_or_na(median)} (median), {_duration_or_na(p90)} (p90)"
+            f"{layer['cost_units_per_day']:,.1f} cost units/day; absorbs {percent(share)} of "
+            f"negatives, in {_duration_or_na(median)} (median), {_duration_or_na(p90)} (p90)"
         )
     repeats = metrics.get("repeat_offences_per_negative")
     if repeats is not None:

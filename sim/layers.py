@@ -8,13 +8,16 @@ An event at time ``t`` is visible to an update triggered at ``s`` when ``t + lat
 batch update publishes a new snapshot ``compute_time`` later (through a canary first, if
 configured); an incremental one applies the new events to its state in place. A continuous layer
 updates at the start of every serving window. Every update is recorded as a :class:`Version`:
-what it covers (event-time horizon), when it was triggered, when it went live and for whom.
+what it covers (event-time horizon), when it was triggered, when it went live and for whom, and
+whom it changed: what each user would be served, not merely the state, decides what a version
+absorbs (see :class:`Effect` and :class:`Reads`).
 """
 
 from __future__ import annotations
 
 import time as wallclock
-from dataclasses import asdict, dataclass, replace
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,6 +30,7 @@ from sim.domain import (
     EventTable,
     Kind,
     RefreshData,
+    Scope,
     TrainingData,
     World,
     is_kind,
@@ -38,6 +42,11 @@ from sim.spec import Layer
 
 __all__ = [
     "Version",
+    "Effect",
+    "EVERYONE",
+    "nobody",
+    "Reads",
+    "Absorption",
     "LayerKind",
     "LayerRuntime",
     "PolicyFit",
@@ -63,6 +72,12 @@ class Version:
     #: during a common warm-up) or ``bootstrap`` (the common state every variant starts
     #: measuring from, fitted on or absorbed from the whole warm-up log)
     origin: str = "update"
+    #: The update's input starts here: it reflects events with ``since <= time < horizon`` (a
+    #: window or retention before the horizon; for an incremental layer, the events it read)
+    since: float = 0.0
+    #: Whom it changed what they would be served: ``all``, ``some`` or ``none`` users
+    changed: str = "all"
+    changed_users: int = 0  # how many (all users for ``all``)
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +85,107 @@ class Version:
 
 #: Feedback a retrain with ``label_sample`` below 1 receives only from its panel of users.
 LABELLED_NEGATIVES = (Kind.SHORT_DWELL, *EXPLICIT_NEGATIVE_KINDS)
+
+
+@dataclass(frozen=True)
+class Effect:
+    """Whom one update changed what they would be served (their scores or candidates):
+    everyone, the ``users`` listed, or no one, and then why not."""
+
+    everyone: bool = False
+    users: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # sorted, unique
+    why_not: str = ""
+
+    @property
+    def label(self) -> str:
+        """``all``, ``some`` or ``none``, as in :attr:`Version.changed`."""
+        return "all" if self.everyone else "some" if self.users.shape[0] else "none"
+
+
+#: An update that changed what every user is served (a new model, a bandit that learned).
+EVERYONE = Effect(everyone=True)
+
+
+def nobody(why: str) -> Effect:
+    """An update that changed what no user is served, and why."""
+    return Effect(why_not=why)
+
+
+#: Users compared at a time by :func:`changed_rows` (bounds its temporaries).
+ROW_BLOCK = 1 << 16
+
+
+def changed_rows(pairs: list[tuple[np.ndarray, np.ndarray, bool]], why: str) -> Effect:
+    """The users whose rows differ in any ``(new, old, as_multiset)`` pair of per-user arrays
+    (with ``as_multiset``, rows that hold the same values in another order are the same);
+    nobody, because ``why``, if none does."""
+    n = pairs[0][0].shape[0]
+    changed = np.zeros(n, bool)
+    for start in range(0, n, ROW_BLOCK):
+        block = slice(start, start + ROW_BLOCK)
+        for new, old, as_multiset in pairs:
+            now, was = new[block], old[block]
+            if as_multiset:
+                now, was = np.sort(now, axis=1), np.sort(was, axis=1)
+            changed[block] |= (now != was).reshape(now.shape[0], -1).any(axis=1)
+    users = np.flatnonzero(changed).astype(np.int32)
+    return Effect(users=users) if users.shape[0] else nobody(why)
+
+
+@dataclass(frozen=True)
+class Reads:
+    """Which logged events a layer's state reflects once an update has read them: of these
+    ``kinds`` (all: ``None``), on an item only (``on_item``: not a session abandon), at one slate
+    ``position`` only (the bandit's slot), of these ``scopes`` only. A labelled negative of a
+    user outside the ``panel`` (a retrain with ``label_sample``) is read as a skip, so the
+    layer never reflects it as a negative.
+    """
+
+    kinds: tuple[Kind, ...] | None = None
+    on_item: bool = False
+    position: int | None = None
+    scopes: tuple[Scope, ...] | None = None
+    panel: np.ndarray | None = None
+
+    def admits(
+        self,
+        kind: np.ndarray,
+        item: np.ndarray,
+        position: np.ndarray,
+        scope: np.ndarray,
+        user: np.ndarray,
+    ) -> np.ndarray:
+        """Which of the events with these columns the layer can reflect (boolean mask)."""
+        admitted = np.ones(kind.shape[0], bool) if self.kinds is None else is_kind(kind, self.kinds)
+        if self.on_item:
+            admitted &= item >= 0
+        if self.position is not None:
+            admitted &= position == self.position
+        if self.scopes is not None:
+            admitted &= np.isin(scope, self.scopes)
+        if self.panel is not None:
+            admitted &= ~(is_kind(kind, LABELLED_NEGATIVES) & ~self.panel[user])
+        return admitted
+
+    def admits_events(self, events: EventTable) -> np.ndarray:
+        return self.admits(events.kind, events.item, events.position, events.scope, events.user)
+
+
+@dataclass
+class Absorption:
+    """What one layer's versions reflected, for :func:`sim.metrics.layer_delays`.
+
+    A version absorbs an event of user u when its input covers the event (``since <= time <
+    horizon``), ``reads`` admits the event, and the version changed what u is served: it
+    changed everyone, or (a batch layer) u is in ``changed_users[version]``, or (an
+    incremental layer, whose changed users are exactly the users of the events it reflected)
+    the event is not one of the ``missed`` log rows it read and did not reflect.
+    """
+
+    reads: Reads
+    incremental: bool
+    changed_users: dict[int, np.ndarray] = field(default_factory=dict)  # batch "some" versions
+    missed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted log rows
 
 
 class LayerKind(Protocol):
@@ -84,6 +200,20 @@ class LayerKind(Protocol):
 
     def absorb(self, state: Any, events: EventTable) -> None:
         """Apply newly visible events to ``state`` in place (incremental kinds)."""
+
+    # Optional, with the defaults LayerRuntime applies when a kind lacks them:
+    #   reads: Reads                  events it can reflect (default: every event)
+    #   effect(previous, new) -> Effect      batch kinds: whom a new state changed (default:
+    #                                        nobody if it is None or the state already served,
+    #                                        else everyone)
+    #   reflected(state, events) -> mask     incremental kinds, before absorbing: which events
+    #                                        the state will reflect (default: what reads admits)
+    #   shared: bool                         incremental kinds: one state serves everyone alike,
+    #                                        so reflecting any event changes everyone (default
+    #                                        False: it changes the users of the events)
+    #   why_unchanged(state) -> str          incremental kinds: why an update changed nothing
+    #   retention: float                     batch kinds: events older than this before the
+    #                                        horizon are dropped from the state
 
 
 def canary_cohort(n_users: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -124,11 +254,22 @@ class LayerRuntime:
         sample = getattr(spec, "label_sample", 1.0)
         #: Users whose negatives reach training (a retrain with sparse labels), else None.
         self.label_panel = canary_cohort(world.n_users, sample, rng) if sample < 1 else None
+        reads = getattr(kind, "reads", None) or Reads()
+        #: Which events the layer's state reflects (with the label panel of a sparse retrain).
+        self.reads = reads if self.label_panel is None else replace(reads, panel=self.label_panel)
         self.history: list[Version] = []
+        #: Batch versions that changed some users: version -> their ids (int32, sorted).
+        self.changed_users: dict[int, np.ndarray] = {}
+        #: Log rows an incremental update read, that ``reads`` admits and its state does not
+        #: reflect (a session another session replaced within the update, say).
+        self._missed: list[np.ndarray] = []
+        #: Why each version that changed nothing did not.
+        self._why_not: dict[int, str] = {}
         self.cost_units = 0.0
         self.wall_seconds = 0.0
         self._updates = 0
         self._absorbed_until = 0  # log index up to which an incremental state is computed
+        self._read_from = 0.0  # event time from which the next incremental update reads
         self._events_at_last_trigger = 0
         self._state = kind.initial_state() if kind.incremental else None
         self._published_state: Any = None  # the snapshot serving all traffic (for fit)
@@ -201,7 +342,7 @@ class LayerRuntime:
         if now < self.active_from or now >= self.frozen_from:
             return False
         if spec.continuous:
-            self._absorb(now, now - spec.latency, self._take_new(now))
+            self._absorb(now, now - spec.latency, *self._take_new(now))
             return False
         if spec.after_events:
             visible = self.log.count_before(now - spec.latency)
@@ -213,19 +354,22 @@ class LayerRuntime:
 
     # --- updates -------------------------------------------------------------------------------
 
-    def _take_new(self, now: float) -> EventTable:
-        horizon_index = self.log.count_before(now - self.spec.latency)
-        new = self.log.between(self._absorbed_until, horizon_index)
-        self._absorbed_until = horizon_index
-        return new
+    def _take_new(self, now: float) -> tuple[int, float, EventTable]:
+        """The events newly visible at ``now``: their first log row, the event time they start
+        from, and the events."""
+        horizon = now - self.spec.latency
+        start, since = self._absorbed_until, self._read_from
+        self._absorbed_until = self.log.count_before(horizon)
+        self._read_from = max(since, horizon)
+        return start, since, self.log.between(start, self._absorbed_until)
 
     def _update(self, env: Any):
         triggered = env.now
         horizon = triggered - self.spec.latency
         if self.kind.incremental:
-            events = self._take_new(triggered)
+            start, since, events = self._take_new(triggered)
             yield env.timeout(self.spec.compute_time)
-            self._absorb(triggered, horizon, events)
+            self._absorb(triggered, horizon, start, since, events)
             return
         data = self._training_data(triggered, horizon, self._published_state)
         started = wallclock.perf_counter()
@@ -234,18 +378,26 @@ class LayerRuntime:
         self._updates += 1
         version = self._updates
         yield env.timeout(self.spec.compute_time)
+        # against what serves everyone when it goes live
+        effect = self._batch_effect(version, state)
+        since = self._since(horizon)
+        read = len(data.events)
         canary = self.spec.canary
         if canary is None:
             self._publish(self.name, version, state, "all")
             self._published_state = state
-            self._record(triggered, env.now, len(data.events), "all", spent, True, horizon, version)
+            self._record(
+                triggered, env.now, read, "all", spent, True, horizon, version, since, effect
+            )
             return
         self._publish(self.name, version, state, "canary")
-        self._record(triggered, env.now, len(data.events), "canary", spent, True, horizon, version)
+        self._record(
+            triggered, env.now, read, "canary", spent, True, horizon, version, since, effect
+        )
         yield env.timeout(canary.duration)
         self._publish(self.name, version, state, "all")
         self._published_state = state
-        self._record(triggered, env.now, len(data.events), "all", 0.0, False, horizon, version)
+        self._record(triggered, env.now, read, "all", 0.0, False, horizon, version, since, effect)
 
     def _warmup_refits(self, env: Any, every: float):
         """The logging policy's model during a common warm-up: refit on every event logged so
@@ -258,21 +410,31 @@ class LayerRuntime:
     def bootstrap(self, now: float) -> None:
         """The state every variant starts measuring from, at the end of a common warm-up: a batch
         layer fits on the warm-up log visible under its latency (its own window and labels) and
-        goes live at once; an incremental one absorbs it. Recorded as a version with origin ``bootstrap``, free of
-        charge (every variant pays it alike, before measuring)."""
+        goes live at once; an incremental one absorbs it. Recorded as a version with origin
+        ``bootstrap``, free of charge (every variant pays it alike, before measuring)."""
         horizon = now - self.spec.latency  # what is visible to this layer by then
-        visible = self.log.count_before(horizon)
-        self._events_at_last_trigger = visible
+        self._events_at_last_trigger = self.log.count_before(horizon)
         if not self.kind.incremental:
             data = self._training_data(now, horizon, self._published_state)
             self._publish_now(data, "bootstrap")
             return
-        events = self.log.between(self._absorbed_until, visible)
-        self._absorbed_until = visible
+        start, since, events = self._take_new(now)
+        effect = self._incremental_effect(start, events)
         self.kind.absorb(self._state, events)
         self._updates += 1
         self._publish(self.name, self._updates, self._state, "all")
-        self._record(now, now, len(events), "all", 0.0, False, horizon, origin="bootstrap")
+        self._record(
+            now,
+            now,
+            len(events),
+            "all",
+            0.0,
+            False,
+            horizon,
+            since=since,
+            effect=effect,
+            origin="bootstrap",
+        )
 
     def _publish_now(self, data: TrainingData, origin: str) -> None:
         """Compute a batch state from ``data`` and serve it to everyone from ``data.now``."""
@@ -280,22 +442,116 @@ class LayerRuntime:
         state = self.kind.compute(data)
         spent = wallclock.perf_counter() - started
         self._updates += 1
+        effect = self._batch_effect(self._updates, state)
         self._publish(self.name, self._updates, state, "all")
         self._published_state = state
+        since = self._since(data.horizon, whole_log=origin == "warmup")
+        read = len(data.events)
         self._record(
-            data.now, data.now, len(data.events), "all", spent, False, data.horizon, origin=origin
+            data.now,
+            data.now,
+            read,
+            "all",
+            spent,
+            False,
+            data.horizon,
+            since=since,
+            effect=effect,
+            origin=origin,
         )
 
-    def _absorb(self, triggered: float, horizon: float, events: EventTable) -> None:
+    def _absorb(
+        self, triggered: float, horizon: float, start: int, since: float, events: EventTable
+    ) -> None:
         """Apply new events to the in-place state; a version only when there were any."""
         if not len(events):
             return
+        effect = self._incremental_effect(start, events)  # measurement: not the layer's time
         started = wallclock.perf_counter()
         self.kind.absorb(self._state, events)
         spent = wallclock.perf_counter() - started
         self._updates += 1
         self._publish(self.name, self._updates, self._state, "all")
-        self._record(triggered, self._env.now, len(events), "all", spent, True, horizon)
+        self._record(
+            triggered,
+            self._env.now,
+            len(events),
+            "all",
+            spent,
+            True,
+            horizon,
+            since=since,
+            effect=effect,
+        )
+
+    # --- effects -------------------------------------------------------------------------------
+
+    def _batch_effect(self, version: int, state: Any) -> Effect:
+        """Whom a new batch state changed against the one serving everyone now; the ids of a
+        change to some users are kept (for the propagation metrics)."""
+        previous = self._published_state
+        effect_of = getattr(self.kind, "effect", None)
+        if callable(effect_of):
+            effect = effect_of(previous, state)
+        elif state is None:
+            effect = nobody("the update produced no state")
+        elif state is previous:
+            effect = nobody("the update returned the state already served")
+        else:
+            effect = EVERYONE
+        if effect.label == "some":
+            self.changed_users[version] = effect.users
+        return effect
+
+    def _incremental_effect(self, start: int, events: EventTable) -> Effect:
+        """Whom absorbing ``events`` (log rows from ``start``) will change, decided before the
+        state absorbs them: the users of the events it reflects, or everyone for a state all
+        users share; events it reads, admits and does not reflect are kept as missed."""
+        reflected_by = getattr(self.kind, "reflected", None)
+        admitted = self.reads.admits_events(events)
+        reflected = reflected_by(self._state, events) if callable(reflected_by) else admitted
+        if not reflected.any():
+            why = getattr(self.kind, "why_unchanged", None)
+            return nobody(
+                why(self._state)
+                if callable(why)
+                else "none of the events it read is of a kind it reflects"
+            )
+        missed = np.flatnonzero(admitted & ~reflected)
+        if missed.shape[0]:
+            self._missed.append(start + missed)
+        if getattr(self.kind, "shared", False):
+            return EVERYONE
+        return Effect(users=np.unique(events.user[reflected]).astype(np.int32))
+
+    def _since(self, horizon: float, whole_log: bool = False) -> float:
+        """Where a batch update's reflected input starts: its window or the kind's retention
+        before the horizon (never before time 0, where the log starts)."""
+        window = None if whole_log else getattr(self.spec, "window", None)
+        spans = [span for span in (window, getattr(self.kind, "retention", None)) if span]
+        return max(horizon - min(spans), 0.0) if spans else 0.0
+
+    def absorption(self) -> Absorption:
+        """What this layer's versions reflected, for the propagation metrics."""
+        missed = np.sort(np.concatenate(self._missed)) if self._missed else np.zeros(0, np.int64)
+        return Absorption(self.reads, self.kind.incremental, self.changed_users, missed)
+
+    def unchanged_note(self, measured_from: float) -> str | None:
+        """A line for the run's notes when every update this layer published while measuring
+        changed what no user is served (else None)."""
+        measured = {
+            v.version: v.changed
+            for v in self.history
+            if v.origin == "update" and v.triggered_at >= measured_from
+        }
+        if not measured or any(changed != "none" for changed in measured.values()):
+            return None
+        reasons = Counter(self._why_not.get(version, "") for version in measured)
+        reason = reasons.most_common(1)[0][0]
+        return (
+            f"layer {self.name!r} published {len(measured):,} versions while measuring and none "
+            f"changed what any user is served" + (f": {reason}" if reason else "")
+        )
 
     def _training_data(
         self, now: float, horizon: float, previous: Any = None, whole_log: bool = False
@@ -326,15 +582,21 @@ class LayerRuntime:
         charge: bool,
         horizon: float | None = None,
         version: int | None = None,
+        since: float = 0.0,
+        effect: Effect = EVERYONE,
         origin: str = "update",
     ) -> None:
+        """Append a version: ``since`` where the input it reflects starts, ``effect`` whom it
+        changed."""
         cost = self.spec.cost.per_run + self.spec.cost.per_event * events if charge else 0.0
         self.cost_units += cost
         self.wall_seconds += spent
+        number = self._updates if version is None else version
+        changed = effect.label
         self.history.append(
             Version(
                 layer=self.name,
-                version=self._updates if version is None else version,
+                version=number,
                 triggered_at=triggered,
                 horizon=triggered - self.spec.latency if horizon is None else horizon,
                 live_at=live_at,
@@ -343,14 +605,26 @@ class LayerRuntime:
                 cost=cost,
                 wall_seconds=spent,
                 origin=origin,
+                since=since,
+                changed=changed,
+                changed_users=self.world.n_users
+                if changed == "all"
+                else int(effect.users.shape[0]),
             )
         )
+        if changed == "none":
+            self._why_not[number] = effect.why_not
 
 
 class PolicyFit:
-    """The ``retrain`` layer's math: the policy's ``fit`` hook."""
+    """The ``retrain`` layer's math: the policy's ``fit`` hook.
+
+    It trains on every event in its input, with its label (see :attr:`LayerRuntime.reads`), and a
+    new model changes every user's scores.
+    """
 
     incremental = False
+    reads = Reads()
 
     def __init__(self, policy: Any, policy_name: str, timeout: float = 0.0):
         self.policy = policy
@@ -363,13 +637,27 @@ class PolicyFit:
     def compute(self, data: TrainingData) -> Any:
         return _call_hook(self.policy_name, "fit", data.now, self.policy.fit, data, self.timeout)
 
+    def effect(self, previous: Any, new: Any) -> Effect:
+        if new is None:
+            return nobody("the policy's fit returned no model")
+        if new is previous:
+            return nobody("the policy's fit returned the model already served")
+        return EVERYONE
+
     def absorb(self, state: Any, events: EventTable) -> None:  # pragma: no cover - batch kind
         raise NotImplementedError
 
 
 class PolicyRefresh:
     """The ``nearline_embeddings`` layer's math: the policy's ``refresh`` hook, given the visible
-    events (the policy picks its windows from them) and the model deployed at trigger time."""
+    events (the policy picks its windows from them) and the model deployed at trigger time.
+
+    A refresh reflects what the layer hands it to fold in: clicks and, with a ``negative_weight``,
+    rejections (short dwells and explicit negatives), on items. It changes the users whose served
+    vectors it changed: compared with the near-line vectors serving now if they belong to the
+    same model, else with the model's own user vectors (a state with ``model`` and ``users``, as
+    :class:`policies.builtin.NearlineEmbeddings`; any other new state changes everyone).
+    """
 
     incremental = False
 
@@ -382,6 +670,8 @@ class PolicyRefresh:
         self.windows = tuple((window.span, window.weight) for window in spec.windows)
         self.negative_weight = spec.negative_weight
         self.deployed = deployed  # callable: the model serving outside canaries now
+        folded = (Kind.CLICK, *LABELLED_NEGATIVES) if spec.negative_weight else (Kind.CLICK,)
+        self.reads = Reads(kinds=folded, on_item=True)
 
     def initial_state(self) -> None:
         return None
@@ -400,6 +690,22 @@ class PolicyRefresh:
         return _call_hook(
             self.policy_name, "refresh", data.now, self.policy.refresh, refresh, self.timeout
         )
+
+    def effect(self, previous: Any, new: Any) -> Effect:
+        if new is None:
+            return nobody("its refresh returned no state: there was no model to fold users into")
+        if new is previous:
+            return nobody("the policy's refresh returned the state already served")
+        model, users = getattr(new, "model", None), getattr(new, "users", None)
+        if model is None or not isinstance(users, np.ndarray):
+            return EVERYONE
+        if model is not self.deployed():
+            return nobody("its vectors belong to a model that no longer serves")
+        same_model = previous is not None and getattr(previous, "model", None) is model
+        served = previous.users if same_model else getattr(model, "users", None)
+        if not isinstance(served, np.ndarray) or served.shape != users.shape:
+            return EVERYONE
+        return changed_rows([(users, served, False)], "no user's vector changed")
 
     def absorb(self, state: Any, events: EventTable) -> None:  # pragma: no cover - batch kind
         raise NotImplementedError

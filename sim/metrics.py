@@ -19,7 +19,7 @@ import pyarrow as pa
 from sim import eventlog
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind, Scope
 from sim.eventlog import row_chunks
-from sim.propagation import absorption_delays
+from sim.layers import Absorption, Reads, Version
 from sim.runner import RunResult
 
 __all__ = [
@@ -520,7 +520,7 @@ def _propagation(result: RunResult, metrics: RunMetrics) -> None:
     starts = _session_starts_by_user(result) if "profile_memory" in layer_names else None
     columns: dict[str, list[np.ndarray]] = {"event": [], "layer": [], "delay": []}
     for layer in layer_names:
-        delays = layer_delays(result, layer, times, users)
+        delays = layer_delays(result, layer, chosen)
         if layer == "profile_memory" and starts is not None:
             # a profile applies from the user's next session that starts once it is live
             session_keys, session_times = starts
@@ -574,28 +574,136 @@ def _propagation(result: RunResult, metrics: RunMetrics) -> None:
     )
 
 
-def layer_delays(result: RunResult, layer: str, times: np.ndarray, users: np.ndarray) -> np.ndarray:
-    """Absorption delay through ``layer`` of events at ``times`` by ``users`` (inf: never).
+def layer_delays(result: RunResult, layer: str, rows: np.ndarray) -> np.ndarray:
+    """Absorption delay through ``layer`` of the events at log ``rows`` (inf: never).
 
-    A user in the layer's canary cohort is served a version from its canary release on; everyone
-    else from its full rollout.
+    An event of user u at time t is absorbed by the earliest live version that covers it
+    (``since <= t < horizon``), reflects it (the layer's :class:`sim.layers.Reads` admit it and
+    no incremental update read it without reflecting it) and changed what u is served: everyone,
+    or u among the users it changed. A version that changed nothing absorbs nothing. A user in
+    the layer's canary cohort is served a version from its canary release on; everyone else from
+    its full rollout.
     """
-    rows = [v for v in result.versions if v.layer == layer]
-    full = [v for v in rows if v.cohort == "all"]
-    delays = absorption_delays(
-        times,
-        np.array([v.horizon for v in full]),
-        np.array([v.live_at for v in full]),
+    events = result.events
+    rows = np.asarray(rows, np.int64)
+    times, users = events.time[rows], events.user[rows]
+    record = result.absorption.get(layer) or Absorption(Reads(), incremental=False)
+    used = record.reads.admits(
+        events.kind[rows], events.item[rows], events.position[rows], events.scope[rows], users
     )
+    if record.missed.shape[0]:
+        used &= ~_among(rows, record.missed)
+    versions = _Versions([v for v in result.versions if v.layer == layer], record)
     canary = result.canary_users.get(layer)
-    if canary is not None:
-        in_canary = canary[users]
-        delays[in_canary] = absorption_delays(
-            times[in_canary],
-            np.array([v.horizon for v in rows]),
-            np.array([v.live_at for v in rows]),
-        )
-    return delays
+    in_canary = canary[users] if canary is not None else np.zeros(rows.shape[0], bool)
+    live = np.full(rows.shape[0], np.inf)
+    for members, cohort in ((~in_canary, versions.live_all), (in_canary, versions.live_canary)):
+        chosen = np.flatnonzero(members & used)
+        if chosen.shape[0]:
+            live[chosen] = versions.earliest_live(cohort, times[chosen], users[chosen])
+    return live - times
+
+
+class _Versions:
+    """One layer's versions that changed what some user is served, one entry per version in
+    order of horizon: the input each reflects (``since``, ``horizon``), when it went live for
+    each cohort, and whom it changed (everyone, or a sorted array of user ids)."""
+
+    def __init__(self, versions: list[Version], record: Absorption):
+        entries: dict[int, list[Any]] = {}
+        for v in versions:
+            if v.changed == "none":
+                continue
+            entry = entries.setdefault(v.version, [v.since, v.horizon, np.inf, np.inf, v.changed])
+            column = 3 if v.cohort == "canary" else 2
+            entry[column] = min(entry[column], v.live_at)
+        numbers = sorted(entries, key=lambda number: (entries[number][1], entries[number][0]))
+        columns = [np.array([entries[n][i] for n in numbers], np.float64) for i in range(4)]
+        self.since, self.horizon, self.live_all, canary = columns
+        self.live_canary = np.minimum(canary, self.live_all)  # canary users see both releases
+        # An incremental update changes exactly the users of the events it reflects.
+        self.users = [
+            None
+            if entries[n][4] == "all" or record.incremental or n not in record.changed_users
+            else record.changed_users[n]
+            for n in numbers
+        ]
+        self.everyone = np.array([users is None for users in self.users], bool)
+
+    def earliest_live(self, live: np.ndarray, times: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """For events at ``times`` by ``users``, the earliest ``live`` time of a version that
+        covers the event and changed its user (inf: none)."""
+        if not self.horizon.shape[0]:
+            return np.full(times.shape[0], np.inf)
+        in_order = bool(np.all(self.since[1:] >= self.since[:-1]) and np.all(live[1:] >= live[:-1]))
+        if in_order:
+            return self._first_covering(live, times, users)
+        return self._each_version(live, times, users)
+
+    def _first_covering(self, live: np.ndarray, times: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """With input starts and live times in horizon order (every periodic layer's), the
+        first version after an event that changed its user is the earliest live, and if it
+        does not cover the event (its input starts later), no later one does."""
+        best = np.full(times.shape[0], np.inf)
+        everyone = np.flatnonzero(self.everyone)
+        if everyone.shape[0]:
+            first = np.searchsorted(self.horizon[everyone], times, "right")
+            found = first < everyone.shape[0]
+            version = everyone[np.minimum(first, everyone.shape[0] - 1)]
+            found &= self.since[version] <= times
+            best[found] = live[version[found]]
+        some = np.flatnonzero(~self.everyone)
+        if not some.shape[0]:
+            return best
+        # Each (user, version) a version changed is coded ``user * span + version`` (versions in
+        # horizon order): an event's first candidate is one binary search, in integers.
+        span = np.int64(self.horizon.shape[0] + 1)
+        after = np.searchsorted(self.horizon, times, "right")  # the first version after each
+        query = users.astype(np.int64) * span + after
+        total = sum(len(changed) for changed in self.users if changed is not None)
+        top = int(users.max()) + 1
+        shards = max(1, -(-total // eventlog.CHUNK_ROWS))  # bounded memory, however many
+        bounds = np.linspace(0, top, shards + 1).round().astype(np.int64)
+        for low, high in zip(bounds[:-1], bounds[1:], strict=True):
+            asked = np.flatnonzero((users >= low) & (users < high))
+            if not asked.shape[0]:
+                continue
+            parts = []
+            for i in some:
+                changed = self.users[i]
+                assert changed is not None
+                lo, hi = np.searchsorted(changed, [low, high])
+                parts.append(changed[lo:hi].astype(np.int64) * span + i)
+            codes = np.sort(np.concatenate(parts))
+            if not codes.shape[0]:
+                continue
+            at = np.searchsorted(codes, query[asked])
+            code = codes[np.minimum(at, codes.shape[0] - 1)]
+            version = code % span
+            found = (at < codes.shape[0]) & (code // span == users[asked])
+            found &= self.since[version] <= times[asked]
+            hit = asked[found]
+            best[hit] = np.minimum(best[hit], live[version[found]])
+        return best
+
+    def _each_version(self, live: np.ndarray, times: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """The definition, version by version (for histories out of order)."""
+        order = np.argsort(times, kind="stable")
+        ordered_times, ordered_users = times[order], users[order]
+        best = np.full(times.shape[0], np.inf)
+        for i in range(self.horizon.shape[0]):
+            low, high = np.searchsorted(ordered_times, [self.since[i], self.horizon[i]], "left")
+            if low >= high or not np.isfinite(live[i]):
+                continue
+            changed = self.users[i]
+            hit = np.ones(high - low, bool)
+            if changed is not None:
+                hit = _among(ordered_users[low:high], changed)
+            covered = best[low:high]
+            covered[hit] = np.minimum(covered[hit], live[i])
+        result = np.empty_like(best)
+        result[order] = best
+        return result
 
 
 def _session_starts_by_user(result: RunResult) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,10 @@
 """Exact propagation accounting from a layer's version history.
 
 An event at time ``t`` is covered by every version whose event-time horizon is later than ``t``;
-its absorption delay is the earliest ``live_at`` among them minus ``t``. Nothing is sampled or
-estimated.
+its delay is the earliest ``live_at`` among them minus ``t``. Nothing is sampled or estimated.
+This is the bound for a layer whose every version reflects every event and changes everyone;
+:func:`sim.metrics.layer_delays` counts only versions that reflected the event and changed what
+its user is served.
 
 >>> absorption_delays(np.array([5.0, 15.0, 40.0]), np.array([10.0, 30.0]), np.array([12.0, 35.0]))
 array([ 7., 20., inf])

@@ -55,6 +55,10 @@ VERSION_SCHEMA = pa.schema(
         ("events", pa.int64()),
         ("cost", pa.float64()),
         ("wall_seconds", pa.float64()),
+        ("origin", pa.string()),
+        ("since", pa.float64()),
+        ("changed", pa.string()),
+        ("changed_users", pa.int64()),
     ]
 )
 

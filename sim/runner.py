@@ -24,7 +24,7 @@ from sim.domain import EXPLICIT_NEGATIVE_KINDS, NEGATIVE_KINDS, CatalogView, Eve
 from sim.durations import format_duration
 from sim.engine import Engine
 from sim.eventlog import EventLog, row_chunks
-from sim.layers import LayerRuntime, PolicyFit, PolicyRefresh, Version
+from sim.layers import Absorption, LayerRuntime, PolicyFit, PolicyRefresh, Version
 from sim.memory import event_log_on_disk, return_freed_arrays
 from sim.rng import Streams
 from sim.spec import RetrainLayer, Scenario
@@ -52,6 +52,8 @@ class RunResult:
     session_starts: np.ndarray = field(default_factory=lambda: np.empty(0))
     #: With ``metrics.regret``: per request, time and expected clicks served and possible
     expected_clicks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    #: Per layer, what its versions reflected and whom they changed (propagation metrics)
+    absorption: dict[str, Absorption] = field(default_factory=dict)
 
     def catalog(self) -> CatalogView:
         """The observable catalogue of every item that existed during the run."""
@@ -256,6 +258,10 @@ def _run(
 
     events = log.table()
     versions = [version for layer in layers for version in layer.history]
+    for layer in layers:
+        unchanged = layer.unchanged_note(scenario.warmup)
+        if unchanged is not None:
+            notes.append(unchanged)
     summary = _summary(scenario, world, engine, events, wall, notes)
     summary["layers"] = {layer.name: _layer_summary(layer, scenario) for layer in layers}
     summary["wall_seconds_by_component"].update(
@@ -280,6 +286,7 @@ def _run(
         item_created_at=world.catalog.created_at,
         session_starts=world.session_start_times(),
         expected_clicks=world.expected_clicks(),
+        absorption={layer.name: layer.absorption() for layer in layers},
     )
 
 

@@ -670,10 +670,10 @@ class Metrics(Spec):
             "not_interested",
             "thumbs_down",
             "block_creator",
-            "abandon",
         ],
         min_length=1,
-        description="negative kinds whose absorption is measured (skips are many; add on demand)",
+        description="negative kinds whose absorption is measured (skips are many, and a session "
+        "abandon has no item, so no layer but a retrain reflects it: add either on demand)",
     )
 
 

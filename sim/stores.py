@@ -1,7 +1,9 @@
 """Serving-side state that layers build from logged events: the real-time feature store, the
 session context and the profile memory. Only logged events and catalogue metadata go in.
 
-Each store is vectorized over users; reads for a batch of requests are array gathers.
+Each store is vectorized over users; reads for a batch of requests are array gathers. Each says
+which events it reflects (``reads``): a user's event of another kind changes nothing they are
+served through it, so the layer never absorbs it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sim.domain import (
     is_kind,
 )
 from sim.kernels import absorb_decayed_counts
+from sim.layers import Effect, Reads, changed_rows
 from sim.spec import ProfileMemory, RealtimeFeatures, SessionContext
 
 __all__ = [
@@ -45,7 +48,11 @@ def _decay(elapsed: np.ndarray, half_life: float) -> np.ndarray:
 
 class StoreKind:
     """An incremental layer whose state is a per-user store built from the layer's spec, the
-    number of users and topics, and which absorbs newly visible events in place."""
+    number of users and topics, and which absorbs newly visible events in place.
+
+    The store class says which events it reflects (``reads_for(spec)``), may narrow that per
+    update (``reflects(events)``), and is ``shared`` when one state serves every user alike.
+    """
 
     incremental = True
 
@@ -56,12 +63,22 @@ class StoreKind:
         self.spec = spec
         self.n_users = n_users
         self.catalog = catalog
+        self.reads: Reads = store.reads_for(spec)  # type: ignore[attr-defined]
+        self.shared: bool = getattr(store, "shared", False)
 
     def initial_state(self) -> Any:
         return self.store(self.spec, self.n_users, self.catalog().n_topics)
 
     def absorb(self, state: Any, events: EventTable) -> None:
         state.absorb(events, self.catalog().topic)
+
+    def reflected(self, state: Any, events: EventTable) -> np.ndarray:
+        """Which of ``events`` the store will reflect once it absorbs them."""
+        reflects = getattr(state, "reflects", None)
+        return reflects(events) if callable(reflects) else self.reads.admits_events(events)
+
+    def why_unchanged(self, state: Any) -> str:
+        return "none of the events it read is of a kind it keeps"
 
     def compute(self, data: TrainingData) -> Any:  # pragma: no cover - incremental kind
         raise NotImplementedError
@@ -74,6 +91,12 @@ class FeatureStore:
     """Per-user, per-topic decayed counts of clicks and negatives; per-item decayed negative rate;
     per-user session counters. Values decay lazily: each row remembers when it was last updated.
     """
+
+    @staticmethod
+    def reads_for(spec: Any) -> Reads:
+        """A user's clicks and rejections enter their per-topic counts. (Every impression also
+        moves its item's shared negative rate, which reflects no user's own event.)"""
+        return Reads(kinds=(*REJECTIONS, Kind.CLICK), on_item=True)
 
     def __init__(self, spec: RealtimeFeatures, n_users: int, n_topics: int):
         self.weights = spec.weights
@@ -216,6 +239,21 @@ class SessionContextStore:
             np.where(same, self._items[users], -1),
         )
 
+    @staticmethod
+    def reads_for(spec: SessionContext) -> Reads:
+        kinds = (*REJECTIONS, Kind.SKIP) if spec.include_skips else REJECTIONS
+        return Reads(kinds=kinds, on_item=True)
+
+    def reflects(self, events: EventTable) -> np.ndarray:
+        """The rejections that absorbing ``events`` keeps: those of each user's latest session
+        among them (an earlier session's are dropped, as that session is over)."""
+        rows = np.flatnonzero(is_kind(events.kind, self._kinds) & (events.item >= 0))
+        kept = np.zeros(len(events), bool)
+        if rows.shape[0]:
+            _, _, keep = _latest_sessions(events.user[rows], events.session[rows])
+            kept[rows[keep]] = True
+        return kept
+
     def absorb(self, events: EventTable, topic_of: np.ndarray) -> None:
         rejected = is_kind(events.kind, self._kinds) & (events.item >= 0)
         users, sessions = events.user[rejected], events.session[rejected]
@@ -223,10 +261,7 @@ class SessionContextStore:
         if not users.shape[0]:
             return
         # Only each user's latest session in this slice matters; a new one starts empty.
-        touched, row = np.unique(users, return_inverse=True)
-        latest = np.full(touched.shape[0], -1, np.int64)
-        np.maximum.at(latest, row, sessions)
-        keep = sessions == latest[row]
+        touched, latest, keep = _latest_sessions(users, sessions)
         users, items = users[keep], items[keep]
         starts = self._session[touched] != latest
         fresh = touched[starts]
@@ -236,6 +271,16 @@ class SessionContextStore:
         self._count[fresh] = 0
         np.add.at(self._topics, (users, topic_of[items]), 1)
         _push_recent(self._items, self._count, users, items)
+
+
+def _latest_sessions(
+    users: np.ndarray, sessions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct users, each one's latest session, and which rows are of it."""
+    touched, row = np.unique(users, return_inverse=True)
+    latest = np.full(touched.shape[0], -1, np.int64)
+    np.maximum.at(latest, row, sessions)
+    return touched, latest, sessions == latest[row]
 
 
 def _push_recent(
@@ -306,14 +351,23 @@ class ActiveProfiles:
 
 
 class ProfileMemoryKind:
-    """The ``profile_memory`` layer: a snapshot of stated dislikes per refresh."""
+    """The ``profile_memory`` layer: a snapshot of stated dislikes per refresh.
+
+    It keeps explicit negatives about an item, a topic or a creator within its retention; a
+    refresh changes the users whose stored dislikes changed (as multisets: where a ring keeps
+    them does not change scores).
+    """
 
     incremental = False
+    reads = Reads(
+        kinds=EXPLICIT_NEGATIVE_KINDS, on_item=True, scopes=(Scope.ITEM, Scope.TOPIC, Scope.CREATOR)
+    )
 
     def __init__(self, spec: ProfileMemory, n_users: int, catalog: Callable[[], CatalogView]):
         self.spec = spec
         self.n_users = n_users
         self.catalog = catalog
+        self.retention = spec.retention
         self.active = ActiveProfiles(spec, n_users, catalog().n_topics)
 
     def initial_state(self) -> None:
@@ -342,6 +396,23 @@ class ProfileMemoryKind:
             data.catalog.creator[items[on_creator]],
         )
         return ProfileSnapshot(topics=topics, items=recent_items, creators=recent_creators)
+
+    def effect(self, previous: ProfileSnapshot | None, new: ProfileSnapshot) -> Effect:
+        """The users whose stored dislikes differ from the snapshot serving now."""
+        if previous is None:
+            previous = ProfileSnapshot(
+                topics=np.zeros_like(new.topics),
+                items=np.full_like(new.items, -1),
+                creators=np.full_like(new.creators, -1),
+            )
+        return changed_rows(
+            [
+                (new.topics, previous.topics, False),
+                (new.items, previous.items, True),
+                (new.creators, previous.creators, True),
+            ],
+            "no user's stored dislikes changed",
+        )
 
     def absorb(self, state: Any, events: EventTable) -> None:  # pragma: no cover - batch kind
         raise NotImplementedError

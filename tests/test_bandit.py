@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from policies.bandit import BanditState
+from policies.builtin import RandomPolicy, _cold_start
+from sim.metrics import measure
 from sim.runner import run_scenario
 from sim.spec import Bandit
 from tests.conftest import tiny
@@ -154,3 +156,60 @@ def test_a_topic_arm_gets_the_policys_best_item_of_that_topic():
         members = np.flatnonzero(topic == arm)
         expected = members[np.argmax(scores[row, members])] if members.size else -1
         assert item == expected
+
+
+class NeverPlaces(RandomPolicy):
+    """A policy that ranks without ever serving through the bandit's slot."""
+
+    def rank(self, requests, view):
+        return _cold_start(self._rng, requests, view)
+
+
+def test_a_bandit_over_random_places_items_and_absorbs_only_from_updates_that_learned():
+    result = run_scenario(
+        tiny(
+            "stack.policy=random",
+            "stack.layers.bandit={every: 1m}",
+            "metrics.propagation_kinds=[skip, short_dwell, dismiss, not_interested]",
+        )
+    )
+    bandit = result.summary["layers"]["bandit"]
+    assert sum(bandit["arm_trials"]) > 1000
+    assert not any(note.startswith("layer 'bandit'") for note in result.summary["notes"])
+    versions = [v for v in result.versions if v.layer == "bandit"]
+    learned = {v.live_at for v in versions if v.changed == "all"}
+    assert learned and all(v.changed in ("all", "none") for v in versions)
+    table = measure(result).tables["propagation"].to_pandas()
+    absorbed = table[table.absorbed]
+    assert len(absorbed) > 100
+    # only feedback on the slot it fills, from an update that learned
+    assert (result.events.position[absorbed.event] == 0).all()
+    assert set(absorbed.time + absorbed.delay_seconds) <= learned
+
+
+def test_a_bandit_the_policy_never_lets_place_an_item_is_noted_and_absorbs_nothing():
+    result = run_scenario(
+        tiny(
+            "stack.policy={name: 'tests.test_bandit:NeverPlaces'}",
+            "stack.layers.bandit={every: 10m}",
+        )
+    )
+    (note,) = [note for note in result.summary["notes"] if note.startswith("layer 'bandit'")]
+    assert note == (
+        "layer 'bandit' published 24 versions while measuring and none changed what any user is "
+        "served: it never placed an item (the policy does not serve through the bandit)"
+    )
+    assert all(v.changed == "none" for v in result.versions if v.layer == "bandit")
+    assert measure(result).scalars["absorption.bandit.absorbed_share"] == 0
+    assert sum(result.summary["layers"]["bandit"]["arm_trials"]) == 0
+
+
+def test_decisions_still_waiting_for_feedback_are_reported_not_dropped():
+    result = run_scenario(tiny("stack.layers.bandit={every: 30m, latency: 5m, position: 1}"))
+    bandit = result.summary["layers"]["bandit"]
+    pending = bandit["pending_decisions"]
+    assert pending > 0 and sum(bandit["arm_pending"]) == pending
+    # every request measured is a decision (the bandit serves from the warm-up's end), and
+    # every decision a trial or pending
+    assert bandit["decisions"] == result.summary["requests"]
+    assert bandit["decisions"] == sum(bandit["arm_trials"]) + pending

@@ -111,8 +111,9 @@ def test_meta_reels_sparse_survey_labels_absorb_in_a_day_and_suppress_more_slowl
         )[1]
         for sample in (0.05, 1.0)
     }  # fmt: skip
-    for metrics in runs.values():
-        assert 0.5 * 86400 <= metrics["absorption.retrain.median_seconds"] <= 1.5 * 86400
+    assert 0.5 * 86400 <= runs[1.0]["absorption.retrain.median_seconds"] <= 1.5 * 86400
+    # outside the panel a negative reaches training as a skip: the retrain never absorbs it
+    assert runs[0.05]["absorption.retrain.absorbed_share"] < 0.1
     assert runs[0.05]["bad_impressions"] > runs[1.0]["bad_impressions"]
 
 
@@ -171,6 +172,10 @@ def test_youtube_example_age_keeps_fresh_items_from_being_penalized_by_model_age
             "youtube-example-age", "variants=null", "baseline=null", "duration=2d", "warmup=3d",
             "stack.layers.retrain.phase=18h",  # two retrains cover 41 of the 48 measured hours
             "world.catalog.new_items_per_day=100", f"stack.policy.params.example_age={example_age}",
+            # at this size most explicit negatives come in the last hours, after the last retrain:
+            # session abandons (which only a retrain absorbs) spread the events over the days
+            "metrics.propagation_kinds=[short_dwell, dismiss, not_interested, thumbs_down, "
+            "block_creator, abandon]",
         )  # fmt: skip
         events = result.events
         shown = (events.item >= 0) & (events.time >= result.scenario.warmup)
