@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-__all__ = ["interval", "compare_variants", "propagation_efficiency"]
+__all__ = ["interval", "compare_variants", "propagation_efficiency", "instant_beaten"]
 
 CONFIDENCE = 0.95
 NO_INTERVAL = "an interval needs at least 2 replications"
@@ -111,19 +111,41 @@ def _values(
 def propagation_efficiency(
     rows: list[dict[str, Any]], metric: str = "bad_impressions"
 ) -> dict[tuple[str, int], float | None]:
-    """(frozen − variant) / (frozen − instant) of ``metric`` per run, within each replication.
+    """(frozen − variant) / (frozen − best) of ``metric`` per run, within each replication, where
+    best is the lowest value of any run of that replication: the instant bound or a variant.
 
-    1 means the variant suppresses as well as instant propagation, 0 as badly as no updates at
-    all. ``None`` where the bounds are missing or equal (nothing to gain from propagation).
+    The share of the reduction that updates can buy here which this variant buys: 1 for the best
+    run, 0 as bad as no updates at all, negative for worse than no updates. Never above 1, also
+    where a variant beats the instant bound (a world in which faster propagation is not better
+    everywhere: :func:`instant_beaten` says where). ``None`` where the frozen bound is missing or
+    nothing beats it (nothing to gain from propagation).
     """
     by_run = {(row["variant"], row["replication"]): row for row in rows}
+    best: dict[int, float] = {}
+    for (_, replication), row in by_run.items():
+        if row.get(metric) is not None:
+            best[replication] = min(best.get(replication, np.inf), float(row[metric]))
     result: dict[tuple[str, int], float | None] = {}
     for (label, replication), row in by_run.items():
         frozen = by_run.get(("frozen", replication), {}).get(metric)
-        instant = by_run.get(("instant", replication), {}).get(metric)
         value = row.get(metric)
-        if frozen is None or instant is None or value is None or frozen == instant:
+        if frozen is None or value is None or best[replication] >= frozen:
             result[(label, replication)] = None
         else:
-            result[(label, replication)] = (frozen - value) / (frozen - instant)
+            result[(label, replication)] = (frozen - value) / (frozen - best[replication])
     return result
+
+
+def instant_beaten(
+    rows: list[dict[str, Any]], metric: str = "bad_impressions"
+) -> dict[int, list[str]]:
+    """Per replication, the variants with a lower ``metric`` than the instant bound (empty where
+    the instant bound is the best run, or missing)."""
+    by_run = {(row["variant"], row["replication"]): row for row in rows}
+    beaten: dict[int, list[str]] = {}
+    for (label, replication), row in by_run.items():
+        instant = by_run.get(("instant", replication), {}).get(metric)
+        value = row.get(metric)
+        if label != "instant" and instant is not None and value is not None and value < instant:
+            beaten.setdefault(replication, []).append(label)
+    return beaten

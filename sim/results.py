@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim.compare import NO_INTERVAL, compare_variants, propagation_efficiency
+from sim.compare import NO_INTERVAL, compare_variants, instant_beaten, propagation_efficiency
 from sim.domain import Kind, Scope
 from sim.loader import resolved_yaml
 from sim.metrics import RunMetrics
@@ -136,10 +136,17 @@ def write_sweep(
     out = Path(out)
     atomic_write(out / "scenario.yaml", lambda p: p.write_text(resolved_yaml(scenario)))
     rows = [outcome.row for outcome in outcomes]
+    notes = [] if scenario.replications > 1 else [NO_INTERVAL + ": intervals are null"]
     if "frozen" in labels and "instant" in labels:
         efficiency = propagation_efficiency(rows)
         for row in rows:
             row["propagation_efficiency"] = efficiency.get((row["variant"], row["replication"]))
+        for replication, beaten in sorted(instant_beaten(rows).items()):
+            notes.append(
+                f"replication {replication}: {', '.join(beaten)} let through fewer bad "
+                "impressions than the instant bound: faster propagation is not better everywhere "
+                "in this world (propagation efficiency is measured against the best run)"
+            )
     runs = pa.Table.from_pylist(rows)
     _write_parquet(out / "runs.parquet", runs)
     finished = [outcome for outcome in outcomes if outcome.error is None]
@@ -178,7 +185,7 @@ def write_sweep(
         "interval": "95% Student-t over replications; deltas paired within a replication",
         "comparisons": comparisons,
         "missing": missing,
-        "notes": [] if scenario.replications > 1 else [NO_INTERVAL + ": intervals are null"],
+        "notes": notes,
         "wall_seconds": round(wall_seconds, 3),
         "recloop_version": _version(),
         "scenario_hash": scenario_hash(scenario),

@@ -194,3 +194,24 @@ def test_comparisons_pair_by_replication():
     # paired: the spread of the differences (1, 1, 2), not of the values (10 apart)
     assert delta["ci95"][1] - delta["ci95"][0] < 3
     assert "delta" not in compared["base"]["x"]
+
+
+def test_propagation_efficiency_is_the_share_of_the_best_runs_reduction():
+    from sim.compare import instant_beaten, propagation_efficiency
+
+    rows = [
+        {"variant": label, "replication": 0, "bad_impressions": value}
+        for label, value in {"frozen": 100.0, "instant": 40.0, "a": 70.0, "b": 20.0}.items()
+    ] + [
+        {"variant": label, "replication": 1, "bad_impressions": value}
+        for label, value in {"frozen": 100.0, "instant": 50.0, "a": 75.0, "b": 110.0}.items()
+    ]
+    efficiency = propagation_efficiency(rows)
+    # replication 0: b beats the instant bound, so b is the best run (1) and instant is not
+    assert efficiency[("b", 0)] == 1.0 and efficiency[("instant", 0)] == pytest.approx(0.75)
+    assert efficiency[("a", 0)] == pytest.approx(0.375) and efficiency[("frozen", 0)] == 0.0
+    # replication 1: instant is the best run; worse than frozen is negative
+    assert efficiency[("instant", 1)] == 1.0 and efficiency[("a", 1)] == pytest.approx(0.5)
+    assert efficiency[("b", 1)] == pytest.approx(-0.2)
+    assert max(value for value in efficiency.values() if value is not None) == 1.0
+    assert instant_beaten(rows) == {0: ["b"]}
