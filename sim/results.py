@@ -182,6 +182,11 @@ def write_sweep(
         "run_folders": {f"{o.plan.variant} r{o.plan.replication}": o.plan.folder for o in outcomes},
         "interventions": {event.name: event.at for event in scenario.interventions},
         "oracle_variants": sorted({o.plan.variant for o in finished if o.row.get("oracle")}),
+        # how each variant reached the start of measurement (stack.warm.mode)
+        "warm_mode": {
+            o.plan.variant: o.plan.scenario.stack.warm.mode if o.plan.scenario.warmup else "none"
+            for o in outcomes
+        },
         "interval": "95% Student-t over replications; deltas paired within a replication",
         "comparisons": comparisons,
         "missing": missing,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -135,6 +137,14 @@ def test_common_random_numbers_give_exactly_zero_deltas_for_a_setting_without_ef
         assert entry["delta"]["mean"] == 0.0, metric
         if entry["delta"]["n"] > 1:
             assert entry["delta"]["ci95"] == [0.0, 0.0], metric
+
+
+def test_the_summary_says_how_each_variant_reached_the_measured_period(tmp_path):
+    scenario = tiny("variants={grid: {stack.warm.mode: [common, own]}}", "duration=30m")
+    summary = run_sweep(scenario, tmp_path)
+    assert summary["warm_mode"] == {"warm.mode=common": "common", "warm.mode=own": "own"}
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["warm_mode"] == summary["warm_mode"]
 
 
 def test_workers_give_the_same_results_as_a_serial_run(tmp_path):
