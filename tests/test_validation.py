@@ -117,6 +117,6 @@ def test_chaney_2018_retraining_on_its_own_feedback_homogenizes_consumption():
 
 @pytest.mark.slow
 def test_chaney_2018_at_full_size_homogenizes_more_than_tenfold():
-    similarity = chaney_2018()  # measured: ideal 0.012, retrained 0.181, random 0.006
+    similarity = chaney_2018()  # measured: ideal 0.012, retrained 0.204, random 0.006
     assert similarity["retrained on its own feedback"] > 10 * similarity["ideal (oracle)"]
     assert similarity["random"] < similarity["ideal (oracle)"]
