@@ -1,6 +1,7 @@
 """Throughput of recloop against the naive one-process-per-user loop, in the same run.
 
     python bench/throughput.py [--users 100000] [--items 5000] [--days 1] [--naive-seconds 120]
+                               [--set stack.policy.params.explore=0 ...]
 
 Prints a Markdown table and writes bench/results/throughput.json. The naive loop is stopped after
 ``--naive-seconds`` of wall time and its rate measured over what it served.
@@ -40,7 +41,8 @@ ALL_LAYERS = (
 def overrides(
     users: int, items: int, days: float, retrain: str, all_layers: bool = False
 ) -> list[str]:
-    """The quickstart scaled, no warm-up, no event file; ``retrain`` cadence (or ``off``)."""
+    """The quickstart scaled, no warm-up, no event file; ``retrain`` cadence (or ``off``); every
+    run's extra ``--set`` overrides come after these."""
     overrides = [
         f"world.users.count={users}",
         f"world.catalog.items={items}",
@@ -57,8 +59,10 @@ def overrides(
     return overrides
 
 
-def scenario(users: int, items: int, days: float, retrain: str, all_layers: bool = False):
-    return load_scenario("quickstart", overrides(users, items, days, retrain, all_layers))
+def scenario(users: int, items: int, days: float, retrain: str, all_layers: bool = False, extra=()):
+    return load_scenario(
+        "quickstart", overrides(users, items, days, retrain, all_layers) + list(extra)
+    )
 
 
 def main() -> None:
@@ -75,13 +79,24 @@ def main() -> None:
         metavar="RETRAIN",
         help="also run with every layer on, for these retrain cadences",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="an override for every run, as in `recloop run --set` (e.g. "
+        "stack.policy.params.explore=0 stack.policy.params.score_noise=0 to compare serving "
+        "speed on the same workload as a ranker that does not explore)",
+    )
     args = parser.parse_args()
 
     rows = []
     runs = [(retrain, False) for retrain in args.retrain]
     runs += [(retrain, True) for retrain in args.all_layers]
     for retrain, all_layers in runs:
-        result = run_scenario(scenario(args.users, args.items, args.days, retrain, all_layers))
+        result = run_scenario(
+            scenario(args.users, args.items, args.days, retrain, all_layers, args.set)
+        )
         s = result.summary
         served = s["requests"]
         label = "all layers, " if all_layers else ""
@@ -101,7 +116,8 @@ def main() -> None:
     torch.set_num_threads(1)
     with threadpool_limits(1):  # the same single-thread setting recloop runs with
         naive = run_naive(
-            scenario(args.users, args.items, args.days, args.retrain[0]), args.naive_seconds
+            scenario(args.users, args.items, args.days, args.retrain[0], extra=args.set),
+            args.naive_seconds,
         )
     torch.set_num_threads(threads)
     naive_rate = naive["requests"] / naive["wall_seconds"]
@@ -126,6 +142,7 @@ def main() -> None:
     report = {
         "users": args.users,
         "items": args.items,
+        "overrides": args.set,
         "machine": machine,
         "rows": rows,
         "speedup_vs_naive": round(rows[0]["requests_per_second"] / naive_rate, 1),
