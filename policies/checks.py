@@ -139,7 +139,7 @@ def check_policy(
             return "skipped: the policy does not serve"
         changed = run_scenario(
             scenario(
-                f"interventions=[{{kind: topic_aversion, at: {FUTURE_AT}, topic: 0, users: 1, "
+                f"interventions=[{{kind: topic_aversion, at: {FUTURE_AT:g}s, topic: 0, users: 1, "
                 "among: all, strength: 50}]"
             )
         )

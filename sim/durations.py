@@ -18,7 +18,15 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["UNITS", "parse_duration", "format_duration", "humanize_duration"]
+import numpy as np
+
+__all__ = [
+    "UNITS",
+    "parse_duration",
+    "parse_written_duration",
+    "format_duration",
+    "humanize_duration",
+]
 
 #: Seconds per unit; a month is 30 days.
 UNITS: dict[str, float] = {
@@ -58,6 +66,26 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+def parse_written_duration(value: object) -> float:
+    """:func:`parse_duration` for what a person wrote (a scenario file, ``--set``): a bare number
+    other than 0 is refused, so that ``duration: 6`` cannot silently mean six seconds.
+
+    >>> parse_written_duration("6h"), parse_written_duration(0)
+    (21600.0, 0.0)
+    >>> parse_written_duration(6)
+    Traceback (most recent call last):
+    ...
+    ValueError: needs a unit (6s, 6m, 6h or 6d?): a bare number is not taken as seconds
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value != 0:
+        amount = f"{value:g}"
+        raise ValueError(
+            f"needs a unit ({amount}s, {amount}m, {amount}h or {amount}d?): a bare number is not "
+            "taken as seconds"
+        )
+    return parse_duration(value)
+
+
 def format_duration(seconds: float) -> str:
     """The shortest exact string for ``seconds`` in the largest unit that divides it."""
     if seconds == 0:
@@ -66,7 +94,7 @@ def format_duration(seconds: float) -> str:
         amount = seconds / UNITS[unit]
         if abs(amount - round(amount)) < 1e-9 and round(amount) >= 1:
             return f"{round(amount)}{unit}"
-    return f"{seconds:g}s"
+    return f"{np.format_float_positional(seconds, trim='-')}s"  # shortest that reads back exactly
 
 
 def humanize_duration(seconds: float) -> str:

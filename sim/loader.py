@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from sim.errors import ScenarioError
-from sim.spec import MAX_DESCRIPTION, Scenario
+from sim.spec import MAX_DESCRIPTION, WRITTEN, Scenario
 
 __all__ = [
     "load_scenario",
@@ -214,7 +214,7 @@ def _deep_copy(data: Any) -> Any:
 def parse_scenario(data: dict[str, Any], label: str = "scenario") -> Scenario:
     """Validate a scenario mapping; raise :class:`ScenarioError` with one line per problem."""
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate(data, context=WRITTEN)
     except ValidationError as error:
         raise ScenarioError([_describe(item) for item in error.errors()]) from None
     except RecursionError:

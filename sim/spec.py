@@ -15,11 +15,17 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
 
-from sim.durations import DURATION_PATTERN, format_duration, parse_duration
+from sim.durations import (
+    DURATION_PATTERN,
+    format_duration,
+    parse_duration,
+    parse_written_duration,
+)
 
 __all__ = [
     "Duration",
@@ -54,17 +60,30 @@ __all__ = [
     "RESERVED_LABELS",
 ]
 
+
+def _duration(value: object, info: ValidationInfo) -> float:
+    """Seconds from a duration; a bare number is seconds from Python, refused from a person
+    (validation context :data:`WRITTEN`: the loader's)."""
+    if (info.context or {}).get("written"):
+        return parse_written_duration(value)
+    return parse_duration(value)
+
+
+#: Validation context of what a person wrote: durations need their unit.
+WRITTEN = {"written": True}
+
 Duration = Annotated[
     float,
-    BeforeValidator(parse_duration),
+    BeforeValidator(_duration),
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema(
         {
             "anyOf": [
                 {"type": "string", "pattern": DURATION_PATTERN},
-                {"type": "number", "minimum": 0},
+                {"type": "number", "minimum": 0, "maximum": 0},
             ],
-            "description": "a duration: '150ms', '30s', '5m', '2h', '1d', '1w', '1mo', or seconds",
+            "description": "a duration: '150ms', '30s', '5m', '2h', '1d', '1w', '1mo' (a bare "
+            "number is refused in a scenario, except 0)",
         }
     ),
 ]

@@ -186,8 +186,8 @@ def _instant(scenario: Scenario, variants: dict[str, dict[str, Any]], baseline: 
         fast = layer.model_dump(mode="json", by_alias=True)
         fast.update(
             enabled=True,
-            latency=0.0,
-            compute_time=0.0,
+            latency="0s",
+            compute_time="0s",
             rollout="immediate",
             every=None,
             after_events=None,
@@ -195,7 +195,7 @@ def _instant(scenario: Scenario, variants: dict[str, dict[str, Any]], baseline: 
             continuous=not layer.snapshots,  # state updated in place: at every window
         )
         if layer.snapshots:
-            fast.update(every=min(period, fastest.get(name, np.inf)), phase=0.0)
+            fast.update(every=format_duration(min(period, fastest.get(name, np.inf))), phase="0s")
         data = set_path(data, f"stack.layers.{name}", fast, "bounds.instant")
     return data
 
