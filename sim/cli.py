@@ -140,7 +140,7 @@ def _add_overrides(command: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sim.loader import resolved_yaml
+    from sim.loader import load_scenario_with_notes, resolved_yaml
     from sim.results import atomic_write, write_report, write_sweep
     from sim.runner import check_scenario
     from sim.sweep import describe_plan, plan_runs, run_plans
@@ -161,12 +161,12 @@ def _run(args: argparse.Namespace) -> int:
             )
         args.out = args.resume
         scenario = load_scenario(str(Path(args.resume) / "scenario.yaml"))
+        notes: list[str] = []
     elif args.scenario is None:
         raise RecloopError("run: give a scenario (a file or a packaged name), or --resume DIR")
     else:
-        scenario = load_scenario(args.scenario, args.overrides)
+        scenario, notes = load_scenario_with_notes(args.scenario, args.overrides)
     labels, baseline, plans = plan_runs(scenario)
-    notes: list[str] = []
     for plan in plans:
         if plan.replication == 0:
             notes += [note for note in check_scenario(plan.scenario) if note not in notes]

@@ -22,6 +22,8 @@ from sim.spec import MAX_DESCRIPTION, WRITTEN, Scenario
 
 __all__ = [
     "load_scenario",
+    "load_scenario_with_notes",
+    "drop_other_policys_params",
     "parse_scenario",
     "packaged_scenarios",
     "apply_override",
@@ -52,18 +54,29 @@ def load_scenario(source: str | Path, overrides: list[str] | tuple[str, ...] = (
 
     Raises :class:`ScenarioError` with one line per problem.
     """
+    return load_scenario_with_notes(source, overrides)[0]
+
+
+def load_scenario_with_notes(
+    source: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Scenario, list[str]]:
+    """:func:`load_scenario`, and what the loader changed beyond the overrides themselves (one
+    sentence each; the CLI prints them as notes)."""
     text, label = _read_source(str(source))
     data = _parse_yaml(text, label)
+    original = data
     for override in overrides:
         data = apply_override(data, override)
+    paths = [override.partition("=")[0].strip() for override in overrides]
+    data, dropped = drop_other_policys_params(original, data, paths)
     if overrides and isinstance(data, dict):
         # The description was written for the file's values: say what the command line changed,
         # so that the resolved scenario, the summary and the report do not describe another run.
-        changed = "Changed on the command line: " + "; ".join(overrides) + "."
+        changed = "Changed on the command line: " + "; ".join(overrides) + "." + dropped
         description = f"{str(data.get('description') or '').rstrip()}\n\n{changed}".strip()
         if len(description) <= MAX_DESCRIPTION:
             data = {**data, "description": description}
-    return parse_scenario(data, label)
+    return parse_scenario(data, label), [dropped.strip()] if dropped else []
 
 
 def _read_source(source: str) -> tuple[str, str]:
@@ -201,6 +214,48 @@ def set_path(data: dict[str, Any], path: str, value: Any, where: str) -> dict[st
         else:
             node = node[index]
     return result
+
+
+def drop_other_policys_params(original: Any, data: Any, paths: list[str]) -> tuple[Any, str]:
+    """``data`` without ``stack.policy.params`` when the overrides at ``paths`` switched the
+    policy to another name and left its params as they were: the old policy's params would be
+    refused by the new one (or, worse, silently taken), so the new policy gets its own
+    defaults. Returns the data and a sentence saying what was dropped ("" when nothing was).
+
+    >>> was = {"stack": {"policy": {"name": "embedding", "params": {"dim": 16}}}}
+    >>> now = {"stack": {"policy": {"name": "random", "params": {"dim": 16}}}}
+    >>> data, note = drop_other_policys_params(was, now, ["stack.policy.name"])
+    >>> data
+    {'stack': {'policy': {'name': 'random'}}}
+    >>> note.endswith("were dropped: random runs with its own defaults.")
+    True
+    """
+    before, after = _policy(original), _policy(data)
+    if (
+        before is None
+        or after is None
+        or before.get("name") == after.get("name")
+        or not after.get("params")
+        or after.get("params") != before.get("params")  # given with the new name
+        or any(path.startswith("stack.policy.params") for path in paths)
+    ):
+        return data, ""
+    params = after["params"]
+    stack = {**data["stack"], "policy": {k: v for k, v in after.items() if k != "params"}}
+    note = (
+        f" The policy's params ({params}) were {before.get('name')}'s and were dropped: "
+        f"{after.get('name')} runs with its own defaults."
+    )
+    return {**data, "stack": stack}, note
+
+
+def _policy(data: Any) -> dict[str, Any] | None:
+    """The ``stack.policy`` mapping of scenario data (a bare name read as ``{name: NAME}``)."""
+    stack = data.get("stack") if isinstance(data, dict) else None
+    policy = stack.get("policy") if isinstance(stack, dict) else None
+    if isinstance(policy, str):
+        return {"name": policy}
+    return policy if isinstance(policy, dict) else None
 
 
 def _deep_copy(data: Any) -> Any:

@@ -25,7 +25,7 @@ import numpy as np
 
 from sim.durations import format_duration
 from sim.errors import RecloopError, ScenarioError
-from sim.loader import parse_scenario, set_path
+from sim.loader import drop_other_policys_params, parse_scenario, set_path
 from sim.rng import Streams
 from sim.spec import RESERVED_LABELS, Scenario
 
@@ -131,6 +131,7 @@ def plan_runs(scenario: Scenario) -> tuple[list[str], str, list[RunPlan]]:
         try:
             for path, value in overrides.items():
                 data = set_path(data, path, value, f"{where}: {path}")
+            data, _ = drop_other_policys_params(base, data, list(overrides))
             parse_scenario(data, label)
         except ScenarioError as error:
             problems.extend(f"variant {label!r} ({where}): {line}" for line in error.problems)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sim.errors import ScenarioError
-from sim.loader import load_scenario, parse_scenario
+from sim.loader import load_scenario, load_scenario_with_notes, parse_scenario
 from sim.runner import check_scenario
+from sim.sweep import plan_runs
 from tests.conftest import TINY, tiny
 
 
@@ -49,6 +50,43 @@ def test_bad_duration_names_the_rule_and_value():
     (line,) = problems("duration=5 minutes")
     assert line.startswith("duration: expected a duration such as")
     assert "'5 minutes'" in line
+
+
+def test_a_bare_number_is_not_taken_as_seconds():
+    assert problems("duration=6") == [
+        "duration: needs a unit (6s, 6m, 6h or 6d?): a bare number is not taken as seconds"
+    ]
+    (line,) = problems("stack.layers.retrain.every=1.5")
+    assert line.startswith("stack.layers.retrain.every: needs a unit (1.5s, 1.5m")
+    assert tiny("warmup=0").warmup == 0.0  # zero needs no unit
+
+
+def test_switching_policy_by_name_drops_the_old_policys_params_with_a_note():
+    scenario, notes = load_scenario_with_notes("quickstart", ["stack.policy.name=random"])
+    assert scenario.stack.policy.name == "random" and scenario.stack.policy.params == {}
+    (note,) = notes
+    assert "{'dim': 16, 'half_life': '3d'}) were embedding's and were dropped" in note
+    assert note in scenario.description
+    # params given with the new name, or a name that does not change, keep theirs
+    kept = load_scenario("quickstart", ["stack.policy.name=popular", "stack.policy.params={}"])
+    assert kept.stack.policy.params == {}
+    given = load_scenario("quickstart", ["stack.policy={name: embedding, params: {dim: 8}}"])
+    assert given.stack.policy.params == {"dim": 8}
+    same, notes = load_scenario_with_notes("quickstart", ["stack.policy.name=embedding"])
+    assert same.stack.policy.params == {"dim": 16, "half_life": "3d"} and notes == []
+
+
+def test_a_grid_over_policies_gives_each_its_own_defaults():
+    scenario = load_scenario(
+        "quickstart", ["variants={grid: {stack.policy.name: [embedding, random, popular]}}"]
+    )
+    _, _, plans = plan_runs(scenario)
+    params = {plan.variant: plan.scenario.stack.policy.params for plan in plans}
+    assert params == {
+        "policy.name=embedding": {"dim": 16, "half_life": "3d"},
+        "policy.name=random": {},
+        "policy.name=popular": {},
+    }
 
 
 def test_out_of_range_number_names_path_rule_and_value():
@@ -208,7 +246,7 @@ def test_an_unknown_key_that_looks_like_a_pydantic_tag_is_named_as_written():
 def test_command_line_overrides_are_named_in_the_description():
     """The file's description was written for its own values: a run changed by ``--set`` says
     so, and the resolved scenario loads back unchanged."""
-    from sim.loader import load_scenario, parse_scenario
+    from sim.loader import load_scenario, load_scenario_with_notes, parse_scenario
 
     plain = load_scenario("quickstart")
     changed = load_scenario("quickstart", ["duration=2h", "world.users.count=100"])
