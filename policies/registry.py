@@ -1,12 +1,21 @@
 """Finding policies: built-in names, ``module:Class`` targets, and the ``recloop.policies``
 entry-point group for installed packages. Adding a policy never means editing this file.
+
+A ``module:Class`` target's module is looked for first next to the scenario file, then in the
+current directory, then on ``sys.path``: a ``my_ranker.py`` saved beside the scenario, or in the
+folder the command runs from, is found without ``PYTHONPATH``. The folder it is found in joins
+``sys.path`` for the rest of the process (so the module's own sibling imports work) and is
+handed to the sweep's workers (:data:`LOCAL_FOLDERS`).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.machinery
 import importlib.metadata
+import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -25,10 +34,14 @@ __all__ = [
     "available",
     "summary_line",
     "make_policy",
+    "LOCAL_FOLDERS",
 ]
 
 ENTRY_POINT_GROUP = "recloop.policies"
 BUILTIN: dict[str, type] = {}
+#: Folders put on ``sys.path`` to import a ``module:Class`` target found there; spawned workers
+#: inherit ``sys.path``, and a local Ray instance gets them as ``PYTHONPATH``.
+LOCAL_FOLDERS: list[str] = []
 
 
 def register(cls: Any) -> Any:
@@ -70,16 +83,23 @@ def summary_line(cls: Any) -> str:
     return f"[oracle] {line}" if getattr(cls, "oracle", False) else line
 
 
-def resolve(name: str, path: str = "stack.policy.name") -> type:
-    """The policy class for a registered name or a ``module:Class`` target."""
+def resolve(name: str, path: str = "stack.policy.name", near: str | Path | None = None) -> type:
+    """The policy class for a registered name or a ``module:Class`` target (its module looked
+    for in ``near``, the scenario file's folder, then the current directory, then
+    ``sys.path``)."""
     if name in BUILTIN:
         return BUILTIN[name]
     if ":" in name:
         module_name, _, attribute = name.partition(":")
+        folders = _local_folders(near)
+        _put_on_path(module_name.partition(".")[0], folders)
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
-            raise ScenarioError(f"{path}: cannot import {module_name!r} ({error})") from None
+            looked = ", ".join([*folders, "sys.path"])
+            raise ScenarioError(
+                f"{path}: cannot import {module_name!r} ({error}); looked in {looked}"
+            ) from None
         try:
             return getattr(module, attribute)
         except AttributeError:
@@ -93,6 +113,24 @@ def resolve(name: str, path: str = "stack.policy.name") -> type:
         f"{path}: unknown policy {name!r}{hint} (available: {', '.join(sorted(available()))}; "
         f"or a 'module:Class' target)"
     )
+
+
+def _local_folders(near: str | Path | None) -> list[str]:
+    folders = [Path(near).resolve()] if near is not None else []
+    folders.append(Path.cwd())
+    return list(dict.fromkeys(str(folder) for folder in folders))
+
+
+def _put_on_path(top: str, folders: list[str]) -> None:
+    """Put the first of ``folders`` holding module or package ``top`` first on ``sys.path``."""
+    for folder in folders:
+        if importlib.machinery.PathFinder.find_spec(top, [folder]) is not None:
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+                importlib.invalidate_caches()
+            if folder not in LOCAL_FOLDERS:
+                LOCAL_FOLDERS.append(folder)
+            return
 
 
 def make_policy(name: str, params: dict[str, Any], seed: int) -> Policy:

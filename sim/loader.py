@@ -76,7 +76,13 @@ def load_scenario_with_notes(
         description = f"{str(data.get('description') or '').rstrip()}\n\n{changed}".strip()
         if len(description) <= MAX_DESCRIPTION:
             data = {**data, "description": description}
-    return parse_scenario(data, label), [dropped.strip()] if dropped else []
+    scenario = parse_scenario(data, label)
+    if ":" in scenario.stack.policy.name:  # a module:Class target: found now, or a clear error
+        from policies.registry import resolve
+
+        path = Path(str(source))
+        resolve(scenario.stack.policy.name, near=path.parent if path.is_file() else None)
+    return scenario, [dropped.strip()] if dropped else []
 
 
 def _read_source(source: str) -> tuple[str, str]:
@@ -217,17 +223,18 @@ def set_path(data: dict[str, Any], path: str, value: Any, where: str) -> dict[st
 
 
 def drop_other_policys_params(original: Any, data: Any, paths: list[str]) -> tuple[Any, str]:
-    """``data`` without ``stack.policy.params`` when the overrides at ``paths`` switched the
-    policy to another name and left its params as they were: the old policy's params would be
-    refused by the new one (or, worse, silently taken), so the new policy gets its own
-    defaults. Returns the data and a sentence saying what was dropped ("" when nothing was).
+    """``data`` without the params the old policy left behind when the overrides at ``paths``
+    switched ``stack.policy`` to another name: they would be refused by the new policy (or,
+    worse, silently taken), so the new one gets its own defaults, plus any params the overrides
+    set themselves. Returns the data and a sentence saying what was dropped ("" if nothing).
 
     >>> was = {"stack": {"policy": {"name": "embedding", "params": {"dim": 16}}}}
-    >>> now = {"stack": {"policy": {"name": "random", "params": {"dim": 16}}}}
-    >>> data, note = drop_other_policys_params(was, now, ["stack.policy.name"])
+    >>> now = {"stack": {"policy": {"name": "random", "params": {"dim": 16, "penalty": 5}}}}
+    >>> data, note = drop_other_policys_params(was, now, ["stack.policy.name",
+    ...                                                  "stack.policy.params.penalty"])
     >>> data
-    {'stack': {'policy': {'name': 'random'}}}
-    >>> note.endswith("were dropped: random runs with its own defaults.")
+    {'stack': {'policy': {'name': 'random', 'params': {'penalty': 5}}}}
+    >>> note.endswith("dropped ({'dim': 16}): random runs with its own defaults for them.")
     True
     """
     before, after = _policy(original), _policy(data)
@@ -235,18 +242,22 @@ def drop_other_policys_params(original: Any, data: Any, paths: list[str]) -> tup
         before is None
         or after is None
         or before.get("name") == after.get("name")
-        or not after.get("params")
-        or after.get("params") != before.get("params")  # given with the new name
-        or any(path.startswith("stack.policy.params") for path in paths)
+        or not isinstance(after.get("params"), dict)
+        or any(path in ("stack", "stack.policy", "stack.policy.params") for path in paths)
     ):
         return data, ""
+    prefix = "stack.policy.params."
+    given = {path[len(prefix) :].split(".")[0] for path in paths if path.startswith(prefix)}
     params = after["params"]
-    stack = {**data["stack"], "policy": {k: v for k, v in after.items() if k != "params"}}
+    dropped = {key: value for key, value in params.items() if key not in given}
+    if not dropped:
+        return data, ""
+    policy = {**after, "params": {key: params[key] for key in params if key in given}}
     note = (
-        f" The policy's params ({params}) were {before.get('name')}'s and were dropped: "
-        f"{after.get('name')} runs with its own defaults."
+        f" The params {before.get('name')} had were dropped ({dropped}): {after.get('name')} "
+        "runs with its own defaults for them."
     )
-    return {**data, "stack": stack}, note
+    return {**data, "stack": {**data["stack"], "policy": policy}}, note
 
 
 def _policy(data: Any) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing
+import os
 import re
 import time as wallclock
 from collections.abc import Callable
@@ -354,6 +355,7 @@ def _run_on_ray(
                 num_cpus=workers if address is None else None,
                 include_dashboard=False,
                 log_to_driver=False,
+                runtime_env=_local_policy_folders(),
             )
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise RecloopError(
@@ -373,6 +375,17 @@ def _run_on_ray(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _local_policy_folders() -> dict[str, Any] | None:
+    """Ray's runtime environment for policies imported from local folders (next to the
+    scenario, or the current directory): those folders on the workers' ``PYTHONPATH``."""
+    from policies.registry import LOCAL_FOLDERS
+
+    if not LOCAL_FOLDERS:
+        return None
+    inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join([*LOCAL_FOLDERS, *inherited])}}
 
 
 def describe_plan(labels: list[str], plans: list[RunPlan], workers: int) -> str:

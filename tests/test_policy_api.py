@@ -143,3 +143,74 @@ def test_policies_command_lists_where_each_comes_from(capsys):
 def test_river_online_says_when_its_layer_is_off():
     result = run_scenario(tiny("stack.policy=river_online", "duration=20m"))
     assert any("'online_learning' layer, which is off" in n for n in result.summary["notes"])
+
+
+LOCAL_POLICY = """
+from policies.builtin import RandomPolicy
+from helper_next_to_it import LABEL  # a sibling import: the folder is on sys.path
+
+
+class Local(RandomPolicy):
+    name = LABEL
+"""
+LOCAL_SCENARIO = """
+name: local
+duration: 20m
+warmup: 0s
+world: {users: {count: 100}, catalog: {items: 200, creators: 20}}
+stack: {policy: my_local_ranker:Local, slate_size: 5}
+variants: {grid: {world.users.count: [100, 120]}}
+"""
+
+
+def test_a_policy_next_to_the_scenario_runs_from_another_folder_without_pythonpath(tmp_path):
+    """The README's path: save ``my_ranker.py`` beside the scenario, name it ``module:Class``,
+    run the scenario from anywhere; the sweep's spawned workers find it too. The console
+    script is run with no ``PYTHONPATH``, so neither folder is on ``sys.path`` by accident."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    folder, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    (folder / "my_local_ranker.py").write_text(LOCAL_POLICY)
+    (folder / "helper_next_to_it.py").write_text('LABEL = "local"\n')
+    (folder / "scenario.yaml").write_text(LOCAL_SCENARIO)
+    recloop = str(Path(sys.executable).parent / "recloop")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    command = [recloop, "run", str(folder / "scenario.yaml"), "-q", "--workers", "2"]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path / "out")],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "runs.parquet").is_file()
+    # from the policy's own folder, a packaged scenario finds it in the current directory
+    done = subprocess.run(
+        [recloop, "validate", "quickstart", "--set", "stack.policy=my_local_ranker:Local"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    # and where it is not, the error says where it looked
+    done = subprocess.run(
+        [recloop, "validate", "quickstart", "--set", "stack.policy=my_local_ranker:Local"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert (
+        f"cannot import 'my_local_ranker' (No module named 'my_local_ranker'); looked in "
+        f"{elsewhere.resolve()}, sys.path" in done.stderr
+    )
