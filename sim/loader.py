@@ -282,7 +282,10 @@ def parse_scenario(data: dict[str, Any], label: str = "scenario") -> Scenario:
     try:
         return Scenario.model_validate(data, context=WRITTEN)
     except ValidationError as error:
-        raise ScenarioError([_describe(item) for item in error.errors()]) from None
+        # a whole-scenario check may name several problems, one line each
+        raise ScenarioError(
+            [line for item in error.errors() for line in _describe(item).splitlines()]
+        ) from None
     except RecursionError:
         raise ScenarioError(f"{label}: nested too deeply to be a scenario") from None
 
@@ -291,7 +294,13 @@ def _describe(item: Any) -> str:
     raw = list(item["loc"])
     # the last part of an unknown-key error is the user's key, whatever it looks like
     own = raw[-1:] if item["type"] == "extra_forbidden" else []
-    loc = [part for part in raw[: len(raw) - len(own)] if not _is_union_tag(part)] + own
+    tagged = raw[: len(raw) - len(own)]
+    loc = [
+        part
+        for index, part in enumerate(tagged)
+        # a discriminated union's member is named by its tag: interventions.0.<kind>.at
+        if not _is_union_tag(part) and not (index >= 2 and tagged[index - 2] == "interventions")
+    ] + own
     path = ".".join(str(part) for part in loc) or "(scenario)"
     kind = item["type"]
     if kind == "extra_forbidden":

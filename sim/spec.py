@@ -525,8 +525,62 @@ class Stack(Spec):
 # --- interventions ---------------------------------------------------------------------------
 
 
+def relative_offset(at: str, duration: float) -> float | None:
+    """Seconds after the end of warm-up of a time written ``+12h`` or ``+25%`` (a share of the
+    measured ``duration``); ``None`` when ``at`` is neither.
+
+    >>> relative_offset("+12h", 172800.0), relative_offset("+25%", 172800.0)
+    (43200.0, 43200.0)
+    """
+    text = at.strip().removeprefix("+").strip()
+    if text.endswith("%"):
+        try:
+            share = float(text[:-1])
+        except ValueError:
+            return None
+        return share / 100 * duration if 0 <= share < 100 else None
+    try:
+        return parse_duration(text)
+    except ValueError:
+        return None
+
+
+#: An event time: a duration from the run's start, or from the end of warm-up written ``+12h``
+#: or ``+25%`` of the measured duration (what :meth:`Scenario._relative_times` resolves), so that
+#: shrinking ``warmup`` or ``duration`` keeps it valid.
+def _at(value: object, info: ValidationInfo) -> float:
+    if isinstance(value, str) and value.strip().startswith("+"):  # valid ones are resolved
+        raise ValueError(
+            f"expected a time after warm-up such as '+12h', or '+25%' of the measured duration "
+            f"(from 0% to below 100%), got {value!r}"
+        )
+    return _duration(value, info)
+
+
+At = Annotated[
+    float,
+    BeforeValidator(_at),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": DURATION_PATTERN.replace("^", "^\\s*\\+?", 1)},
+                {"type": "string", "pattern": r"^\s*\+\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*%\s*$"},
+                {"type": "number", "minimum": 0, "maximum": 0},
+            ],
+            "description": "when: a duration from the run's start ('36h'), or from the end of "
+            "warm-up ('+12h', or '+25%' of the measured duration)",
+        }
+    ),
+]
+
+
 class InterventionBase(Spec):
-    at: Duration = Field(description="simulated time the intervention happens")
+    at: At = Field(
+        description="when it happens: from the run's start ('36h'), or from the end of warm-up "
+        "('+12h'; '+25%': a quarter into the measured duration, which stays valid when warmup or "
+        "duration change)"
+    )
     label: str | None = Field(
         None, max_length=200, description="names it in results; default kind@time"
     )
@@ -735,6 +789,28 @@ class Scenario(Spec):
     metrics: Metrics = Metrics()
     output: Output = Output()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _relative_times(cls, data: Any) -> Any:
+        """``at: +12h`` is twelve hours after the end of warm-up: resolved here, where warmup is
+        known (an unreadable warmup leaves it to warmup's own error)."""
+        if not isinstance(data, dict) or not isinstance(data.get("interventions"), list):
+            return data
+        try:
+            warmup = parse_duration(data.get("warmup", 0.0))
+            duration = parse_duration(data.get("duration"))
+        except ValueError:
+            return data
+        events = []
+        for event in data["interventions"]:
+            at = event.get("at") if isinstance(event, dict) else None
+            if isinstance(at, str) and at.strip().startswith("+"):
+                offset = relative_offset(at, duration)
+                if offset is not None:  # else the field's own check names the value
+                    event = {**event, "at": format_duration(warmup + offset)}
+            events.append(event)
+        return {**data, "interventions": events}
+
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
         k = self.stack.slate_size
@@ -750,26 +826,30 @@ class Scenario(Spec):
                 f"stack.slate_size ({k})"
             )
         catalog = self.world.catalog
+        problems = []  # every intervention's problems in one pass
         for index, event in enumerate(self.interventions):
             where = f"interventions.{index}"
             for key in ("topic", "to_topic"):
                 topic = getattr(event, key, None)
                 if isinstance(topic, int) and topic >= catalog.topics:
-                    raise ValueError(
+                    problems.append(
                         f"{where}.{key}: topic {topic} does not exist (world.catalog.topics is "
                         f"{catalog.topics}; topics are 0 to {catalog.topics - 1})"
                     )
             creator = getattr(event, "creator", None)
             if creator is not None and creator >= catalog.creators:
-                raise ValueError(
+                problems.append(
                     f"{where}.creator: creator {creator} does not exist (world.catalog.creators "
                     f"is {catalog.creators})"
                 )
             if event.at >= self.end:
-                raise ValueError(
-                    f"{where}.at: {format_duration(event.at)} is not before the end of the run "
-                    f"({format_duration(self.end)})"
+                problems.append(
+                    f"{where}.at: {format_duration(event.at)} from the start is not before the "
+                    f"end of the run ({format_duration(self.end)} = warmup "
+                    f"{format_duration(self.warmup)} + duration {format_duration(self.duration)})"
                 )
+        if problems:
+            raise ValueError("\n".join(problems))
         names = [event.name for event in self.interventions]
         if len(set(names)) != len(names):
             raise ValueError(f"interventions need distinct labels, got {names}")

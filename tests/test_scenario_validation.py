@@ -89,6 +89,38 @@ def test_a_grid_over_policies_gives_each_its_own_defaults():
     }
 
 
+def test_intervention_times_may_count_from_the_end_of_warm_up():
+    scenario = tiny(
+        "warmup=2h",
+        "duration=8h",
+        "interventions=[{kind: catalog_burst, at: +3h, items: 5}, "
+        "{kind: catalog_burst, at: +25%, items: 5}, {kind: catalog_burst, at: 1h, items: 5}]",
+    )
+    assert [event.at for event in scenario.interventions] == [5 * 3600.0, 4 * 3600.0, 3600.0]
+    # the resolved scenario writes absolute times, and reads back the same
+    again = parse_scenario(scenario.model_dump(mode="json", by_alias=True))
+    assert [event.at for event in again.interventions] == [5 * 3600.0, 4 * 3600.0, 3600.0]
+
+
+def test_a_packaged_sweep_shrinks_without_touching_its_interventions():
+    scenario = load_scenario("cadence-sweep", ["duration=12h", "warmup=6h"])
+    assert [event.at for event in scenario.interventions] == [9 * 3600.0] * 2  # a quarter in
+    assert len(plan_runs(scenario)[2]) == 14 * scenario.replications
+
+
+def test_every_late_intervention_is_named_in_one_pass():
+    assert problems(  # tiny: warmup 1h, duration 4h
+        "interventions=[{kind: catalog_burst, at: +4h, items: 5}, "
+        "{kind: catalog_burst, at: 1h, items: 5}, {kind: catalog_burst, at: 6h, items: 5}]"
+    ) == [
+        f"interventions.{index}.at: {at} from the start is not before the end of the run (5h = "
+        "warmup 1h + duration 4h)"
+        for index, at in ((0, "5h"), (2, "6h"))
+    ]
+    (line,) = problems("interventions=[{kind: catalog_burst, at: +100%, items: 5}]")
+    assert line.startswith("interventions.0.at: expected a time after warm-up such as '+12h'")
+
+
 def test_out_of_range_number_names_path_rule_and_value():
     assert problems("world.users.count=-5") == [
         "world.users.count: Input should be greater than or equal to 1 (got -5)"
