@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("recloop: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `recloop scenarios | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -137,6 +141,12 @@ def _add_overrides(command: argparse.ArgumentParser) -> None:
         metavar="PATH=VALUE",
         help="override a field by dotted path, e.g. --set world.users.count=2000 (repeatable)",
     )
+    command.add_argument(
+        "--quick",
+        action="store_true",
+        help="the scenario's small configuration (its quick: section; every packaged scenario "
+        "has one, under a minute), before any --set; results are named NAME-quick",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -150,10 +160,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.address and args.backend != "ray":
         raise RecloopError(f"--address {args.address}: only with --backend ray")
     if args.resume:
-        if args.scenario or args.overrides or args.out:
+        if args.scenario or args.overrides or args.out or args.quick:
             raise RecloopError(
                 "--resume DIR takes the scenario and the output from DIR; give no scenario, "
-                "--set or --out with it"
+                "--set, --quick or --out with it"
             )
         if not (Path(args.resume) / "scenario.yaml").is_file():
             raise RecloopError(
@@ -165,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.scenario is None:
         raise RecloopError("run: give a scenario (a file or a packaged name), or --resume DIR")
     else:
-        scenario, notes = load_scenario_with_notes(args.scenario, args.overrides)
+        scenario, notes = load_scenario_with_notes(args.scenario, args.overrides, args.quick)
     labels, baseline, plans = plan_runs(scenario)
     for plan in plans:
         if plan.replication == 0:
@@ -382,7 +392,7 @@ def _validate(args: argparse.Namespace) -> int:
     problems: list[str] = []
     for source in args.scenarios:
         try:
-            check_scenario(load_scenario(source, args.overrides))
+            check_scenario(load_scenario(source, args.overrides, args.quick))
             print(f"{source}: ok")
         except RecloopError as error:
             problems.extend(f"{source}: {line}" for line in str(error).splitlines())
@@ -435,14 +445,39 @@ def _policy_parameters(cls: type) -> int:
 
 
 def _scenarios(args: argparse.Namespace) -> int:
+    import importlib.resources
+    import json
+    import textwrap
+
+    from sim.durations import humanize_duration
     from sim.loader import packaged_scenarios
 
-    for name, entry in sorted(packaged_scenarios().items()):
+    timings_file = importlib.resources.files("sim.scenarios") / "timings.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    print("recloop run NAME [--quick]; wall times on a 2-core machine, one worker", end="")
+    print(" (python bench/presets.py re-measures them)\n")
+    for name in sorted(packaged_scenarios()):
         scenario = load_scenario(name)
-        first_line = scenario.description.strip().splitlines()[0] if scenario.description else ""
-        print(f"{name:30s} {first_line}")
-        del entry
+        times = timings.get("scenarios", {}).get(name, {})
+        quick, full = times.get("quick_seconds"), times.get("full_seconds")
+        took = [f"quick {humanize_duration(quick)}" if quick else "quick: not measured"]
+        took.append(f"full {humanize_duration(full)}" if full else "full: not measured")
+        print(f"{name}  ({', '.join(took)})")
+        sentence = first_sentence(scenario.description)
+        print(textwrap.fill(sentence, width=96, initial_indent="    ", subsequent_indent="    "))
     return 0
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a description, on one line (up to the first full stop followed by
+    a space and a capital letter or by the end).
+
+    >>> first_sentence("Retrain every 1h or 1d, with\nnear-line on. Half a day in, users turn.")
+    'Retrain every 1h or 1d, with near-line on.'
+    """
+    words = " ".join(text.split())
+    match = re.search(r"\.(?=\s+[A-Z(]|$)", words)
+    return words[: match.end()] if match else words
 
 
 def _safe_name(name: str) -> str:

@@ -49,31 +49,39 @@ def packaged_scenarios() -> dict[str, Any]:
     return found
 
 
-def load_scenario(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+def load_scenario(
+    source: str | Path, overrides: list[str] | tuple[str, ...] = (), quick: bool = False
+) -> Scenario:
     """Load a scenario from a file path or a packaged scenario name, apply overrides, validate.
+    ``quick``: its small configuration (the scenario's ``quick.set``) first, named
+    ``NAME-quick``.
 
     Raises :class:`ScenarioError` with one line per problem.
     """
-    return load_scenario_with_notes(source, overrides)[0]
+    return load_scenario_with_notes(source, overrides, quick)[0]
 
 
 def load_scenario_with_notes(
-    source: str | Path, overrides: list[str] | tuple[str, ...] = ()
+    source: str | Path, overrides: list[str] | tuple[str, ...] = (), quick: bool = False
 ) -> tuple[Scenario, list[str]]:
     """:func:`load_scenario`, and what the loader changed beyond the overrides themselves (one
     sentence each; the CLI prints them as notes)."""
     text, label = _read_source(str(source))
     data = _parse_yaml(text, label)
     original = data
+    said = []  # what the description will say changed
+    if quick:
+        data, said = _quick(data, label)
     for override in overrides:
         data = apply_override(data, override)
     paths = [override.partition("=")[0].strip() for override in overrides]
     data, dropped = drop_other_policys_params(original, data, paths)
-    if overrides and isinstance(data, dict):
-        # The description was written for the file's values: say what the command line changed,
-        # so that the resolved scenario, the summary and the report do not describe another run.
-        changed = "Changed on the command line: " + "; ".join(overrides) + "." + dropped
-        description = f"{str(data.get('description') or '').rstrip()}\n\n{changed}".strip()
+    if overrides:
+        said.append("Changed on the command line: " + "; ".join(overrides) + "." + dropped)
+    if said and isinstance(data, dict):
+        # The description was written for the file's values: say what changed, so that the
+        # resolved scenario, the summary and the report do not describe another run.
+        description = "\n\n".join([str(data.get("description") or "").rstrip(), *said]).strip()
         if len(description) <= MAX_DESCRIPTION:
             data = {**data, "description": description}
     scenario = parse_scenario(data, label)
@@ -220,6 +228,22 @@ def set_path(data: dict[str, Any], path: str, value: Any, where: str) -> dict[st
         else:
             node = node[index]
     return result
+
+
+def _quick(data: Any, label: str) -> tuple[Any, list[str]]:
+    """``data`` in its quick configuration: ``quick.set`` applied, the name ``NAME-quick``."""
+    quick = data.get("quick") if isinstance(data, dict) else None
+    changes = quick.get("set") if isinstance(quick, dict) else None
+    if not isinstance(changes, dict) or not changes:
+        raise ScenarioError(
+            f"{label}: --quick: the scenario has no quick configuration (add quick: {{set: "
+            "{world.users.count: 1000, duration: 6h}} to it, or shrink it with --set)"
+        )
+    for path, value in changes.items():
+        data = set_path(data, str(path), value, f"quick.set.{path}")
+    listed = "; ".join(f"{path}={value}" for path, value in changes.items())
+    data = {**data, "name": f"{data.get('name', label)}-quick"}
+    return data, [f"Quick configuration (--quick), not the scenario's own size: {listed}."]
 
 
 def drop_other_policys_params(original: Any, data: Any, paths: list[str]) -> tuple[Any, str]:

@@ -57,6 +57,7 @@ __all__ = [
     "Case",
     "Bounds",
     "Metrics",
+    "Quick",
     "RESERVED_LABELS",
 ]
 
@@ -750,6 +751,18 @@ class Metrics(Spec):
     )
 
 
+class Quick(Spec):
+    """A small configuration of the same scenario, run by ``recloop run NAME --quick``: the
+    overrides that make it finish in under a minute on a laptop, applied before the command
+    line's ``--set``. Outputs are labelled ``NAME-quick``. Every packaged scenario has one."""
+
+    set: dict[str, Any] = Field(
+        min_length=1,
+        description="dotted.path: value overrides, as --set would apply them (e.g. "
+        "world.users.count: 2000)",
+    )
+
+
 class Output(Spec):
     """What a run writes besides the summary."""
 
@@ -788,6 +801,7 @@ class Scenario(Spec):
     bounds: Bounds = Bounds()
     metrics: Metrics = Metrics()
     output: Output = Output()
+    quick: Quick | None = Field(None, description="the small configuration --quick runs")
 
     @model_validator(mode="before")
     @classmethod

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from sim.domain import Kind
-from sim.loader import load_scenario
+from sim.errors import ScenarioError
+from sim.loader import load_scenario, packaged_scenarios
 from sim.metrics import measure
 from sim.runner import run_scenario
 
@@ -37,6 +38,35 @@ def run(name: str, *overrides: str):
 def test_presets_validate_by_name_at_their_realistic_size(name):
     scenario = load_scenario(name)
     assert scenario.world.users.count >= 20_000 and scenario.description
+
+
+@pytest.mark.parametrize("name", sorted(packaged_scenarios()))
+def test_every_packaged_scenario_has_a_quick_configuration_named_as_such(name):
+    full, quick = load_scenario(name), load_scenario(name, quick=True)
+    assert quick.name == f"{full.name}-quick"
+    assert "Quick configuration (--quick), not the scenario's own size" in quick.description
+    assert quick.world.users.count <= 2000 < full.world.users.count
+    assert quick.end < full.end or quick.replications < full.replications
+    # the command line applies after the quick configuration
+    assert load_scenario(name, ["world.users.count=300"], quick=True).world.users.count == 300
+
+
+def test_quick_needs_a_quick_configuration(tmp_path):
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("name: plain\nduration: 1h\nstack: {policy: random}\n")
+    with pytest.raises(ScenarioError, match="plain.yaml: --quick: the scenario has no quick"):
+        load_scenario(str(plain), quick=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(packaged_scenarios()))
+def test_every_packaged_scenario_runs_quick_from_the_command_line(name, tmp_path):
+    """What `recloop run NAME --quick` promises: it runs and writes its results (the wall times
+    are measured by bench/presets.py, not asserted here)."""
+    from sim.cli import main
+
+    assert main(["run", name, "--quick", "-q", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "summary.json").is_file() and (tmp_path / "report.html").is_file()
 
 
 def test_instagram_hourly_retrain_absorbs_in_30_to_90_minutes():
