@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/recloop run scenarios/quickstart.yaml --out runs/quickstart
+	@echo
+	@echo "Next: open runs/quickstart/report.html in a browser, then compare cadences in a minute:"
+	@echo "  . $(BIN)/activate && recloop run cadence-sweep --quick --workers 2"
 
 test: $(STAMP)
 	$(BIN)/ruff check .
