@@ -24,7 +24,7 @@ from policies.base import Policy
 from policies.builtin import EmbeddingPolicy, PopularPolicy, RandomPolicy
 from policies.reference import LinUCBPolicy, OraclePolicy, RiverOnlinePolicy
 from policies.torch_ranker import TorchRanker
-from sim.errors import ScenarioError
+from sim.errors import USER_CODE_ERRORS, ScenarioError, said
 
 __all__ = [
     "BUILTIN",
@@ -100,19 +100,41 @@ def resolve(name: str, path: str = "stack.policy.name", near: str | Path | None 
             raise ScenarioError(
                 f"{path}: cannot import {module_name!r} ({error}); looked in {looked}"
             ) from None
+        except USER_CODE_ERRORS as error:  # the module's own code failed at import
+            raise ScenarioError(
+                f"{path}: importing {module_name!r} failed: {said(error)}"
+            ) from None
         try:
-            return getattr(module, attribute)
+            return _policy_class(getattr(module, attribute), name, path)
         except AttributeError:
             raise ScenarioError(f"{path}: {module_name!r} has no attribute {attribute!r}") from None
     entries = _entry_points()
     if name in entries:
-        return entries[name].load()
+        try:
+            loaded = entries[name].load()
+        except USER_CODE_ERRORS as error:
+            raise ScenarioError(
+                f"{path}: loading entry point {name!r} ({entries[name].value}) failed: "
+                f"{said(error)}"
+            ) from None
+        return _policy_class(loaded, name, path)
     match = difflib.get_close_matches(name, list(available()), n=1, cutoff=0.6)
     hint = f"; did you mean '{match[0]}'?" if match else ""
     raise ScenarioError(
         f"{path}: unknown policy {name!r}{hint} (available: {', '.join(sorted(available()))}; "
         f"or a 'module:Class' target)"
     )
+
+
+def _policy_class(found: Any, name: str, path: str) -> type:
+    """``found`` if it is a class with a ``rank`` method, else a one-line error."""
+    if not isinstance(found, type) or not callable(getattr(found, "rank", None)):
+        what = f"class {found.__name__}" if isinstance(found, type) else type(found).__name__
+        raise ScenarioError(
+            f"{path}: {name!r} is not a policy ({what} without a rank method); a policy is a "
+            "class with rank(requests, view), e.g. a subclass of policies.base.BasePolicy"
+        )
+    return found
 
 
 def _local_folders(near: str | Path | None) -> list[str]:
@@ -146,7 +168,10 @@ def make_policy(name: str, params: dict[str, Any], seed: int) -> Policy:
         raise ScenarioError(f"stack.policy.params: policy {name!r} takes no parameters")
     else:
         validated = None
-    return cls(validated, seed=seed)
+    try:
+        return cls(validated, seed=seed)
+    except USER_CODE_ERRORS as error:
+        raise ScenarioError(f"stack.policy: creating {name!r} failed: {said(error)}") from None
 
 
 def _param_problem(item: Any) -> str:

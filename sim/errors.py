@@ -6,7 +6,7 @@ the CLI prints its message on one line and exits 2. Anything else is a bug in re
 
 from __future__ import annotations
 
-__all__ = ["RecloopError", "ScenarioError", "PolicyError"]
+__all__ = ["RecloopError", "ScenarioError", "PolicyError", "USER_CODE_ERRORS", "said"]
 
 
 class RecloopError(Exception):
@@ -26,3 +26,23 @@ class ScenarioError(RecloopError):
 
 class PolicyError(RecloopError):
     """A policy is unknown, misconfigured, or returned something serving cannot use."""
+
+
+#: What user code (a policy's module, constructor or hook) may raise that must fail the run, not
+#: the process: any exception, and ``sys.exit`` (which would otherwise end recloop silently).
+USER_CODE_ERRORS = (Exception, SystemExit)
+
+
+def said(error: BaseException) -> str:
+    """An exception from user code on one line: its type and message, where a syntax error is,
+    and what ``sys.exit`` was called with.
+
+    >>> said(ValueError("bad   value")), said(SystemExit(0))
+    ('ValueError: bad value', 'it called sys.exit(0)')
+    """
+    if isinstance(error, SyntaxError):
+        return f"SyntaxError: {error.msg} ({error.filename}, line {error.lineno})"
+    if isinstance(error, SystemExit):
+        return f"it called sys.exit({error.code!r})"
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__

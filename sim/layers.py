@@ -35,8 +35,8 @@ from sim.domain import (
     World,
     is_kind,
 )
-from sim.durations import format_duration
-from sim.errors import PolicyError
+from sim.durations import humanize_duration
+from sim.errors import USER_CODE_ERRORS, PolicyError, said
 from sim.eventlog import EventLog
 from sim.spec import Layer
 
@@ -717,8 +717,8 @@ def _call_hook(
     try:
         with deadline(timeout):
             return function(argument)
-    except Exception as error:
+    except USER_CODE_ERRORS as error:
         raise PolicyError(
-            f"policy {policy!r} failed in {hook} at simulated time {format_duration(now)}: "
-            f"{type(error).__name__}: {error}"
+            f"policy {policy!r} failed in {hook} at simulated time {humanize_duration(now)}: "
+            f"{said(error)}"
         ) from error

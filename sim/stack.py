@@ -12,8 +12,8 @@ import numpy as np
 
 from sim.deadline import deadline
 from sim.domain import CatalogView, Requests, View
-from sim.durations import format_duration
-from sim.errors import PolicyError
+from sim.durations import humanize_duration
+from sim.errors import USER_CODE_ERRORS, PolicyError, said
 
 __all__ = ["Stack", "check_slates"]
 
@@ -48,7 +48,11 @@ class Stack:
 
     @property
     def policy_name(self) -> str:
-        return str(getattr(self.policy, "name", type(self.policy).__name__))
+        """The policy's own ``name``, or ``module:Class`` for a class that inherits its name
+        (a subclass of ``RandomPolicy`` is not ``random``)."""
+        cls = type(self.policy)
+        own = cls.__dict__.get("name")
+        return str(own) if isinstance(own, str) else f"{cls.__module__}:{cls.__qualname__}"
 
     @property
     def model(self) -> Any:
@@ -127,10 +131,10 @@ class Stack:
         try:
             with deadline(self.hook_timeout):
                 slates = self.policy.rank(requests, view)
-        except Exception as error:
+        except USER_CODE_ERRORS as error:
             raise PolicyError(
                 f"policy {self.policy_name!r} failed in rank at simulated time "
-                f"{format_duration(now)}: {type(error).__name__}: {error}"
+                f"{humanize_duration(now)}: {said(error)}"
             ) from error
         checked = check_slates(
             slates, len(requests), requests.k, catalog.n_items, self.policy_name, now
@@ -143,7 +147,7 @@ def check_slates(slates: Any, n: int, k: int, n_items: int, policy: str, now: fl
 
     def refused(problem: str) -> PolicyError:  # formatted only on failure: checks run per window
         return PolicyError(
-            f"policy {policy!r} rank at simulated time {format_duration(now)}: {problem}"
+            f"policy {policy!r} rank at simulated time {humanize_duration(now)}: {problem}"
         )
 
     array = np.asarray(slates)

@@ -1,0 +1,74 @@
+"""Faults and misuse found by probing (issue 23): each ends in one clear line, and a fault in one
+run fails that run, not the process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sim.cli import main
+
+BROKEN_MODULES = {
+    "probe_syntax": "def f(:\n",
+    "probe_raises": "raise RuntimeError('boom at import')\n",
+    "probe_exits": "import sys\nsys.exit(3)\n",
+    "probe_init": (
+        "from policies.builtin import RandomPolicy\n"
+        "class P(RandomPolicy):\n"
+        "    def __init__(self, params, seed):\n"
+        "        raise ValueError('no')\n"
+    ),
+    "probe_rank_exits": (
+        "import sys\n"
+        "from policies.builtin import RandomPolicy\n"
+        "class P(RandomPolicy):\n"
+        "    def rank(self, requests, view):\n"
+        "        sys.exit(0)\n"
+    ),
+}
+SMALL = ["--set", "world.users.count=100", "--set", "duration=1h", "--set", "warmup=0s"]
+
+
+@pytest.fixture
+def probes(tmp_path, monkeypatch):
+    for name, text in BROKEN_MODULES.items():
+        (tmp_path / f"{name}.py").write_text(text)
+    monkeypatch.chdir(tmp_path)  # found in the current directory
+    yield tmp_path
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("os:system", "'os:system' is not a policy (builtin_function_or_method without a rank"),
+        ("builtins:dict", "'builtins:dict' is not a policy (class dict without a rank method)"),
+        ("types:SimpleNamespace", "is not a policy (class SimpleNamespace without a rank"),
+        ("probe_syntax:P", "importing 'probe_syntax' failed: SyntaxError: invalid syntax ("),
+        ("probe_raises:P", "importing 'probe_raises' failed: RuntimeError: boom at import"),
+        ("probe_exits:P", "importing 'probe_exits' failed: it called sys.exit(3)"),
+        ("probe_init:P", "stack.policy: creating 'probe_init:P' failed: ValueError: no"),
+    ],
+)
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_policy_that_cannot_load_is_one_line_and_exit_2(probes, capsys, target, message, command):
+    arguments = [command, "quickstart", "--set", f"stack.policy={target}", *SMALL]
+    if command == "run":
+        arguments += ["--out", str(probes / "out"), "-q"]
+    assert main(arguments) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_a_policy_calling_sys_exit_fails_its_run_and_the_sweep_goes_on(probes, capsys):
+    arguments = ["run", "quickstart", "--set", "stack.policy=probe_rank_exits:P", *SMALL]
+    assert main([*arguments, "--out", str(probes / "single"), "-q"]) == 2
+    assert "policy 'probe_rank_exits:P' failed in rank at simulated time" in capsys.readouterr().err
+    out = probes / "sweep"
+    code = main([*arguments, "--set", "replications=2", "--out", str(out)])
+    err = capsys.readouterr().err
+    for replication in (0, 1):  # both runs ran, and failed alone
+        assert f"run default r{replication} failed: policy 'probe_rank_exits:P'" in err
+    assert code == 1, "a sweep with failed runs is not a success"
+    summary = json.loads((out / "summary.json").read_text())
+    assert [run["replication"] for run in summary["failed_runs"]] == [0, 1]
