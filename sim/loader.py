@@ -69,19 +69,19 @@ def load_scenario_with_notes(
     text, label = _read_source(str(source))
     data = _parse_yaml(text, label)
     original = data
-    said = []  # what the description will say changed
+    told: list[str] = []  # what the description will say changed
     if quick:
-        data, said = _quick(data, label)
+        data, told = _quick(data, label)
     for override in overrides:
         data = apply_override(data, override)
     paths = [override.partition("=")[0].strip() for override in overrides]
     data, dropped = drop_other_policys_params(original, data, paths)
     if overrides:
-        said.append("Changed on the command line: " + "; ".join(overrides) + "." + dropped)
-    if said and isinstance(data, dict):
+        told.append("Changed on the command line: " + "; ".join(overrides) + "." + dropped)
+    if told and isinstance(data, dict):
         # The description was written for the file's values: say what changed, so that the
         # resolved scenario, the summary and the report do not describe another run.
-        description = "\n\n".join([str(data.get("description") or "").rstrip(), *said]).strip()
+        description = "\n\n".join([str(data.get("description") or "").rstrip(), *told]).strip()
         if len(description) <= MAX_DESCRIPTION:
             data = {**data, "description": description}
     scenario = parse_scenario(data, label)
