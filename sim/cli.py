@@ -395,7 +395,10 @@ def _validate(args: argparse.Namespace) -> int:
             check_scenario(load_scenario(source, args.overrides, args.quick))
             print(f"{source}: ok")
         except RecloopError as error:
-            problems.extend(f"{source}: {line}" for line in str(error).splitlines())
+            problems.extend(
+                line if line.startswith(f"{source}:") else f"{source}: {line}"
+                for line in str(error).splitlines()
+            )
     for line in problems:
         print(f"recloop: error: {line}", file=sys.stderr)
     return USER_ERROR if problems else 0
@@ -472,7 +475,7 @@ def first_sentence(text: str) -> str:
     """The first sentence of a description, on one line (up to the first full stop followed by
     a space and a capital letter or by the end).
 
-    >>> first_sentence("Retrain every 1h or 1d, with\nnear-line on. Half a day in, users turn.")
+    >>> first_sentence("Retrain every 1h or 1d, with  near-line on. Half a day in, users turn.")
     'Retrain every 1h or 1d, with near-line on.'
     """
     words = " ".join(text.split())

@@ -95,6 +95,9 @@ def load_scenario_with_notes(
 
 def _read_source(source: str) -> tuple[str, str]:
     path = Path(source)
+    if path.exists() and not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file (a device, FIFO or socket)"
+        raise ScenarioError(f"{source}: is {kind}; a scenario is a YAML file")
     if path.is_file():
         if path.stat().st_size > MAX_SCENARIO_BYTES:
             raise ScenarioError(
@@ -184,10 +187,20 @@ def apply_override(data: dict[str, Any], override: str) -> dict[str, Any]:
     if not sep:
         raise ScenarioError(f"--set {override!r}: expected dotted.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _bounded_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return set_path(data, path, value, f"--set {path}")
+
+
+def _bounded_yaml(text: str) -> Any:
+    """A ``--set`` value read as YAML, under the file's alias-bomb bound."""
+    if _expanded_size(yaml.parse(text, Loader=SAFE_LOADER)) > MAX_VALUES:
+        raise ScenarioError(
+            f"--set: {text[:40]!r}... expands to more than {MAX_VALUES:,} values through YAML "
+            "aliases (an alias bomb?)"
+        )
+    return yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - a safe loader
 
 
 def set_path(data: dict[str, Any], path: str, value: Any, where: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import yaml
 
 from reports.results import read_events, read_run_summary, run_folder
 from sim.cli import main, scenario_schema
-from sim.loader import load_scenario
+from sim.loader import load_scenario, packaged_scenarios
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,8 +164,12 @@ def test_schema_is_json_schema_and_the_shipped_copy_is_current(capsys):
 
 def test_every_packaged_scenario_validates(capsys):
     assert main(["scenarios"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert "quickstart" in names
+    listing = capsys.readouterr().out.split("\n\n", 1)[1]  # after the header
+    entries = re.findall(r"^(\S+)  \((quick[^,]+), (full[^)]+)\)\n((?:    .*\n)+)", listing, re.M)
+    names = [name for name, *_ in entries]
+    assert names == sorted(packaged_scenarios()) and "quickstart" in names
+    for _, _, _, sentence in entries:  # one full sentence each
+        assert " ".join(sentence.split()).endswith(".")
     assert main(["validate", *names]) == 0
 
 

@@ -72,3 +72,29 @@ def test_a_policy_calling_sys_exit_fails_its_run_and_the_sweep_goes_on(probes, c
     assert code == 1, "a sweep with failed runs is not a success"
     summary = json.loads((out / "summary.json").read_text())
     assert [run["replication"] for run in summary["failed_runs"]] == [0, 1]
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "device"])
+def test_a_scenario_path_that_is_not_a_file_says_what_it_is(tmp_path, capsys, kind):
+    import os
+
+    path = {"directory": tmp_path, "fifo": tmp_path / "pipe", "device": "/dev/zero"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    assert main(["validate", str(path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    what = "a directory" if kind == "directory" else "not a regular file"
+    assert line == (
+        f"recloop: error: {path}: is {what}"
+        + ("" if kind == "directory" else " (a device, FIFO or socket)")
+        + "; a scenario is a YAML file"
+    )  # the path once, not twice
+
+
+def test_set_values_are_held_to_the_alias_bomb_bound(capsys):
+    levels = ["&a [1,1,1,1,1,1,1,1,1]"] + [
+        f"&{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdef", "bcdefg", strict=True)
+    ]
+    bomb = f"description=[{', '.join(levels)}, [{', '.join(['*g'] * 9)}]]"  # 9^8 values
+    assert main(["validate", "quickstart", "--set", bomb]) == 2
+    assert "expands to more than 1,000,000 values through YAML aliases" in capsys.readouterr().err
