@@ -50,6 +50,7 @@ __all__ = [
     "metric_range",
     "metric_resolution",
     "relative_change",
+    "relative_from_log",
     "propagation_efficiency",
     "instant_beaten",
     "LOG_RATIO",
@@ -156,16 +157,20 @@ def relative_change(values: list[float], base: list[float]) -> dict[str, Any]:
     n = int(ours.shape[0])
     if n == 0:
         return {"missing": "no replication measured both", "n": 0}
-    if (ours > 0).all() and (theirs > 0).all():
-        mean, low, high = interval(list(np.log(ours / theirs)))
-        return _from_log(mean, low, high, n, LOG_RATIO)
+    with np.errstate(all="ignore"):  # a ratio of subnormal values overflows: checked below
+        logs = np.log(ours / theirs)
+        centre = float(np.log(ours.mean() / theirs.mean()))
+    if (ours > 0).all() and (theirs > 0).all() and np.isfinite(logs).all():
+        mean, low, high = interval(list(logs))
+        return relative_from_log(mean, low, high, n, LOG_RATIO)
     if theirs.mean() <= 0:
         return {"missing": "the reference is zero in every replication", "n": n}
     if ours.mean() <= 0:
         return {"mean": -1.0, "ci95": None, "n": n, "method": ALL_ZERO}
-    centre = float(np.log(ours.mean() / theirs.mean()))
+    if not np.isfinite(centre):
+        return {"missing": "the ratio of the means overflows", "n": n}
     if n < 2:
-        return _from_log(centre, None, None, n, RATIO_OF_MEANS)
+        return relative_from_log(centre, None, None, n, RATIO_OF_MEANS)
     covariance = np.cov(ours, theirs)
     variance = (
         covariance[0, 0] / ours.mean() ** 2
@@ -173,18 +178,23 @@ def relative_change(values: list[float], base: list[float]) -> dict[str, Any]:
         - 2 * covariance[0, 1] / (ours.mean() * theirs.mean())
     ) / n
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * np.sqrt(max(variance, 0.0)))
-    return _from_log(centre, centre - half, centre + half, n, RATIO_OF_MEANS)
+    return relative_from_log(centre, centre - half, centre + half, n, RATIO_OF_MEANS)
 
 
-def _from_log(
+def relative_from_log(
     mean: float, low: float | None, high: float | None, n: int, method: str
 ) -> dict[str, Any]:
-    def back(value: float) -> float:
-        return round(float(np.expm1(value)), 6)
+    """A relative entry from a mean log ratio and its interval (``exp(.) - 1`` of each)."""
 
+    def back(value: float) -> float:
+        with np.errstate(over="ignore"):
+            return round(float(np.expm1(value)), 6)
+
+    bounds = None if low is None or high is None else [back(low), back(high)]
     return {
         "mean": back(mean),
-        "ci95": None if low is None or high is None else [back(low), back(high)],
+        # an interval too wide to write down (a bound beyond any float) bounds nothing
+        "ci95": bounds if bounds is not None and np.isfinite(bounds).all() else None,
         "n": n,
         "method": method,
     }

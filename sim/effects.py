@@ -39,6 +39,7 @@ from sim.compare import (
     metric_range,
     numeric_metrics,
     relative_change,
+    relative_from_log,
 )
 from sim.durations import format_duration
 
@@ -237,12 +238,12 @@ def _interaction_row(
         return row | {"note": "the metric can be negative: no relative effect"}
     if not (cells > 0).all():
         return row | {"note": "a cell is zero in a replication: the ratio of ratios is undefined"}
-    mean, lower, upper = interval(list(np.log(cells) @ [1.0, -1.0, -1.0, 1.0]))
-    relative = {
-        "mean": float(np.expm1(mean)),
-        "ci95": None if lower is None else [float(np.expm1(lower)), float(np.expm1(upper))],
-        "method": LOG_RATIO + " of ratios",
-    }
+    with np.errstate(all="ignore"):
+        logs = np.log(cells) @ [1.0, -1.0, -1.0, 1.0]
+    if not np.isfinite(logs).all():
+        return row | {"note": "the ratio of ratios overflows"}
+    mean, lower, upper = interval(list(logs))
+    relative = relative_from_log(mean, lower, upper, len(complete), LOG_RATIO + " of ratios")
     return row | _relative_columns(relative)
 
 
