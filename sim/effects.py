@@ -92,16 +92,21 @@ class Factor:
 
     @property
     def title(self) -> str:
-        """How a sentence names the lever: "the retrain cadence", "realtime features on or
-        off"."""
+        """How a sentence names the lever: "the retrain cadence", "nearline embeddings" (an
+        axis that switches a layer on or off), else its name."""
         parts = self.path.split(".")
         if len(parts) == 4 and parts[:2] == ["stack", "layers"]:
             layer = parts[2].replace("_", " ")
             if parts[3] == "every":
                 return f"the {layer} cadence"
             if parts[3] == "enabled":
-                return f"{layer} on or off"
+                return layer
         return self.name
+
+    @property
+    def switch(self) -> bool:
+        """Whether the axis turns a layer on or off."""
+        return self.path.startswith("stack.layers.") and self.path.endswith(".enabled")
 
     @property
     def layer(self) -> str | None:
@@ -392,10 +397,10 @@ def effect_sentences(
             depends = [f for f in others if _interacts(effects, harm, factor, f)]
             if depends:
                 text += " on average; the effect depends on " + " and ".join(
-                    f.title for f in depends
+                    f"{f.title} (on or off)" if f.switch else f.title for f in depends
                 )
             else:
-                text += " whatever " + " and ".join(f.title for f in others)
+                text += " " + _whatever(others)
         cost = mains.get((COST_METRIC, row["factor"], row["level"]))
         if cost is not None and cost["effect"] is not None:
             text += "; " + _cost_clause(cost)
@@ -407,6 +412,17 @@ def effect_sentences(
                 )
         sentences.append(f"{text} ({replications} replication{'s' * (replications != 1)}).")
     return sentences
+
+
+def _whatever(others: list[Factor]) -> str:
+    """ "whatever the retrain cadence, with or without nearline embeddings"."""
+    levers = " and ".join(f.title for f in others if not f.switch)
+    switches = " and ".join(f.title for f in others if f.switch)
+    return ", ".join(
+        part
+        for part in (levers and f"whatever {levers}", switches and f"with or without {switches}")
+        if part
+    )
 
 
 def _harm_clause(row: dict[str, Any], title: str) -> str:

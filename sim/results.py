@@ -257,11 +257,12 @@ def _write_effects(
     factors = grid_factors(levels, baseline)
     if not any(len(factor.levels) > 1 for factor in factors):
         (out / "effects.parquet").unlink(missing_ok=True)
-        reason = (
-            "the variants are a list of cases, not a grid"
-            if scenario.variants is not None and scenario.variants.cases
-            else "no grid axis has two levels or more"
-        )
+        if scenario.variants is None:
+            reason = "the scenario has one variant: there is no lever to compare"
+        elif scenario.variants.cases:
+            reason = "the variants are a list of cases, not a grid"
+        else:
+            reason = "no grid axis has two levels or more"
         return {"effects_absent": reason}
     rows = [o.row for o in finished]
     effects = estimate_effects(rows, factors, levels)
