@@ -47,6 +47,8 @@ __all__ = [
     "Factor",
     "grid_factors",
     "estimate_effects",
+    "Cells",
+    "conditional_effect",
     "measured_updates",
     "never_fires",
     "harm_metric",
@@ -136,6 +138,41 @@ def grid_factors(levels: dict[str, dict[str, str]], baseline: str) -> list[Facto
     return factors
 
 
+class Cells:
+    """A grid's measured values: a metric averaged over the cells with some levels fixed, per
+    replication."""
+
+    def __init__(
+        self, rows: list[dict[str, Any]], factors: list[Factor], levels: dict[str, dict[str, str]]
+    ):
+        self.factors = factors
+        self.values: dict[tuple[str, int], dict[str, Any]] = {
+            (row["variant"], row["replication"]): row for row in rows if row["variant"] in levels
+        }
+        self.labels = {
+            tuple(cell[f.path] for f in factors): label for label, cell in levels.items()
+        }
+        self.replications = sorted({replication for _, replication in self.values})
+
+    def average(self, metric: str, fixed: dict[str, str], replication: int) -> float | None:
+        """``metric`` averaged over every cell with the ``fixed`` levels (axis path: level), in
+        one replication (None where a cell is missing)."""
+        free = [f for f in self.factors if f.path not in fixed]
+        total = []
+        for combination in itertools.product(*(f.levels for f in free)):
+            chosen = fixed | {f.path: level for f, level in zip(free, combination, strict=True)}
+            label = self.labels.get(tuple(chosen[f.path] for f in self.factors), "")
+            value = self.values.get((label, replication), {}).get(metric)
+            if value is None:
+                return None
+            total.append(float(value))
+        return float(np.mean(total))
+
+    def paired(self, metric: str, *fixed: dict[str, str]) -> list[tuple[float | None, ...]]:
+        """Per replication, the averages with each of the ``fixed`` levels."""
+        return [tuple(self.average(metric, f, r) for f in fixed) for r in self.replications]
+
+
 def estimate_effects(
     rows: list[dict[str, Any]],
     factors: list[Factor],
@@ -147,56 +184,48 @@ def estimate_effects(
     ``rows`` are ``runs.parquet`` rows of finished runs; ``levels`` gives each grid variant's
     level per axis path (variants outside it, such as the bounds, are ignored).
     """
-    values: dict[str, dict[int, dict[str, float]]] = {}
-    for row in rows:
-        if row["variant"] in levels:
-            values.setdefault(row["variant"], {})[row["replication"]] = row
-    cell = {tuple(cell[f.path] for f in factors): label for label, cell in levels.items()}
-    replications = sorted({row["replication"] for row in rows if row["variant"] in levels})
+    cells = Cells(rows, factors, levels)
     found = []
     for metric in metrics if metrics is not None else numeric_metrics(rows):
-
-        def average(fixed: dict[str, str], replication: int, metric: str = metric) -> float | None:
-            """``metric`` averaged over every cell with the ``fixed`` levels, in one
-            replication (None where a cell is missing)."""
-            free = [f for f in factors if f.path not in fixed]
-            total = []
-            for combination in itertools.product(*(f.levels for f in free)):
-                chosen = fixed | {f.path: level for f, level in zip(free, combination, strict=True)}
-                label = cell.get(tuple(chosen[f.path] for f in factors))
-                value = values.get(label or "", {}).get(replication, {}).get(metric)
-                if value is None:
-                    return None
-                total.append(float(value))
-            return float(np.mean(total))
-
         for factor in factors:
             for level in factor.levels:
                 if level == factor.reference:
                     continue
-                pairs = [
-                    (average({factor.path: level}, r), average({factor.path: factor.reference}, r))
-                    for r in replications
-                ]
+                pairs = cells.paired(metric, {factor.path: level}, {factor.path: factor.reference})
                 found.append(_main_row(metric, factor, level, pairs))
         for first, second in itertools.combinations(factors, 2):
             for a, b in itertools.product(first.levels, second.levels):
                 if a == first.reference or b == second.reference:
                     continue
-                quads = [
-                    tuple(
-                        average({first.path: x, second.path: y}, r)
+                quads = cells.paired(
+                    metric,
+                    *(
+                        {first.path: x, second.path: y}
                         for x, y in (
                             (a, b),
                             (first.reference, b),
                             (a, second.reference),
                             (first.reference, second.reference),
                         )
-                    )
-                    for r in replications
-                ]
+                    ),
+                )
                 found.append(_interaction_row(metric, first, second, a, b, quads))
     return found
+
+
+def conditional_effect(
+    cells: Cells, metric: str, factor: Factor, level: str, other: Factor, other_level: str
+) -> dict[str, Any]:
+    """The relative effect of ``level`` of ``factor`` (against its reference) with ``other``
+    held at ``other_level``, averaged over the remaining axes: what a detectable interaction
+    makes of a main effect (:func:`sim.compare.relative_change`)."""
+    pairs = cells.paired(
+        metric,
+        {factor.path: level, other.path: other_level},
+        {factor.path: factor.reference, other.path: other_level},
+    )
+    complete = [(a, b) for a, b in pairs if a is not None and b is not None]
+    return relative_change([a for a, _ in complete], [b for _, b in complete])
 
 
 def _main_row(
@@ -374,9 +403,11 @@ def effect_sentences(
     replications: int,
     never: dict[str, list[str]],
     duration: float,
+    cells: Cells | None = None,
 ) -> list[str]:
     """One plain sentence per lever level on the harm metric, with its cost, most important
-    first: detectable effects before the others, larger before smaller."""
+    first: detectable effects before the others, larger before smaller. With the grid's
+    ``cells``, an effect that depends on another lever gives its size at each of its levels."""
     mains = {
         (row["metric"], row["factor"], row["level"]): row
         for row in effects
@@ -397,7 +428,7 @@ def effect_sentences(
             depends = [f for f in others if _interacts(effects, harm, factor, f)]
             if depends:
                 text += " on average; the effect depends on " + " and ".join(
-                    f"{f.title} (on or off)" if f.switch else f.title for f in depends
+                    _depends(f, cells, harm, factor, row["level"]) for f in depends
                 )
             else:
                 text += " " + _whatever(others)
@@ -412,6 +443,23 @@ def effect_sentences(
                 )
         sentences.append(f"{text} ({replications} replication{'s' * (replications != 1)}).")
     return sentences
+
+
+def _depends(other: Factor, cells: Cells | None, metric: str, factor: Factor, level: str) -> str:
+    """ "nearline embeddings (-72% [-80%, -60%] at near-line off, -58% [...] at near-line on)"."""
+    name = f"{other.title} (on or off)" if other.switch else other.title
+    if cells is None:
+        return name
+    parts = []
+    for other_level in other.levels:
+        found = conditional_effect(cells, metric, factor, level, other, other_level)
+        if "missing" in found:
+            continue
+        shown = _percent(found["mean"])
+        if found["ci95"]:
+            shown += f" [{_percent(found['ci95'][0])}, {_percent(found['ci95'][1])}]"
+        parts.append(f"{shown} at {other_level}")
+    return f"{name}: {', '.join(parts)}" if parts else name
 
 
 def _whatever(others: list[Factor]) -> str:

@@ -37,6 +37,7 @@ from sim.compare import (
 from sim.domain import Kind, Scope
 from sim.effects import (
     EFFECT_COLUMNS,
+    Cells,
     effect_sentences,
     estimate_effects,
     grid_factors,
@@ -266,6 +267,7 @@ def _write_effects(
         return {"effects_absent": reason}
     rows = [o.row for o in finished]
     effects = estimate_effects(rows, factors, levels)
+    cells = Cells(rows, factors, levels)
     _write_parquet(out / "effects.parquet", pa.Table.from_pylist(effects, schema=EFFECT_SCHEMA))
     layers = (
         pq.read_table(out / "layers.parquet", columns=["variant", "layer", "origin", "live_at"])
@@ -296,7 +298,7 @@ def _write_effects(
                 label: {f.name: cell[f.path] for f in factors} for label, cell in levels.items()
             },
             "headline": effect_sentences(
-                effects, factors, harm, replications, never, scenario.duration
+                effects, factors, harm, replications, never, scenario.duration, cells
             ),
             "largest": largest_effect(effects, harm),
         }

@@ -27,7 +27,7 @@ from sim.compare import (
     metric_range,
     relative_change,
 )
-from sim.effects import estimate_effects, grid_factors
+from sim.effects import Cells, estimate_effects, grid_factors
 from sim.loader import apply_override
 from sim.results import _variant_row
 from sim.sweep import grid_levels, run_sweep
@@ -214,10 +214,16 @@ def test_a_sentence_says_whatever_the_other_levers_only_without_a_detectable_int
         levels = {label: dict(zip("AB", label.split(" · "), strict=True)) for label in (
             "a1 · b1", "a1 · b0", "a0 · b1", "a0 · b0")}  # fmt: skip
         effects = estimate_effects(rows(interaction), factors, levels)
-        sentences = effect_sentences(effects, factors, "bad_impressions", 4, {}, 3600.0)
+        cells = Cells(rows(interaction), factors, levels)
+        sentences = effect_sentences(effects, factors, "bad_impressions", 4, {}, 3600.0, cells)
         first = next(s for s in sentences if s.startswith("a1"))
         assert expected in first, first
         assert first.startswith("a1 (vs a0): cut bad impressions by")
+    # where it depends, the sentence gives the effect at each level of the other lever: at b0
+    # exactly half in every replication; at b1 0.4 × (1 + r / 100) of that half
+    assert "-50% [-50%, -50%] at b0" in first
+    at_b1 = np.expm1(np.mean(np.log(0.2 * (1 + 0.01 * np.arange(4)))))
+    assert f"{100 * at_b1:+.0f}% [" in first and f"{100 * at_b1:+.0f}%" != "-50%"
 
 
 def test_a_case_list_gets_no_effects_and_two_replications_are_flagged_unreliable(tmp_path):
