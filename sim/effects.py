@@ -224,19 +224,24 @@ def conditional_effect(
         {factor.path: level, other.path: other_level},
         {factor.path: factor.reference, other.path: other_level},
     )
+    return relative_change(*_complete(pairs))
+
+
+def _complete(pairs: list[tuple[float | None, ...]]) -> tuple[list[float], list[float]]:
+    """The pairs measured in both cells, as two lists (variant's, reference's)."""
     complete = [(a, b) for a, b in pairs if a is not None and b is not None]
-    return relative_change([a for a, _ in complete], [b for _, b in complete])
+    return [a for a, _ in complete], [b for _, b in complete]
 
 
 def _main_row(
-    metric: str, factor: Factor, level: str, pairs: list[tuple[float | None, float | None]]
+    metric: str, factor: Factor, level: str, pairs: list[tuple[float | None, ...]]
 ) -> dict[str, Any]:
-    complete = [(a, b) for a, b in pairs if a is not None and b is not None]
-    row = _row(metric, "main", factor.name, level, factor.reference, len(complete))
-    if not complete:
+    ours, theirs = _complete(pairs)
+    row = _row(metric, "main", factor.name, level, factor.reference, len(ours))
+    if not ours:
         return row | {"note": "not measured in every cell of any replication"}
-    ours, theirs = [a for a, _ in complete], [b for _, b in complete]
-    row.update(_interval_columns([a - b for a, b in complete], *delta_range(metric)))
+    differences = [a - b for a, b in zip(ours, theirs, strict=True)]
+    row.update(_interval_columns(differences, *delta_range(metric)))
     if metric_range(metric)[0] != 0.0:
         return row | {"note": "the metric can be negative: no relative effect"}
     relative = relative_change(ours, theirs)
@@ -400,7 +405,6 @@ def effect_sentences(
     effects: list[dict[str, Any]],
     factors: list[Factor],
     harm: str,
-    replications: int,
     never: dict[str, list[str]],
     duration: float,
     cells: Cells | None = None,
@@ -441,7 +445,8 @@ def effect_sentences(
                     f"; {level} never fires: no {factor.layer} update went live within the "
                     f"{format_duration(duration)} measured in any of its runs"
                 )
-        sentences.append(f"{text} ({replications} replication{'s' * (replications != 1)}).")
+        n = row["n"]  # the replications in which every cell was measured
+        sentences.append(f"{text} ({n} replication{'s' * (n != 1)}).")
     return sentences
 
 

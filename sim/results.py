@@ -281,7 +281,6 @@ def _write_effects(
     active = {o.plan.variant: set(o.plan.scenario.stack.layers.active()) for o in finished}
     never = never_fires(factors, levels, active, updates)
     harm = harm_metric(rows)
-    replications = len({o.plan.replication for o in finished})
     return {
         "effects": {
             "factors": [
@@ -297,9 +296,7 @@ def _write_effects(
             "variants": {
                 label: {f.name: cell[f.path] for f in factors} for label, cell in levels.items()
             },
-            "headline": effect_sentences(
-                effects, factors, harm, replications, never, scenario.duration, cells
-            ),
+            "headline": effect_sentences(effects, factors, harm, never, scenario.duration, cells),
             "largest": largest_effect(effects, harm),
         }
     }

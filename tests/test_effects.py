@@ -215,7 +215,7 @@ def test_a_sentence_says_whatever_the_other_levers_only_without_a_detectable_int
             "a1 · b1", "a1 · b0", "a0 · b1", "a0 · b0")}  # fmt: skip
         effects = estimate_effects(rows(interaction), factors, levels)
         cells = Cells(rows(interaction), factors, levels)
-        sentences = effect_sentences(effects, factors, "bad_impressions", 4, {}, 3600.0, cells)
+        sentences = effect_sentences(effects, factors, "bad_impressions", {}, 3600.0, cells)
         first = next(s for s in sentences if s.startswith("a1"))
         assert expected in first, first
         assert first.startswith("a1 (vs a0): cut bad impressions by")
