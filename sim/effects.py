@@ -22,6 +22,16 @@ A replication enters a figure only where every cell it needs was measured (a met
 one variant of a replication leaves that replication out; ``n`` says how many were used). Case
 lists (``variants.cases``) and the bounds (``frozen``, ``instant``) are not grid cells and get
 no effects.
+
+>>> levels = {f"{a} · {b}": {"A": a, "B": b} for a in ("a0", "a1") for b in ("b0", "b1")}
+>>> rows = [
+...     {"variant": label, "replication": r, "clicks": (2 if cell["A"] == "a1" else 1) * (r + 1)}
+...     for label, cell in levels.items()
+...     for r in range(3)
+... ]
+>>> main = estimate_effects(rows, grid_factors(levels, "a0 · b0"), levels)[0]
+>>> main["factor"], main["level"], main["reference"], main["effect"], main["relative"]
+('A', 'a1', 'a0', 2.0, 1.0)
 """
 
 from __future__ import annotations
