@@ -246,7 +246,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         if single:
             run_summary = json.loads((out / plans[0].folder / "summary.json").read_text())
-            print(_report(run_summary), file=sys.stderr)
+            print(_report(run_summary, summary.get("metric_resolution")), file=sys.stderr)
             for note in run_summary.get("notes", []):  # what the run found out, once
                 if note not in notes:
                     print(f"recloop: note: {note}", file=sys.stderr)
@@ -283,7 +283,12 @@ HEADLINE_METRICS = (
 
 
 def _comparison(summary: dict[str, Any]) -> str:
-    """A table: per variant, each headline metric's mean and its paired change vs baseline."""
+    """Per lever, its effect with the other levers held fixed (when the variants form a grid),
+    the lever with the largest effect on harm and its cost; then a table: per variant, each
+    headline metric's mean and its paired change vs baseline."""
+    unreliable = summary.get("unreliable_reason") if summary.get("unreliable") else None
+    mark = "*" if unreliable else ""
+    lines = _effect_lines(summary, unreliable)
     comparisons = summary["comparisons"]
     columns = [m for m in HEADLINE_METRICS if any(m[0] in v for v in comparisons.values())]
     header = ["variant", *(title for _, title, _ in columns)]
@@ -301,12 +306,12 @@ def _comparison(summary: dict[str, Any]) -> str:
                 cell += f" ({100 * relative['mean']:+.0f}%"
                 if relative["ci95"]:
                     low, high = relative["ci95"]
-                    cell += f" [{100 * low:+.0f}, {100 * high:+.0f}]"
+                    cell += f" [{100 * low:+.0f}, {100 * high:+.0f}]{mark}"
                 cell += ")"
             row.append(cell)
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
+    table = [
         "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         for row in rows
     ]
@@ -315,13 +320,49 @@ def _comparison(summary: dict[str, Any]) -> str:
         if summary["replications"] > 1
         else "paired change vs the baseline in % (one replication: no intervals)"
     )
-    return "\n".join(
-        [
-            f"  {summary['replications']} replication(s); baseline: {summary['baseline']}; "
-            f"{intervals}",
-            *lines,
-        ]
-    )
+    lines += [
+        f"  {summary['replications']} replication(s); baseline: {summary['baseline']}; {intervals}",
+        *table,
+    ]
+    if unreliable:
+        lines.append(f"  * unreliable: {unreliable}")
+    return "\n".join(lines)
+
+
+def _effect_lines(summary: dict[str, Any], unreliable: str | None) -> list[str]:
+    """The per-lever sentences and the largest effect on harm, or why there are none."""
+    effects = summary.get("effects")
+    if effects is None:
+        reason = summary.get("effects_absent")
+        many = len([v for v in summary["variants"] if v not in ("frozen", "instant")]) > 1
+        return [f"  no effects per lever: {reason}"] if reason and many else []
+    flag = " [unreliable]" if unreliable else ""
+    lines = ["  effect of each lever, the other levers held fixed (main effects, paired):"]
+    lines += [f"  - {sentence}{flag}" for sentence in effects["headline"]]
+    largest = effects.get("largest")
+    if largest is not None:
+        cost = largest.get("cost_per_day")
+        costs = ""
+        if cost is not None:
+            costs = f"; cost {cost['effect']:+,.0f} units/day"
+            if cost["ci95"]:
+                costs += f" [{cost['ci95'][0]:+,.0f}, {cost['ci95'][1]:+,.0f}]"
+        lines.append(
+            f"  largest effect on {largest['metric'].replace('_', ' ')}: {largest['level']} "
+            f"(vs {largest['reference']}), {_change(largest)}{flag}{costs}"
+        )
+    return lines
+
+
+def _change(effect: dict[str, Any]) -> str:
+    """A main effect as "-55% [-61%, -49%]" (relative where it exists, else in its unit)."""
+    if effect["relative"] is not None:
+        text, bounds = f"{100 * effect['relative']:+.0f}%", effect["relative_ci95"]
+        if bounds:
+            text += f" [{100 * bounds[0]:+.0f}%, {100 * bounds[1]:+.0f}%]"
+        return text
+    text, bounds = f"{effect['effect']:+,.3g}", effect["ci95"]
+    return text + (f" [{bounds[0]:+,.3g}, {bounds[1]:+,.3g}]" if bounds else "")
 
 
 def _check_memory(plans: list[Any], workers: int) -> None:
@@ -498,7 +539,7 @@ def _headline(scenario: Scenario) -> str:
     )
 
 
-def _report(summary: dict[str, Any]) -> str:
+def _report(summary: dict[str, Any], resolution: dict[str, float] | None = None) -> str:
     def percent(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.2f}%"
 
@@ -532,10 +573,13 @@ def _report(summary: dict[str, Any]) -> str:
     for name in summary.get("interventions", []):
         bad = metrics.get(f"{name}.bad_impressions")
         if bad is not None:
+            times = [f"{name}.time_to_{percent}pct_seconds" for percent in (50, 10)]
+            half, tenth = (
+                binned_duration(metrics.get(key), (resolution or {}).get(key)) for key in times
+            )
             lines.append(
-                f"  {name}: {bad:,} bad impressions; to 50% of its level in "
-                f"{_duration_or_na(metrics.get(f'{name}.time_to_50pct_seconds'))}, to 10% in "
-                f"{_duration_or_na(metrics.get(f'{name}.time_to_10pct_seconds'))}"
+                f"  {name}: {bad:,} bad impressions; to 50% of its level in {half}, to 10% in "
+                f"{tenth}"
             )
     if summary["missing"]:
         lines.append(
@@ -547,6 +591,17 @@ def _report(summary: dict[str, Any]) -> str:
 
 def _duration_or_na(seconds: float | None) -> str:
     return "n/a" if seconds is None else humanize_duration(seconds)
+
+
+def binned_duration(seconds: float | None, resolution: float | None) -> str:
+    """A time measured in bins of ``resolution`` seconds: one bin reads "≤ 1h (1h bins)".
+
+    >>> binned_duration(3600.0, 3600.0), binned_duration(7200.0, 3600.0)
+    ('≤ 1h (1h bins)', '2h')
+    """
+    if seconds is not None and resolution and seconds <= resolution:
+        return f"≤ {format_duration(resolution)} ({format_duration(resolution)} bins)"
+    return _duration_or_na(seconds)
 
 
 class _Progress:

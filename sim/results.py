@@ -25,13 +25,32 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim.compare import NO_INTERVAL, compare_variants, instant_beaten, propagation_efficiency
+from sim.compare import (
+    NO_INTERVAL,
+    compare_variants,
+    instant_beaten,
+    metric_kind,
+    metric_resolution,
+    numeric_metrics,
+    propagation_efficiency,
+)
 from sim.domain import Kind, Scope
+from sim.effects import (
+    EFFECT_COLUMNS,
+    Cells,
+    effect_sentences,
+    estimate_effects,
+    grid_factors,
+    harm_metric,
+    largest_effect,
+    measured_updates,
+    never_fires,
+)
 from sim.loader import resolved_yaml
 from sim.metrics import RunMetrics
 from sim.runner import RunResult
 from sim.spec import Scenario
-from sim.sweep import RunOutcome
+from sim.sweep import RunOutcome, grid_levels
 
 __all__ = [
     "write_run",
@@ -162,6 +181,8 @@ def write_sweep(
         schema=VARIANT_SCHEMA,
     )
     _write_parquet(out / "variants.parquet", variants)
+    effects = _write_effects(out, scenario, baseline, finished)
+    replications = len({o.plan.replication for o in finished})
     missing: dict[str, str] = {}
     for outcome in finished:
         for metric, reason in outcome.missing.items():
@@ -187,7 +208,15 @@ def write_sweep(
             o.plan.variant: o.plan.scenario.stack.warm.mode if o.plan.scenario.warmup else "none"
             for o in outcomes
         },
-        "interval": "95% Student-t over replications; deltas paired within a replication",
+        "interval": "95% Student-t over replications, cut to the metric's range; deltas paired "
+        "within a replication; relative changes from paired log ratios (sim/compare.py)",
+        "unreliable": replications < 3,
+        "unreliable_reason": _unreliable_reason(replications),
+        "metric_kinds": {metric: metric_kind(metric) for metric in numeric_metrics(rows)},
+        "metric_resolution": metric_resolution(
+            numeric_metrics(rows), scenario.metrics.suppression_bin
+        ),
+        **effects,
         "comparisons": comparisons,
         "missing": missing,
         "notes": notes,
@@ -200,6 +229,7 @@ def write_sweep(
             "summary.json",
             "runs.parquet",
             "variants.parquet",
+            *(["effects.parquet"] if "effects" in effects else []),
             "layers.parquet",
             *(f"{name}.parquet" for name in METRIC_TABLES),
         ],
@@ -207,6 +237,81 @@ def write_sweep(
     _write_json(out / "summary.json", summary)
     return summary
 
+
+def _unreliable_reason(replications: int) -> str | None:
+    if replications >= 3:
+        return None
+    if replications < 2:
+        return f"{replications} replication: no interval can be computed; run at least 3"
+    return (
+        f"only {replications} replications: a 95% interval over fewer than 3 is too wide and "
+        "too fragile to act on; run at least 3"
+    )
+
+
+def _write_effects(
+    out: Path, scenario: Scenario, baseline: str, finished: list[RunOutcome]
+) -> dict[str, Any]:
+    """``effects.parquet`` and the summary's ``effects`` when the variants form a grid with an
+    axis of two levels or more; else ``effects_absent`` with the reason (and no file)."""
+    levels = grid_levels(scenario)
+    factors = grid_factors(levels, baseline)
+    if not any(len(factor.levels) > 1 for factor in factors):
+        (out / "effects.parquet").unlink(missing_ok=True)
+        if scenario.variants is None:
+            reason = "the scenario has one variant: there is no lever to compare"
+        elif scenario.variants.cases:
+            reason = "the variants are a list of cases, not a grid"
+        else:
+            reason = "no grid axis has two levels or more"
+        return {"effects_absent": reason}
+    rows = [o.row for o in finished]
+    effects = estimate_effects(rows, factors, levels)
+    cells = Cells(rows, factors, levels)
+    _write_parquet(out / "effects.parquet", pa.Table.from_pylist(effects, schema=EFFECT_SCHEMA))
+    layers = (
+        pq.read_table(out / "layers.parquet", columns=["variant", "layer", "origin", "live_at"])
+        if (out / "layers.parquet").is_file()
+        else pa.table({"variant": [], "layer": [], "origin": [], "live_at": []})
+    )
+    updates = measured_updates(
+        layers.to_pydict(),
+        {o.plan.variant: (o.plan.scenario.warmup, o.plan.scenario.end) for o in finished},
+    )
+    active = {o.plan.variant: set(o.plan.scenario.stack.layers.active()) for o in finished}
+    never = never_fires(factors, levels, active, updates)
+    harm = harm_metric(rows)
+    return {
+        "effects": {
+            "factors": [
+                {
+                    "factor": f.name,
+                    "path": f.path,
+                    "levels": list(f.levels),
+                    "reference": f.reference,
+                    "never_fires": never[f.name],
+                }
+                for f in factors
+            ],
+            "variants": {
+                label: {f.name: cell[f.path] for f in factors} for label, cell in levels.items()
+            },
+            "headline": effect_sentences(effects, factors, harm, never, scenario.duration, cells),
+            "largest": largest_effect(effects, harm),
+        }
+    }
+
+
+#: effects.parquet: main effects and two-way interactions per metric (sim/effects.py).
+EFFECT_SCHEMA = pa.schema(
+    [
+        (name, pa.int64() if name == "n" else pa.string())
+        if name
+        in ("metric", "kind", "factor", "level", "reference", "relative_method", "note", "n")
+        else (name, pa.float64())
+        for name in EFFECT_COLUMNS
+    ]
+)
 
 #: variants.parquet: one row per variant and metric, with the comparison against the baseline.
 VARIANT_SCHEMA = pa.schema(
@@ -223,6 +328,8 @@ VARIANT_SCHEMA = pa.schema(
         ("relative", pa.float64()),
         ("relative_ci_low", pa.float64()),
         ("relative_ci_high", pa.float64()),
+        ("relative_method", pa.string()),
+        ("relative_missing", pa.string()),
     ]
 )
 
@@ -240,6 +347,9 @@ def _variant_row(label: str, metric: str, entry: dict[str, Any]) -> dict[str, An
         row[prefix or "mean"] = part["mean"]
         row[f"{prefix}_ci_low".lstrip("_")] = low
         row[f"{prefix}_ci_high".lstrip("_")] = high
+    if "relative" in entry:
+        row["relative_method"] = entry["relative"]["method"]
+    row["relative_missing"] = entry.get("relative_missing")
     return row
 
 

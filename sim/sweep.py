@@ -35,6 +35,7 @@ __all__ = [
     "RunOutcome",
     "Progress",
     "plan_runs",
+    "grid_levels",
     "run_plans",
     "run_sweep",
     "execute",
@@ -98,18 +99,33 @@ def variant_overrides(scenario: Scenario) -> list[tuple[str, dict[str, Any], str
             (case.label, dict(case.overrides), f"variants.cases.{index}")
             for index, case in enumerate(variants.cases)
         ]
+    return [
+        (label, {path: value for _, path, value in cell}, "variants.grid")
+        for label, cell in _grid_cells(variants.grid)
+    ]
+
+
+def _grid_cells(grid: dict[str, Any]) -> list[tuple[str, tuple[tuple[str, str, Any], ...]]]:
+    """Every combination of the grid's axes: its label and its (level label, path, value) per
+    axis, in declared order."""
     axes = []
-    for path, values in variants.grid.items():
+    for path, values in grid.items():
         if isinstance(values, dict):
             axes.append([(str(label), path, value) for label, value in values.items()])
         else:
             axes.append([(_label(path, value), path, value) for value in values])
-    found = []
-    for combination in itertools.product(*axes):
-        label = " · ".join(part for part, _, _ in combination)
-        overrides = {path: value for _, path, value in combination}
-        found.append((label, overrides, "variants.grid"))
-    return found
+    return [(" · ".join(part for part, _, _ in cell), cell) for cell in itertools.product(*axes)]
+
+
+def grid_levels(scenario: Scenario) -> dict[str, dict[str, str]]:
+    """Each grid variant's level label per axis (keyed by the axis's path), from the same
+    planning as its label, so that nothing parses labels; empty without a ``variants.grid``."""
+    if scenario.variants is None or not scenario.variants.grid:
+        return {}
+    return {
+        label: {path: part for part, path, _ in cell}
+        for label, cell in _grid_cells(scenario.variants.grid)
+    }
 
 
 def plan_runs(scenario: Scenario) -> tuple[list[str], str, list[RunPlan]]:

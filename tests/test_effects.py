@@ -1,0 +1,348 @@
+"""Issue-20 effects per lever and intervals inside each metric's range: a 2×2×2 grid sweep's
+main effects and interactions against pandas, the CLI's sentences, the bounds of every interval
+over random replications, and zeros handled by a stated method."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from sim.cli import main
+from sim.compare import (
+    LOG_RATIO,
+    RATIO_OF_MEANS,
+    compare_variants,
+    metric_kind,
+    metric_range,
+    relative_change,
+)
+from sim.effects import Cells, estimate_effects, grid_factors
+from sim.loader import apply_override
+from sim.results import _variant_row
+from sim.sweep import grid_levels, run_sweep
+from tests.conftest import TINY, tiny
+
+AXES = {
+    "stack.layers.retrain.every": {"retrain 20m": "20m", "retrain 7d": "7d"},
+    "stack.layers.realtime_features.enabled": {"features on": True, "features off": False},
+    "stack.layers.nearline_embeddings.enabled": {"near-line on": True, "near-line off": False},
+}
+BASELINE = "retrain 20m · features off · near-line off"
+REFERENCE = {path: levels for path, levels in zip(AXES, BASELINE.split(" · "), strict=True)}
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory):
+    """A 2×2×2 grid (retrain cadence × real-time features × near-line), 3 replications, run by
+    the command line: (results directory, what it printed)."""
+    folder = tmp_path_factory.mktemp("grid")
+    data = TINY
+    for override in (
+        "world.users.count=200",
+        "duration=1h",
+        "warmup=30m",
+        "stack.layers.retrain.cost={per_run: 100}",
+        "stack.layers.realtime_features={cost: {per_event: 0.01}}",
+        "stack.layers.nearline_embeddings={every: 10m, cost: {per_run: 1}}",
+        "interventions=[{kind: topic_aversion, at: 40m, topic: 2, users: 0.5, strength: 6}]",
+        f"variants={json.dumps({'grid': AXES})}",
+        f"baseline={BASELINE}",
+        "replications=3",
+    ):
+        data = apply_override(data, override)
+    scenario = folder / "grid.yaml"
+    scenario.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        assert main(["run", str(scenario), "--out", str(folder / "out")]) == 0
+    return folder / "out", printed.getvalue()
+
+
+def _levels(variant: str) -> dict[str, str]:
+    return dict(zip(AXES, variant.split(" · "), strict=True))
+
+
+def _by_hand(runs: pd.DataFrame, metric: str, fixed: dict[str, str]) -> pd.Series:
+    """Per replication, ``metric`` averaged over the grid cells with the ``fixed`` levels."""
+    cells = runs[runs.variant.map(lambda v: all(_levels(v)[p] == x for p, x in fixed.items()))]
+    assert cells.variant.nunique() == 2 ** (len(AXES) - len(fixed))
+    return cells.groupby("replication")[metric].mean()
+
+
+def _t_interval(values: pd.Series) -> tuple[float, float]:
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return values.mean() - half, values.mean() + half
+
+
+def test_main_effects_are_the_paired_differences_computed_by_hand(grid_sweep):
+    out, _ = grid_sweep
+    runs = pd.read_parquet(out / "runs.parquet")
+    effects = pd.read_parquet(out / "effects.parquet")
+    assert set(effects.kind) == {"main", "interaction"}
+    checked = 0
+    for metric in ("bad_impressions", "ctr", "cost_per_day", "repeat_offences_per_negative"):
+        for path, levels in AXES.items():
+            factor = ".".join(path.split(".")[-2:])
+            level = next(label for label in levels if label != REFERENCE[path])
+            ours = _by_hand(runs, metric, {path: level})
+            theirs = _by_hand(runs, metric, {path: REFERENCE[path]})
+            differences = ours - theirs
+            row = effects[
+                (effects.metric == metric) & (effects.kind == "main") & (effects.factor == factor)
+            ].iloc[0]
+            assert (row.level, row.reference, row.n) == (level, REFERENCE[path], 3)
+            assert row.effect == pytest.approx(differences.mean(), abs=1e-5)
+            low, high = _t_interval(differences)
+            bottom, top = metric_range(metric)
+            if top is not None:  # a share: a difference of two lies in [-1, 1]
+                low, high = np.clip([low, high], bottom - top, top - bottom)
+            assert row.ci_low == pytest.approx(low, abs=1e-5)
+            assert row.ci_high == pytest.approx(high, abs=1e-5)
+            if (ours > 0).all() and (theirs > 0).all():
+                ratios = np.log(ours / theirs)
+                assert row.relative == pytest.approx(np.expm1(ratios.mean()), abs=1e-5)
+                assert row.relative_method == LOG_RATIO
+                low, high = _t_interval(ratios)
+                assert row.relative_ci_low == pytest.approx(np.expm1(low), abs=1e-5)
+                assert row.relative_ci_high == pytest.approx(np.expm1(high), abs=1e-5)
+            checked += 1
+    assert checked == 12
+
+
+def test_interactions_are_the_paired_differences_of_differences(grid_sweep):
+    out, _ = grid_sweep
+    runs = pd.read_parquet(out / "runs.parquet")
+    effects = pd.read_parquet(out / "effects.parquet")
+    interactions = effects[(effects.kind == "interaction") & (effects.metric == "bad_impressions")]
+    assert len(interactions) == 3  # three pairs of axes with one non-reference level each
+    for first, second in itertools.combinations(AXES, 2):
+        a = next(label for label in AXES[first] if label != REFERENCE[first])
+        b = next(label for label in AXES[second] if label != REFERENCE[second])
+        a0, b0 = REFERENCE[first], REFERENCE[second]
+        cell = {
+            (x, y): _by_hand(runs, "bad_impressions", {first: x, second: y})
+            for x, y in itertools.product((a, a0), (b, b0))
+        }
+        differences = cell[(a, b)] - cell[(a0, b)] - cell[(a, b0)] + cell[(a0, b0)]
+        name = f"{'.'.join(first.split('.')[-2:])} × {'.'.join(second.split('.')[-2:])}"
+        row = interactions[interactions.factor == name].iloc[0]
+        assert (row.level, row.reference) == (f"{a} · {b}", f"{a0} · {b0}")
+        assert row.effect == pytest.approx(differences.mean(), abs=1e-5)
+        low, high = _t_interval(differences)
+        assert (row.ci_low, row.ci_high) == (pytest.approx(low, abs=1e-5), pytest.approx(high))
+        ratio = np.log(cell[(a, b)] / cell[(a0, b)]) - np.log(cell[(a, b0)] / cell[(a0, b0)])
+        assert row.relative == pytest.approx(np.expm1(ratio.mean()), abs=1e-5)
+
+
+def test_the_summary_and_the_cli_name_the_lever_with_the_largest_effect(grid_sweep):
+    out, printed = grid_sweep
+    summary = json.loads((out / "summary.json").read_text())
+    effects = pd.read_parquet(out / "effects.parquet")
+    mains = effects[(effects.kind == "main") & (effects.metric == "bad_impressions")]
+    largest = mains.loc[np.log1p(mains.relative).abs().idxmax()]
+    named = summary["effects"]["largest"]
+    assert (named["factor"], named["level"]) == (largest.factor, largest.level)
+    assert named["relative"] == pytest.approx(largest.relative)
+    cost = effects[
+        (effects.kind == "main")
+        & (effects.metric == "cost_per_day")
+        & (effects.factor == largest.factor)
+    ].iloc[0]
+    assert named["cost_per_day"]["effect"] == pytest.approx(cost.effect)
+    assert f"largest effect on bad impressions: {largest.level} (vs {largest.reference})" in printed
+    headline = summary["effects"]["headline"]
+    assert len(headline) == 3 and all(sentence in printed for sentence in headline)
+    assert [f["factor"] for f in summary["effects"]["factors"]] == [
+        "retrain.every",
+        "realtime_features.enabled",
+        "nearline_embeddings.enabled",
+    ]
+    assert summary["effects"]["variants"][BASELINE] == {
+        "retrain.every": "retrain 20m",
+        "realtime_features.enabled": "features off",
+        "nearline_embeddings.enabled": "near-line off",
+    }
+    assert summary["unreliable"] is False and summary["unreliable_reason"] is None
+    assert "excludes no change" not in printed
+
+
+def test_a_cadence_that_never_fires_in_the_measured_period_is_flagged_from_the_runs(grid_sweep):
+    out, _ = grid_sweep
+    summary = json.loads((out / "summary.json").read_text())
+    retrain = summary["effects"]["factors"][0]
+    assert retrain["never_fires"] == ["retrain 7d"]  # 7d in a 1h measured period
+    assert all(not f["never_fires"] for f in summary["effects"]["factors"][1:])
+    layers = pd.read_parquet(out / "layers.parquet")
+    updates = layers[(layers.layer == "retrain") & (layers.origin == "update")]
+    assert updates.variant.str.startswith("retrain 7d").sum() == 0
+    assert updates.variant.str.startswith("retrain 20m").sum() > 0
+    sentence = next(s for s in summary["effects"]["headline"] if s.startswith("retrain 7d"))
+    assert "retrain 7d never fires" in sentence
+
+
+def test_a_sentence_says_whatever_the_other_levers_only_without_a_detectable_interaction():
+    from sim.effects import effect_sentences
+
+    factors = grid_factors(
+        {"a1 · b1": {"A": "a1", "B": "b1"}, "a1 · b0": {"A": "a1", "B": "b0"},
+         "a0 · b1": {"A": "a0", "B": "b1"}, "a0 · b0": {"A": "a0", "B": "b0"}},
+        "a0 · b0",
+    )  # fmt: skip
+
+    def rows(interaction: float) -> list[dict]:
+        """Per replication, A cuts harm by half at b0 and by ``interaction`` more at b1."""
+        found = []
+        for r, noise in enumerate((1.0, 1.1, 0.9, 1.05)):
+            for a, b in itertools.product(("a0", "a1"), ("b0", "b1")):
+                value = 100 * noise * (0.5 if a == "a1" else 1.0)
+                value *= interaction * (1 + 0.01 * r) if (a, b) == ("a1", "b1") else 1.0
+                found.append({"variant": f"{a} · {b}", "replication": r, "bad_impressions": value})
+        return found
+
+    for interaction, expected in ((1.0, "whatever B"), (0.4, "the effect depends on B")):
+        levels = {label: dict(zip("AB", label.split(" · "), strict=True)) for label in (
+            "a1 · b1", "a1 · b0", "a0 · b1", "a0 · b0")}  # fmt: skip
+        effects = estimate_effects(rows(interaction), factors, levels)
+        cells = Cells(rows(interaction), factors, levels)
+        sentences = effect_sentences(effects, factors, "bad_impressions", {}, 3600.0, cells)
+        first = next(s for s in sentences if s.startswith("a1"))
+        assert expected in first, first
+        assert first.startswith("a1 (vs a0): cut bad impressions by")
+    # where it depends, the sentence gives the effect at each level of the other lever: at b0
+    # exactly half in every replication; at b1 0.4 × (1 + r / 100) of that half
+    assert "-50% [-50%, -50%] at b0" in first
+    at_b1 = np.expm1(np.mean(np.log(0.2 * (1 + 0.01 * np.arange(4)))))
+    assert f"{100 * at_b1:+.0f}% [" in first and f"{100 * at_b1:+.0f}%" != "-50%"
+
+
+def test_a_case_list_gets_no_effects_and_two_replications_are_flagged_unreliable(tmp_path):
+    summary = run_sweep(
+        tiny(
+            "variants={cases: [{label: a, set: {stack.layers.retrain.every: 20m}}, "
+            "{label: b, set: {stack.layers.retrain.every: 1h}}]}",
+            "duration=30m",
+            "warmup=30m",
+            "world.users.count=150",
+            "replications=2",
+        ),
+        tmp_path,
+    )
+    assert "effects" not in summary and not (tmp_path / "effects.parquet").exists()
+    assert summary["effects_absent"] == "the variants are a list of cases, not a grid"
+    assert summary["unreliable"] is True
+    assert "only 2 replications" in summary["unreliable_reason"]
+    from sim.cli import _comparison
+
+    printed = _comparison(summary)
+    assert "no effects per lever: the variants are a list of cases" in printed
+    assert "]*" in printed and "* unreliable: only 2 replications" in printed
+
+
+def test_grid_levels_are_recorded_when_planning_not_parsed_from_labels():
+    scenario = tiny(
+        "variants={grid: {stack.layers.retrain.every: [20m, 1h], world.behavior.explicit_prob: "
+        "{'a · b': 0.2, c: 0.4}}}"
+    )
+    levels = grid_levels(scenario)
+    # a level label containing the separator still maps back to its axis
+    assert levels["retrain.every=20m · a · b"] == {
+        "stack.layers.retrain.every": "retrain.every=20m",
+        "world.behavior.explicit_prob": "a · b",
+    }
+    assert len(levels) == 4
+    assert grid_levels(tiny()) == {}
+
+
+# --- intervals inside the possible range ------------------------------------------------------
+
+
+def test_every_metric_a_run_writes_has_a_known_range(grid_sweep):
+    out, _ = grid_sweep
+    runs = pq.read_table(out / "runs.parquet").to_pylist()
+    from sim.compare import numeric_metrics
+
+    unknown = [metric for metric in numeric_metrics(runs) if metric_kind(metric) == "unknown"]
+    assert unknown == []
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metric_resolution"] == {
+        f"topic_aversion@40m.time_to_{percent}pct_seconds": 1800.0 for percent in (50, 10)
+    }
+
+
+def test_zeros_fall_back_to_a_stated_method_or_are_missing_with_the_reason():
+    assert relative_change([0.0, 4.0, 6.0], [10.0, 8.0, 12.0])["method"] == RATIO_OF_MEANS
+    found = relative_change([0.0, 4.0, 6.0], [10.0, 8.0, 12.0])
+    assert found["mean"] == pytest.approx(10.0 / 30.0 - 1.0, abs=1e-6)
+    assert found["ci95"][0] >= -1.0
+    assert relative_change([0.0, 0.0], [3.0, 5.0]) == {
+        "mean": -1.0,
+        "ci95": None,
+        "n": 2,
+        "method": "zero in every replication",
+    }
+    assert relative_change([1.0, 2.0], [0.0, 0.0])["missing"] == (
+        "the reference is zero in every replication"
+    )
+    # paired log ratios: a 94% cut in each replication is -94%, with an interval above -100%
+    found = relative_change([6.0, 12.0, 3.0], [100.0, 200.0, 50.0])
+    assert found["method"] == LOG_RATIO and found["ci95"] == [-0.94, -0.94]
+
+
+KINDS = {
+    "bad_impressions": st.integers(0, 500).map(float),
+    "ctr": st.floats(0.0, 1.0),
+    "topic_aversion.time_to_50pct_seconds": st.floats(0.0, 1e5),
+    "propagation_efficiency": st.floats(-3.0, 1.0),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    replications=st.integers(2, 5),
+    data=st.data(),
+)
+def test_no_interval_falls_outside_the_metrics_possible_range(replications, data):
+    labels = ["a0 · b0", "a0 · b1", "a1 · b0", "a1 · b1"]
+    rows = [
+        {"variant": label, "replication": r}
+        | {metric: data.draw(strategy) for metric, strategy in KINDS.items()}
+        for label in labels
+        for r in range(replications)
+    ]
+    compared = compare_variants(rows, labels, "a0 · b0")
+    variant_rows = [
+        _variant_row(label, metric, entry)
+        for label, metrics in compared.items()
+        for metric, entry in metrics.items()
+    ]
+    levels = {label: dict(zip("AB", label.split(" · "), strict=True)) for label in labels}
+    effects = estimate_effects(rows, grid_factors(levels, "a0 · b0"), levels)
+    for row in variant_rows:
+        low, high = metric_range(row["metric"])
+        for bound in (row.get("ci_low"), row.get("ci_high")):
+            if bound is not None:
+                assert low is None or bound >= low, row
+                assert high is None or bound <= high, row
+        if row["metric"] == "ctr" and row.get("delta_ci_low") is not None:
+            assert -1.0 <= row["delta_ci_low"] <= row["delta_ci_high"] <= 1.0, row
+    for row in [*variant_rows, *effects]:
+        for key in ("relative", "relative_ci_low", "relative_ci_high"):
+            if row.get(key) is not None:
+                assert row[key] >= -1.0, row
+        if row["metric"] == "propagation_efficiency":
+            assert row.get("relative") is None  # signed: no relative change
+    for row in effects:
+        if row["metric"] == "ctr" and row["ci_low"] is not None:
+            width = 1.0 if row["kind"] == "main" else 2.0
+            assert -width <= row["ci_low"] <= row["ci_high"] <= width, row
