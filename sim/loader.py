@@ -350,6 +350,8 @@ def _describe(item: Any) -> str:
         # a whole-scenario check that names its own path needs no "(scenario)" in front
         named = re.match(r"^[A-Za-z_][\w.]*: ", message)
         return message if named else f"(scenario): {message}"
+    if isinstance(item.get("input"), (dict, list)):  # a section's own check names its values
+        return f"{path}: {message}"
     value = _short(item.get("input"))
     return f"{path}: {message}" if value in message else f"{path}: {message} (got {value})"
 

@@ -297,6 +297,11 @@ class DriftTrigger(Spec):
 TRIGGERS = ("every", "after_events", "on_drift", "continuous")
 
 
+#: The shortest periodic trigger: each fire ends a serving window, so shorter ones would serve
+#: thousands of empty windows a simulated second (continuous layers update at every window).
+MIN_PERIOD = 1.0
+
+
 class Layer(Spec):
     """What every layer has: one trigger, ingestion latency, compute time, rollout and cost.
 
@@ -326,7 +331,7 @@ class Layer(Spec):
     )
 
     #: The trigger a layer gets when the scenario names none.
-    default_trigger: ClassVar[dict[str, Any]] = {"every": 86400.0}
+    default_trigger: ClassVar[dict[str, Any]] = {"every": "1d"}
     #: Whether the layer's state can serve two versions at once (a canary).
     snapshots: ClassVar[bool] = True
 
@@ -344,6 +349,13 @@ class Layer(Spec):
             raise ValueError(f"a layer needs exactly one trigger of {TRIGGERS}, got {chosen}")
         if self.continuous and self.compute_time:
             raise ValueError("a continuous layer has no compute_time (it updates every window)")
+        if self.every is not None and self.every < MIN_PERIOD:
+            raise ValueError(
+                f"every {format_duration(self.every)} is shorter than "
+                f"{format_duration(MIN_PERIOD)}: each periodic update ends a serving window, so "
+                "this would serve one window per update; for updates on every event use "
+                "continuous: true"
+            )
         if self.rollout != "immediate" and not self.snapshots:
             raise ValueError("this layer's state is updated in place: rollout must be immediate")
         return self
@@ -393,7 +405,7 @@ class EmbeddingWindow(Spec):
 class NearlineEmbeddings(Layer):
     """Layer 2: user embeddings recomputed from recent behaviour in several windows."""
 
-    default_trigger: ClassVar[dict[str, Any]] = {"every": 300.0}
+    default_trigger: ClassVar[dict[str, Any]] = {"every": "5m"}
     windows: list[EmbeddingWindow] = Field(
         default_factory=lambda: [
             EmbeddingWindow(span=7 * 86400.0, weight=0.5),
@@ -419,7 +431,7 @@ class SessionContext(Layer):
 class ProfileMemory(Layer):
     """A stored cross-session profile of explicit dislikes, applied from the next session on."""
 
-    default_trigger: ClassVar[dict[str, Any]] = {"every": 86400.0}
+    default_trigger: ClassVar[dict[str, Any]] = {"every": "1d"}
     retention: Duration = Field(90 * 86400.0, gt=0, description="how long a dislike is kept")
     slots: int = Field(16, ge=1, le=1024, description="dislikes of items/creators kept per user")
     item_demotion: float = Field(10.0, ge=0)
@@ -431,7 +443,7 @@ class Bandit(Layer):
     """Layer 0: explore/exploit over topics on top of ranking; the bandit picks the topic of the
     item at ``position`` in every slate, and learns from clicks on that item."""
 
-    default_trigger: ClassVar[dict[str, Any]] = {"every": 60.0}
+    default_trigger: ClassVar[dict[str, Any]] = {"every": "1m"}
     snapshots: ClassVar[bool] = False
     learning_policy: Literal["thompson", "ucb1", "epsilon_greedy", "linucb"] = "thompson"
     arms: Literal["topics", "candidates"] = Field(

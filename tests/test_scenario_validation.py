@@ -61,6 +61,25 @@ def test_a_bare_number_is_not_taken_as_seconds():
     assert tiny("warmup=0").warmup == 0.0  # zero needs no unit
 
 
+def test_every_layer_without_a_trigger_gets_its_default():
+    layers = "{retrain: {}, nearline_embeddings: {}, realtime_features: {}, session_context: {}, "
+    scenario = tiny(f"stack.layers={layers}profile_memory: {{}}, bandit: {{}}}}")
+    assert {name: layer.every for name, layer in scenario.stack.layers.active().items()} == {
+        "retrain": 86400.0,
+        "nearline_embeddings": 300.0,
+        "realtime_features": None,
+        "session_context": None,
+        "profile_memory": 86400.0,
+        "bandit": 60.0,
+    }
+
+
+def test_a_periodic_layer_faster_than_a_second_is_refused_not_left_to_hang():
+    (line,) = problems("stack.layers.retrain.every=1ms")
+    assert line.startswith("stack.layers.retrain: every 1ms is shorter than 1s: each periodic")
+    assert line.endswith("for updates on every event use continuous: true")
+
+
 def test_switching_policy_by_name_drops_the_old_policys_params_with_a_note():
     scenario, notes = load_scenario_with_notes("quickstart", ["stack.policy.name=random"])
     assert scenario.stack.policy.name == "random" and scenario.stack.policy.params == {}
