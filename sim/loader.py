@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from sim.errors import ScenarioError
-from sim.spec import MAX_DESCRIPTION, WRITTEN, Scenario
+from sim.spec import MAX_DESCRIPTION, WRITTEN, Scenario, Spec
 
 __all__ = [
     "load_scenario",
@@ -319,9 +319,10 @@ def parse_scenario(data: dict[str, Any], label: str = "scenario") -> Scenario:
     try:
         return Scenario.model_validate(data, context=WRITTEN)
     except ValidationError as error:
+        items = _without_other_union_members(error.errors())
         # a whole-scenario check may name several problems, one line each
         raise ScenarioError(
-            [line for item in error.errors() for line in _describe(item).splitlines()]
+            [line for item in items for line in _describe(item).splitlines()]
         ) from None
     except RecursionError:
         raise ScenarioError(f"{label}: nested too deeply to be a scenario") from None
@@ -356,9 +357,35 @@ def _describe(item: Any) -> str:
     return f"{path}: {message}" if value in message else f"{path}: {message} (got {value})"
 
 
+def _without_other_union_members(items: list[Any]) -> list[Any]:
+    """Errors minus a union's other member: for ``rollout: immediate | {canary: ...}`` given a
+    canary with a bad fraction, pydantic also says the value is not 'immediate'; the error
+    inside the member the value was meant for is the one to show."""
+    paths = [tuple(part for part in item["loc"] if not _is_union_tag(part)) for item in items]
+    return [
+        item
+        for item, path in zip(items, paths, strict=True)
+        if not (
+            item["type"] == "literal_error"
+            and any(len(other) > len(path) and other[: len(path)] == path for other in paths)
+        )
+    ]
+
+
 def _is_union_tag(part: Any) -> bool:
-    # pydantic puts the union member name in the location ("function-after[...]", "literal[...]")
-    return isinstance(part, str) and ("[" in part or part in ("float", "str", "int"))
+    # pydantic puts the union member in the location: "function-after[...]", "literal[...]", a
+    # type name, or a model's class name (rollout.Rollout.canary)
+    return isinstance(part, str) and (
+        "[" in part or part in ("float", "str", "int") or part in _MODEL_NAMES
+    )
+
+
+def _model_names(model: type = Spec) -> set[str]:
+    return {model.__name__}.union(*(_model_names(sub) for sub in model.__subclasses__()))
+
+
+#: Class names of the scenario's sections, never a key a user writes (keys are lowercase).
+_MODEL_NAMES = _model_names()
 
 
 def _short(value: Any) -> str:

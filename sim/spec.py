@@ -7,9 +7,11 @@ strings such as ``30s``, ``2h`` or ``1w`` (see :mod:`sim.durations`); a bare num
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -89,6 +91,19 @@ Duration = Annotated[
     ),
 ]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _printable(text: str) -> str:
+    """``text`` if it holds no control character: names and labels are echoed to terminals and
+    written into reports, where an escape sequence or a NUL would do harm."""
+    bad = sorted({repr(c)[1:-1] for c in text if unicodedata.category(c) == "Cc"})
+    if bad:
+        raise ValueError(f"must not contain control characters (found {', '.join(bad)})")
+    return text
+
+
+#: A name or label: printable text (no terminal escapes, no NUL).
+Name = Annotated[str, AfterValidator(_printable)]
 
 
 #: Longest scenario description accepted (characters).
@@ -249,7 +264,7 @@ class World(Spec):
 class PolicySpec(Spec):
     """A policy by registry name (``popular``) or import target (``pkg.module:Class``)."""
 
-    name: str = Field(min_length=1, description="a registered policy name, or module:Class")
+    name: Name = Field(min_length=1, description="a registered policy name, or module:Class")
     params: dict[str, Any] = Field(default_factory=dict, description="the policy's own parameters")
     timeout: Duration = Field(
         600.0,
@@ -594,7 +609,7 @@ class InterventionBase(Spec):
         "('+12h'; '+25%': a quarter into the measured duration, which stays valid when warmup or "
         "duration change)"
     )
-    label: str | None = Field(
+    label: Name | None = Field(
         None, max_length=200, description="names it in results; default kind@time"
     )
 
@@ -682,7 +697,7 @@ class Case(Spec):
     """One hand-written variant: a label and the overrides that make it."""
 
     model_config = ConfigDict(populate_by_name=True)
-    label: str = Field(min_length=1, max_length=200)
+    label: Name = Field(min_length=1, max_length=200)
     overrides: dict[str, Any] = Field(
         alias="set", description="dotted.path: value, applied like --set"
     )
@@ -796,7 +811,7 @@ class Scenario(Spec):
     Simulated time runs from 0 to ``warmup + duration``; metrics cover ``[warmup, end)``.
     """
 
-    name: str = Field(min_length=1, max_length=200, description="names the results directory")
+    name: Name = Field(min_length=1, max_length=200, description="names the results directory")
     description: str = Field("", max_length=MAX_DESCRIPTION)
     seed: int = Field(0, ge=0, le=2**63 - 1, description="root seed of every random stream")
     duration: Duration = Field(gt=0, le=10 * 365 * 86400.0, description="measured time")

@@ -98,3 +98,25 @@ def test_set_values_are_held_to_the_alias_bomb_bound(capsys):
     bomb = f"description=[{', '.join(levels)}, [{', '.join(['*g'] * 9)}]]"  # 9^8 values
     assert main(["validate", "quickstart", "--set", bomb]) == 2
     assert "expands to more than 1,000,000 values through YAML aliases" in capsys.readouterr().err
+
+
+def test_a_union_error_names_the_member_meant_and_no_internal_path(capsys):
+    canary = "stack.layers.retrain.rollout={canary: {fraction: 2, for: 1h}}"
+    assert main(["validate", "quickstart", "--set", canary]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "recloop: error: quickstart: stack.layers.retrain.rollout.canary.fraction: Input should "
+        "be less than 1 (got 2)"
+    ]
+
+
+@pytest.mark.parametrize("field", ["name", "interventions"])
+def test_names_and_labels_with_control_characters_are_refused(capsys, field):
+    value = {
+        "name": "name=a\x1b[31mred",
+        # YAML's own escape for ESC: the label holds a terminal title sequence
+        "interventions": 'interventions=[{kind: catalog_burst, at: 1h, label: "a\\e]0;x"}]',
+    }[field]
+    assert main(["validate", "quickstart", "--set", value]) == 2
+    err = capsys.readouterr().err
+    assert "must not contain control characters (found \\x1b)" in err
+    assert "\x1b" not in err  # echoed escaped, never raw
