@@ -380,8 +380,11 @@ def _is_union_tag(part: Any) -> bool:
     )
 
 
-def _model_names(model: type = Spec) -> set[str]:
-    return {model.__name__}.union(*(_model_names(sub) for sub in model.__subclasses__()))
+def _model_names(model: type[Spec] = Spec) -> set[str]:
+    names = {model.__name__}
+    for sub in model.__subclasses__():
+        names |= _model_names(sub)
+    return names
 
 
 #: Class names of the scenario's sections, never a key a user writes (keys are lowercase).
