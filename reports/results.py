@@ -77,7 +77,13 @@ def read_layers(folder: str | Path) -> pa.Table:
 
 def _json(path: Path, folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ResultsError(f"{folder}: no summary.json (not a results directory, or unfinished)")
+        unfinished = (Path(folder) / "scenario.yaml").is_file()
+        raise ResultsError(
+            f"{folder}: no summary.json: an unfinished sweep; finish it with recloop run "
+            f"--resume {folder}"
+            if unfinished
+            else f"{folder}: no summary.json (not a results directory)"
+        )
     try:
         return dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, UnicodeDecodeError) as error:
@@ -87,4 +93,10 @@ def _json(path: Path, folder: str | Path) -> dict[str, Any]:
 def _parquet(path: Path, columns: list[str] | None) -> pa.Table:
     if not path.is_file():
         raise ResultsError(f"{path}: missing (was the run written with output.events: false?)")
-    return pq.read_table(path, columns=columns)
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        raise ResultsError(
+            f"{path}: unreadable ({' '.join(str(error).split())[:200]}); the file was damaged "
+            "after it was written (recloop writes every file whole): run the scenario again"
+        ) from None

@@ -10,11 +10,14 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from sim.durations import format_duration, humanize_duration
 from sim.errors import RecloopError
@@ -88,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-memory-check",
         action="store_true",
         help="run even when the estimated peak memory exceeds what is available",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an --out that holds another scenario's results (they are replaced) or "
+        "files recloop did not write",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     run.add_argument(
@@ -183,7 +192,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_memory_check and not args.address:  # a cluster's memory is not this machine's
         _check_memory(plans, args.workers)
     out = Path(args.out) if args.out else Path("runs") / _safe_name(scenario.name)
-    _prepare_output(out)  # before simulating, not after
+    _prepare_output(out, scenario.name, bool(args.resume), args.force)  # before simulating
     if args.resume:
         for stray in out.rglob(".*.tmp"):  # a killed writer's temporary file, never a result
             stray.unlink()
@@ -386,15 +395,51 @@ def _check_memory(plans: list[Any], workers: int) -> None:
         )
 
 
-def _prepare_output(out: Path) -> None:
+#: What ``recloop run`` writes at the top of a results directory (the runs go under variants/).
+RESULT_FILES = ("scenario.yaml", "summary.json", "report.html", "variants")
+
+
+def _prepare_output(out: Path, name: str, resume: bool, force: bool) -> None:
+    """Make ``out`` ready for the results of scenario ``name``: a new or empty folder, or one
+    that holds an earlier run of the same scenario (cleared first, so that no run of the old one
+    is left among the new). Another scenario's results, or a folder recloop did not write, are
+    kept unless ``force``."""
     if out.exists() and not out.is_dir():
         raise RecloopError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and not resume:
+        held = out / "scenario.yaml"
+        if held.is_file():
+            try:
+                before = yaml.safe_load(held.read_text(encoding="utf-8")).get("name")
+            except (yaml.YAMLError, AttributeError, UnicodeDecodeError):
+                before = None
+            if before != name and not force:
+                raise RecloopError(
+                    f"--out {out}: holds the results of another scenario ({before!r}); choose a "
+                    "fresh --out, or add --force to replace them"
+                )
+            _clear_results(out)
+        elif any(out.iterdir()) and not force:
+            raise RecloopError(
+                f"--out {out}: not empty and not a recloop results directory; choose a fresh "
+                "--out, or add --force to write into it"
+            )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise RecloopError(f"--out {out}: cannot create the results directory ({error})") from None
     if not os.access(out, os.W_OK):
         raise RecloopError(f"--out {out}: the results directory is not writable")
+
+
+def _clear_results(out: Path) -> None:
+    """Remove what an earlier ``recloop run`` wrote in ``out``, and nothing else."""
+    for entry in out.iterdir():
+        if entry.name in RESULT_FILES or entry.suffix == ".parquet":
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def _report_command(args: argparse.Namespace) -> int:

@@ -274,7 +274,10 @@ def finished_outcome(plan: RunPlan, out: str | Path) -> RunOutcome | None:
     path = Path(out) / plan.folder / "summary.json"
     if not path.is_file():
         return None
-    summary = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None  # damaged after it was written (recloop writes it whole): run it again
     if summary.get("scenario_hash") != scenario_hash(plan.scenario) or "row" not in summary:
         raise RecloopError(
             f"{path.parent}: holds a run of a different scenario than {plan.variant!r} "

@@ -120,3 +120,32 @@ def test_names_and_labels_with_control_characters_are_refused(capsys, field):
     err = capsys.readouterr().err
     assert "must not contain control characters (found \\x1b)" in err
     assert "\x1b" not in err  # echoed escaped, never raw
+
+
+TINY_RUN = ["--set", "world.users.count=100", "--set", "duration=30m", "--set", "warmup=0s", "-q"]
+
+
+def test_out_never_mixes_two_scenarios(tmp_path, capsys):
+    out = tmp_path / "results"
+    sweep = ["--set", "variants={grid: {stack.layers.retrain.every: [20m, 1h]}}"]
+    assert main(["run", "quickstart", *TINY_RUN, *sweep, "--out", str(out)]) == 0
+    assert len(list((out / "variants").iterdir())) == 2
+    # another scenario is refused, and nothing of the first is touched
+    other = ["run", "layers-tour", *TINY_RUN, "--out", str(out)]
+    assert main(other) == 2
+    assert (
+        "holds the results of another scenario ('quickstart'); choose a fresh --out, or add "
+        "--force" in capsys.readouterr().err
+    )
+    assert len(list((out / "variants").iterdir())) == 2
+    # --force replaces them whole: no variant folder of the first is left among the new
+    assert main([*other, "--force"]) == 0
+    assert [p.name for p in (out / "variants").iterdir()] == ["00-default"]
+    # the same scenario again (a re-run) replaces its own results without --force
+    assert main(["run", "layers-tour", *TINY_RUN, "--out", str(out)]) == 0
+    # a folder recloop did not write is refused
+    foreign = tmp_path / "documents"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(["run", "quickstart", *TINY_RUN, "--out", str(foreign)]) == 2
+    assert "not empty and not a recloop results directory" in capsys.readouterr().err
