@@ -215,7 +215,7 @@ def _until_problems(scenario: Scenario, variants: dict[str, dict[str, Any]]) -> 
         names = sorted({name for names in known.values() for name in names})
         match = difflib.get_close_matches(metric, names, n=1, cutoff=0.6)
         hint = f"; did you mean {match[0]!r}?" if match else ""
-        if not hint and metric in ("bad_impressions", "sessions_lost", "churned_exposed_users"):
+        if metric in ("bad_impressions", "sessions_lost", "churned_exposed_users"):
             hint = " (it is measured after a topic_aversion or item_turns_bad intervention)"
         return [f"{where} is not a runs.parquet metric of this scenario{hint}"]
     if lacking:
