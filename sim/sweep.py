@@ -469,8 +469,8 @@ def describe_plan(
         least = replications.min * len(labels)
         return (
             f"{variants} × {replications.min} to {replications.max} replications (until every "
-            f"variant's {until.metric} is within ±{until.relative_half_width:.0%}, 95% interval) "
-            f"= {least} to {len(plans)} runs of {length}"
+            f"variant's {until.metric} is within ±{100 * until.relative_half_width:.3g}%, 95% "
+            f"interval) = {least} to {len(plans)} runs of {length}"
         )
     return (
         f"{variants} × {count} replication{'s' * (count != 1)} = "
