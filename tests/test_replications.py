@@ -263,7 +263,21 @@ def test_the_known_metrics_are_the_columns_a_run_writes():
         "metrics.regret=true",
         "stack.layers.realtime_features={}",
         "interventions=[{kind: topic_aversion, at: 2h, topic: most_shown}, "
-        "{kind: item_turns_bad, at: 150m, items: 0.1}, {kind: traffic_spike, at: 2h, multiplier: 2, for: 10m}]",
+        "{kind: item_turns_bad, at: 150m, items: 0.1}, "
+        "{kind: traffic_spike, at: 2h, multiplier: 2, for: 10m}]",
     )
     scalars = measure(run_scenario(scenario)).scalars
     assert sorted(metric_names(scenario)) == sorted(scalars)
+
+
+def test_fewer_than_three_replications_at_least_are_flagged(tmp_path, capsys):
+    rule = {"min": 2, "max": 2, "until": {"metric": "ctr", "relative_half_width": 0.5}}
+    data = {**TINY, "duration": "1h", "replications": rule}
+    data["world"] = {**TINY["world"], "users": {"count": 100, "sessions_per_day": {"median": 6}}}
+    assert main(["run", str(write(tmp_path, data)), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "note: replications.min is 2: intervals over fewer than 3 replications are unreliable"
+        in err
+    )
+    assert "replication 2 of at most 2: ctr ±" in err
