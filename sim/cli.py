@@ -451,11 +451,14 @@ def _environment_changes(recorded: dict[str, str]) -> list[str]:
 
 def _validate(args: argparse.Namespace) -> int:
     from sim.runner import check_scenario
+    from sim.sweep import plan_runs
 
     problems: list[str] = []
     for source in args.scenarios:
         try:
-            check_scenario(load_scenario(source, args.overrides, args.quick))
+            scenario = load_scenario(source, args.overrides, args.quick)
+            check_scenario(scenario)
+            plan_runs(scenario)  # every variant, and what the replications refer to
             print(f"{source}: ok")
         except RecloopError as error:
             problems.extend(

@@ -246,6 +246,15 @@ def test_a_metric_the_scenario_does_not_measure_is_refused(tmp_path, capsys):
     )
 
 
+def test_validate_checks_the_metric_too(tmp_path, capsys):
+    rule = {**RULE, "until": {**RULE["until"], "metric": "ctx"}}
+    assert main(["validate", str(write(tmp_path, {**TINY, "replications": rule}))]) == 2
+    assert (
+        "replications.until.metric: 'ctx' is not a runs.parquet metric of this scenario; did you "
+        "mean 'ctr'?" in capsys.readouterr().err
+    )
+
+
 def test_a_metric_measured_in_some_variants_only_is_refused(tmp_path, capsys):
     cases = [{"label": "on", "set": {"metrics.regret": True}}, {"label": "off", "set": {}}]
     rule = {**RULE, "until": {**RULE["until"], "metric": "regret"}}
