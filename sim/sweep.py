@@ -21,7 +21,7 @@ import re
 import time as wallclock
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -333,12 +333,14 @@ def run_plans(
     resume: bool = False,
     backend: str = "local",
     address: str | None = None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> list[RunOutcome]:
     """Run every plan (``workers`` processes when above 1, or Ray tasks with ``backend="ray"``
     on the cluster at ``address``); outcomes in plan order.
 
     With ``resume``, plans whose folder already holds a complete run are not run again.
-    ``progress`` follows a run when there is only one.
+    ``progress`` follows a run when there is only one. ``pool``: worker processes to use (and
+    leave running) instead of starting ``workers`` new ones.
     """
     out = str(out)
     outcomes: dict[int, RunOutcome] = {}
@@ -362,9 +364,8 @@ def run_plans(
         for index in todo:
             record(index, execute(plans[index], out, progress if len(plans) == 1 else None))
         return [outcomes[index] for index in range(len(plans))]
-    # spawn: a fresh interpreter per worker, no thread pools inherited from this process
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    own = pool is None
+    pool = pool or _process_pool(workers)
     try:
         pending: dict[Future[RunOutcome], int] = {
             pool.submit(execute, plans[index], out): index for index in todo
@@ -376,8 +377,33 @@ def run_plans(
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)  # an interrupt stops the rest at once
         raise
-    pool.shutdown()
+    if own:
+        pool.shutdown()
     return [outcomes[index] for index in range(len(plans))]
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    # spawn: a fresh interpreter per worker, no thread pools inherited from this process
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+@contextmanager
+def _workers(
+    backend: str, address: str | None, workers: int
+) -> Iterator[ProcessPoolExecutor | None]:
+    """What runs every batch of an adaptive sweep, started once: a Ray session, or the local
+    worker processes (None when runs are serial or on Ray)."""
+    if backend == "ray":
+        with _ray_session(address, workers):
+            yield None
+    elif workers > 1:
+        pool = _process_pool(workers)
+        try:
+            yield pool
+        finally:
+            pool.shutdown()
+    else:
+        yield None
 
 
 #: Attempts Ray makes at a run whose worker process died (a lost node, the OOM killer).
@@ -522,8 +548,8 @@ def run_replications(
             on_done(outcome, len(outcomes) + finished, len(plans))
 
     done, reached, met = 0, None, None
-    # one Ray instance for every batch, not one per batch
-    with _ray_session(address, workers) if backend == "ray" else nullcontext():
+    # one Ray instance or process pool for every batch, not one per batch
+    with _workers(backend, address, workers) as pool:
         while met is None and done < rule.max:
             count = next_batch(done, rule, reached, len(labels), workers)
             batch = [plan for r in range(done, done + count) for plan in by_replication[r]]
@@ -536,6 +562,7 @@ def run_replications(
                 resume,
                 backend,
                 address,
+                pool,
             )
             rows = [outcome.row for outcome in outcomes]
             met = first_met(rows, measured, rule, done, done + count)

@@ -290,3 +290,21 @@ def test_fewer_than_three_replications_at_least_are_flagged(tmp_path, capsys):
         in err
     )
     assert "replication 2 of at most 2: ctr ±" in err
+
+
+@pytest.mark.slow
+def test_runs_beyond_the_count_met_are_left_out_so_workers_do_not_change_results(tmp_path):
+    # one variant on 2 workers: after the first 3, replications r3 and r4 run together, and the
+    # target (±7%) is met at 4 replications (r0-r3): r4 ran for nothing
+    data = {key: value for key, value in EASY.items() if key != "variants"}
+    data["replications"] = {**RULE, "until": {**RULE["until"], "relative_half_width": 0.07}}
+    serial = run_sweep(parse_scenario(data), tmp_path / "serial")
+    parallel = run_sweep(parse_scenario(data), tmp_path / "parallel", workers=2)
+    assert serial["replication_plan"] == parallel["replication_plan"]
+    assert serial["replications"] == parallel["replications"] == 4
+    ran = len(list((tmp_path / "parallel" / "variants").glob("*/r*/summary.json")))
+    assert ran == 5  # one replication ran beyond the count met, and is left out
+    for name in ("runs", "suppression", "timeseries"):
+        pd.testing.assert_frame_equal(
+            comparable(tmp_path / "parallel", name), comparable(tmp_path / "serial", name)
+        )
