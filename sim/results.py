@@ -162,7 +162,8 @@ def write_sweep(
     out = Path(out)
     atomic_write(out / "scenario.yaml", lambda p: p.write_text(resolved_yaml(scenario)))
     rows = [outcome.row for outcome in outcomes]
-    replications = len({outcome.plan.replication for outcome in outcomes})
+    finished = [outcome for outcome in outcomes if outcome.error is None]
+    replications = len({outcome.plan.replication for outcome in finished})
     if replication_plan is None:
         replication_plan = plan_of(replications)
     notes = [] if replications > 1 else [NO_INTERVAL + ": intervals are null"]
@@ -179,7 +180,6 @@ def write_sweep(
             )
     runs = pa.Table.from_pylist(rows)
     _write_parquet(out / "runs.parquet", runs)
-    finished = [outcome for outcome in outcomes if outcome.error is None]
     for name in (*METRIC_TABLES, "layers"):
         _concatenate(out, name, finished)
     comparisons = compare_variants([o.row for o in finished], labels, baseline)
@@ -193,7 +193,6 @@ def write_sweep(
     )
     _write_parquet(out / "variants.parquet", variants)
     effects = _write_effects(out, scenario, baseline, finished)
-    replications = len({o.plan.replication for o in finished})
     missing: dict[str, str] = {}
     for outcome in finished:
         for metric, reason in outcome.missing.items():
