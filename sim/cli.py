@@ -160,9 +160,11 @@ def _add_overrides(command: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from sim.loader import load_scenario_with_notes, resolved_yaml
+    from sim.replications import describe
     from sim.results import atomic_write, write_report, write_sweep
     from sim.runner import check_scenario
-    from sim.sweep import describe_plan, plan_runs, run_plans
+    from sim.spec import AdaptiveReplications
+    from sim.sweep import describe_plan, plan_runs, run_replications
 
     if args.workers < 1:
         raise RecloopError(f"--workers {args.workers}: must be at least 1")
@@ -186,6 +188,12 @@ def _run(args: argparse.Namespace) -> int:
     else:
         scenario, notes = load_scenario_with_notes(args.scenario, args.overrides, args.quick)
     labels, baseline, plans = plan_runs(scenario)
+    rule = scenario.replications
+    if isinstance(rule, AdaptiveReplications) and rule.min < 3:
+        notes.append(
+            f"replications.min is {rule.min}: intervals over fewer than 3 replications are "
+            "unreliable, and precision is only checked from 2"
+        )
     for plan in plans:
         if plan.replication == 0:
             notes += [note for note in check_scenario(plan.scenario) if note not in notes]
@@ -201,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(_headline(scenario), file=sys.stderr)
         if len(plans) > 1:
-            print(f"recloop: {describe_plan(labels, plans, args.workers)}", file=sys.stderr)
+            print(f"recloop: {describe_plan(labels, plans, args.workers, rule)}", file=sys.stderr)
         for note in notes:
             print(f"recloop: note: {note}", file=sys.stderr)
     single = len(plans) == 1
@@ -221,10 +229,14 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
+    def batch(reached: Any, rule: AdaptiveReplications) -> None:
+        if not args.quiet:
+            print(f"recloop: {describe(reached, rule)}", file=sys.stderr)
+
     started = time.perf_counter()
     try:
-        outcomes = run_plans(
-            plans,
+        ran = run_replications(
+            scenario,
             out,
             args.workers,
             done,
@@ -232,19 +244,29 @@ def _run(args: argparse.Namespace) -> int:
             bool(args.resume),
             args.backend,
             args.address,
+            batch,
+            (labels, baseline, plans),
         )
         summary = write_sweep(
-            out, scenario, labels, baseline, outcomes, time.perf_counter() - started
+            out,
+            scenario,
+            labels,
+            baseline,
+            ran.outcomes,
+            time.perf_counter() - started,
+            ran.plan,
         )
         failed = summary["failed_runs"]
-        if len(failed) < len(plans) and not (single and failed):
+        if len(failed) < len(ran.outcomes) and not (single and failed):
             progress.phase("writing the report")
             write_report(out)
     except KeyboardInterrupt:
         finished = sum((out / plan.folder / "summary.json").is_file() for plan in plans)
+        most = "at most " * isinstance(rule, AdaptiveReplications)
         print(
-            f"\nrecloop: interrupted; {finished} of {len(plans)} runs are finished and kept in "
-            f"{out}; nothing half-written was left behind. Resume with: recloop run --resume {out}",
+            f"\nrecloop: interrupted; {finished} of {most}{len(plans)} runs are finished and kept "
+            f"in {out}; nothing half-written was left behind. Resume with: recloop run --resume "
+            f"{out}",
             file=sys.stderr,
         )
         return 130
@@ -264,7 +286,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.profile:
         from sim.breakdown import profile_table
 
-        written = [out / plan.folder / "summary.json" for plan in plans]
+        written = [out / outcome.plan.folder / "summary.json" for outcome in ran.outcomes]
         summaries = [json.loads(path.read_text()) for path in written if path.is_file()]
         if summaries:
             print(profile_table(summaries), file=sys.stderr)
@@ -274,7 +296,7 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"results: {out}")
-    if len(failed) < len(plans):
+    if len(failed) < len(ran.outcomes):
         print(f"report: {out / 'report.html'}")
     return 1 if failed else 0
 
@@ -474,11 +496,14 @@ def _environment_changes(recorded: dict[str, str]) -> list[str]:
 
 def _validate(args: argparse.Namespace) -> int:
     from sim.runner import check_scenario
+    from sim.sweep import plan_runs
 
     problems: list[str] = []
     for source in args.scenarios:
         try:
-            check_scenario(load_scenario(source, args.overrides, args.quick))
+            scenario = load_scenario(source, args.overrides, args.quick)
+            check_scenario(scenario)
+            plan_runs(scenario)  # every variant, and what the replications refer to
             print(f"{source}: ok")
         except RecloopError as error:
             problems.extend(

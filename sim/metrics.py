@@ -21,10 +21,12 @@ from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind, Scope
 from sim.eventlog import row_chunks
 from sim.layers import Absorption, Reads, Version
 from sim.runner import RunResult
+from sim.spec import Scenario
 
 __all__ = [
     "RunMetrics",
     "measure",
+    "metric_names",
     "exposure_grid",
     "gini",
     "KeyedTimes",
@@ -83,6 +85,49 @@ def measure(result: RunResult, on_step: Callable[[str], None] | None = None) -> 
         report(f"measuring {name}")
         step(result, metrics)
     return metrics
+
+
+def metric_names(scenario: Scenario) -> list[str]:
+    """The scalar metrics :func:`measure` gives a run of ``scenario``: its ``runs.parquet``
+    columns, computed or ``None``. Known before running, to check a name a scenario refers to.
+    """
+    names = [
+        "ctr", "mean_dwell_seconds", "explicit_negative_rate", "abandon_rate", "churn_rate",
+        "requests", "impressions", "clicks", "sessions", "churned_users",
+        "explicit_negatives", "repeat_offences", "repeat_offences_per_negative",
+        "fresh_impression_share", "top1pct_item_share", "item_coverage", "topic_gini",
+        "consumption_similarity", "cost_per_day",
+    ]  # fmt: skip
+    layers = list(scenario.stack.layers.active())
+    for layer in layers:
+        names += [f"absorption.{layer}.{part}" for part in ABSORPTION_PARTS]
+        names.append(f"cost_per_day.{layer}")
+    if scenario.metrics.regret:
+        names += [
+            "expected_clicks_per_request", "oracle_expected_clicks_per_request",
+            "regret_per_request", "regret",
+        ]  # fmt: skip
+    harmful = [event.name for event in scenario.interventions if event.kind in HARMFUL]
+    for name in harmful:
+        names += [f"{name}.{part}" for part in SUPPRESSION_PARTS]
+    if harmful:
+        names += ["bad_impressions", "sessions_lost", "churned_exposed_users"]
+    return names
+
+
+#: Per layer: ``absorption.LAYER.PART``.
+ABSORPTION_PARTS = (
+    "median_seconds", "p90_seconds", "p99_seconds", "mean_seconds", "absorbed_share",
+)  # fmt: skip
+#: Per harmful intervention: ``NAME.PART``.
+SUPPRESSION_PARTS = (
+    "level", "bad_impressions", "sessions_lost", "churned_exposed_users",
+    *(
+        f"{what}_{round(100 * fraction)}pct{unit}"
+        for fraction in SUPPRESSION_LEVELS
+        for what, unit in (("time_to", "_seconds"), ("bad_before", ""))
+    ),
+)  # fmt: skip
 
 
 def _quiet(step: str) -> None:

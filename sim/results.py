@@ -48,6 +48,8 @@ from sim.effects import (
 )
 from sim.loader import resolved_yaml
 from sim.metrics import RunMetrics
+from sim.replications import precision_notes
+from sim.replications import replication_plan as plan_of
 from sim.runner import RunResult
 from sim.spec import Scenario
 from sim.sweep import RunOutcome, grid_levels
@@ -149,13 +151,23 @@ def write_sweep(
     baseline: str,
     outcomes: list[RunOutcome],
     wall_seconds: float,
+    replication_plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the sweep's top level: every run's row, the comparisons, the concatenated tables,
-    and ``summary.json`` last. Returns the summary."""
+    and ``summary.json`` last. Returns the summary.
+
+    ``replication_plan`` says how the number of replications was reached
+    (:func:`sim.replications.replication_plan`); without it, a fixed count.
+    """
     out = Path(out)
     atomic_write(out / "scenario.yaml", lambda p: p.write_text(resolved_yaml(scenario)))
     rows = [outcome.row for outcome in outcomes]
-    notes = [] if scenario.replications > 1 else [NO_INTERVAL + ": intervals are null"]
+    finished = [outcome for outcome in outcomes if outcome.error is None]
+    replications = len({outcome.plan.replication for outcome in finished})
+    if replication_plan is None:
+        replication_plan = plan_of(replications)
+    notes = [] if replications > 1 else [NO_INTERVAL + ": intervals are null"]
+    notes += precision_notes(replication_plan, replications)
     if "frozen" in labels and "instant" in labels:
         efficiency = propagation_efficiency(rows)
         for row in rows:
@@ -168,7 +180,6 @@ def write_sweep(
             )
     runs = pa.Table.from_pylist(rows)
     _write_parquet(out / "runs.parquet", runs)
-    finished = [outcome for outcome in outcomes if outcome.error is None]
     for name in (*METRIC_TABLES, "layers"):
         _concatenate(out, name, finished)
     comparisons = compare_variants([o.row for o in finished], labels, baseline)
@@ -182,7 +193,6 @@ def write_sweep(
     )
     _write_parquet(out / "variants.parquet", variants)
     effects = _write_effects(out, scenario, baseline, finished)
-    replications = len({o.plan.replication for o in finished})
     missing: dict[str, str] = {}
     for outcome in finished:
         for metric, reason in outcome.missing.items():
@@ -191,7 +201,8 @@ def write_sweep(
         "scenario": scenario.name,
         "description": scenario.description,
         "seed": scenario.seed,
-        "replications": scenario.replications,
+        "replications": replications,
+        "replication_plan": replication_plan,
         "variants": labels,
         "baseline": baseline,
         "runs": len(outcomes),

@@ -15,10 +15,13 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainSerializer,
+    Tag,
     ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -58,6 +61,8 @@ __all__ = [
     "Variants",
     "Case",
     "Bounds",
+    "Precision",
+    "AdaptiveReplications",
     "Metrics",
     "Quick",
     "RESERVED_LABELS",
@@ -735,6 +740,62 @@ class Bounds(Spec):
     )
 
 
+class Precision(Spec):
+    """The precision an adaptive sweep runs until: every variant's 95% interval on ``metric``
+    at most ``relative_half_width`` × its mean on either side."""
+
+    metric: str = Field(
+        min_length=1,
+        description="a runs.parquet metric of every variant, e.g. bad_impressions or ctr",
+    )
+    relative_half_width: float = Field(
+        gt=0,
+        description="target half-width of each variant's 95% interval over replications, as a "
+        "share of the variant's mean (0.15: mean ± 15%)",
+    )
+
+
+class AdaptiveReplications(Spec):
+    """Replications added until a precision is reached: at least ``min``, at most ``max``.
+
+    A replication runs every variant (bounds included) with the same seed, so comparisons stay
+    paired. Runs are added in batches as workers allow; the count run is the smallest at which
+    every variant (bounds aside) meets ``until``, whatever the batching, so ``--workers`` and
+    ``--resume`` give the same results.
+    """
+
+    min: int = Field(
+        3,
+        ge=1,
+        le=10_000,
+        description="replications run before precision is checked (intervals from fewer than 3 "
+        "are unreliable)",
+    )
+    max: int = Field(ge=1, le=10_000, description="replications run at most")
+    until: Precision
+
+    @field_validator("max")
+    @classmethod
+    def _ordered(cls, value: int, info: ValidationInfo) -> int:
+        least = info.data.get("min")
+        if least is not None and value < least:
+            raise ValueError(f"must be at least min ({least})")
+        return value
+
+
+def _replications_form(value: Any) -> str:
+    return "adaptive[]" if isinstance(value, (dict, AdaptiveReplications)) else "int"
+
+
+#: ``replications``: a count, or the adaptive form; a mapping is read as the adaptive form only,
+#: so that an error names its fields, not both forms.
+Replications = Annotated[
+    Annotated[Annotated[int, Field(ge=1, le=10_000)], Tag("int")]
+    | Annotated[AdaptiveReplications, Tag("adaptive[]")],
+    Discriminator(_replications_form),
+]
+
+
 NegativeKindName = Literal[
     "skip", "short_dwell", "dismiss", "not_interested", "thumbs_down", "block_creator", "abandon"
 ]
@@ -824,7 +885,12 @@ class Scenario(Spec):
     interventions: list[Intervention] = Field(default_factory=list)
     variants: Variants | None = None
     baseline: str | None = Field(None, description="label of the variant others are compared with")
-    replications: int = Field(1, ge=1, le=10_000, description="root seeds per variant")
+    replications: Replications = Field(
+        1,
+        description="root seeds per variant: a number, or {min, max, until: {metric, "
+        "relative_half_width}} to add paired replications until every variant's 95% interval "
+        "on the metric is that narrow relative to its mean (or max is reached)",
+    )
     bounds: Bounds = Bounds()
     metrics: Metrics = Metrics()
     output: Output = Output()

@@ -6,18 +6,22 @@ anything runs; the ``frozen`` and ``instant`` bounds are added when ``bounds`` a
 Replication ``r`` runs every variant with the same root seed (the scenario's own for ``r = 0``),
 so variants share users, items, arrivals and response noise and their differences are paired.
 Runs are independent and deterministic, so ``--workers N`` gives the same results as a serial run.
+With adaptive ``replications`` (see :mod:`sim.replications`) whole replications are added in
+batches until every variant is measured precisely enough, or ``max`` have run.
 """
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import multiprocessing
 import os
 import re
 import time as wallclock
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,8 +31,9 @@ import numpy as np
 from sim.durations import format_duration
 from sim.errors import RecloopError, ScenarioError
 from sim.loader import drop_other_policys_params, parse_scenario, set_path
+from sim.replications import Reached, first_met, next_batch, precision, replication_plan
 from sim.rng import Streams
-from sim.spec import RESERVED_LABELS, Scenario
+from sim.spec import RESERVED_LABELS, AdaptiveReplications, Scenario
 
 __all__ = [
     "RunPlan",
@@ -37,6 +42,8 @@ __all__ = [
     "plan_runs",
     "grid_levels",
     "run_plans",
+    "run_replications",
+    "Replicated",
     "run_sweep",
     "execute",
     "describe_plan",
@@ -157,6 +164,8 @@ def plan_runs(scenario: Scenario) -> tuple[list[str], str, list[RunPlan]]:
     baseline = scenario.baseline or labels[0]
     if baseline not in labels:
         problems.append(f"baseline: {baseline!r} is not a variant; variants: {', '.join(labels)}")
+    if isinstance(scenario.replications, AdaptiveReplications) and variants:
+        problems += _until_problems(scenario, variants)
     if problems:
         raise ScenarioError(problems)
 
@@ -167,7 +176,7 @@ def plan_runs(scenario: Scenario) -> tuple[list[str], str, list[RunPlan]]:
         variants["instant"] = _instant(scenario, variants, baseline)
     all_labels = list(variants)
     plans = []
-    for replication in range(scenario.replications):
+    for replication in range(planned_replications(scenario)):
         seed = _replication_seed(scenario.seed, replication)
         for index, label in enumerate(all_labels):
             data = dict(variants[label], seed=seed)
@@ -180,6 +189,38 @@ def plan_runs(scenario: Scenario) -> tuple[list[str], str, list[RunPlan]]:
                 )
             )
     return all_labels, baseline, plans
+
+
+def planned_replications(scenario: Scenario) -> int:
+    """Replications planned: the count, or an adaptive sweep's ``max``."""
+    rule = scenario.replications
+    return rule if isinstance(rule, int) else rule.max
+
+
+def _until_problems(scenario: Scenario, variants: dict[str, dict[str, Any]]) -> list[str]:
+    """``replications.until.metric`` must be a ``runs.parquet`` metric of every variant."""
+    from sim.metrics import metric_names
+
+    assert isinstance(scenario.replications, AdaptiveReplications)
+    metric = scenario.replications.until.metric
+    bounds = scenario.bounds
+    extra = ["propagation_efficiency"] if bounds.frozen and bounds.instant else []
+    known = {
+        label: [*metric_names(parse_scenario(data, label)), *extra]
+        for label, data in variants.items()
+    }
+    lacking = [label for label, names in known.items() if metric not in names]
+    where = f"replications.until.metric: {metric!r}"
+    if len(lacking) == len(known):
+        names = sorted({name for names in known.values() for name in names})
+        match = difflib.get_close_matches(metric, names, n=1, cutoff=0.6)
+        hint = f"; did you mean {match[0]!r}?" if match else ""
+        if metric in ("bad_impressions", "sessions_lost", "churned_exposed_users"):
+            hint = " (it is measured after a topic_aversion or item_turns_bad intervention)"
+        return [f"{where} is not a runs.parquet metric of this scenario{hint}"]
+    if lacking:
+        return [f"{where} is not measured in variant(s) {', '.join(map(repr, lacking))}"]
+    return []
 
 
 def _replication_seed(seed: int, replication: int) -> int:
@@ -295,12 +336,14 @@ def run_plans(
     resume: bool = False,
     backend: str = "local",
     address: str | None = None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> list[RunOutcome]:
     """Run every plan (``workers`` processes when above 1, or Ray tasks with ``backend="ray"``
     on the cluster at ``address``); outcomes in plan order.
 
     With ``resume``, plans whose folder already holds a complete run are not run again.
-    ``progress`` follows a run when there is only one.
+    ``progress`` follows a run when there is only one. ``pool``: worker processes to use (and
+    leave running) instead of starting ``workers`` new ones.
     """
     out = str(out)
     outcomes: dict[int, RunOutcome] = {}
@@ -324,9 +367,8 @@ def run_plans(
         for index in todo:
             record(index, execute(plans[index], out, progress if len(plans) == 1 else None))
         return [outcomes[index] for index in range(len(plans))]
-    # spawn: a fresh interpreter per worker, no thread pools inherited from this process
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    own = pool is None
+    pool = pool or _process_pool(workers)
     try:
         pending: dict[Future[RunOutcome], int] = {
             pool.submit(execute, plans[index], out): index for index in todo
@@ -338,8 +380,33 @@ def run_plans(
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)  # an interrupt stops the rest at once
         raise
-    pool.shutdown()
+    if own:
+        pool.shutdown()
     return [outcomes[index] for index in range(len(plans))]
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    # spawn: a fresh interpreter per worker, no thread pools inherited from this process
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+@contextmanager
+def _workers(
+    backend: str, address: str | None, workers: int
+) -> Iterator[ProcessPoolExecutor | None]:
+    """What runs every batch of an adaptive sweep, started once: a Ray session, or the local
+    worker processes (None when runs are serial or on Ray)."""
+    if backend == "ray":
+        with _ray_session(address, workers):
+            yield None
+    elif workers > 1:
+        pool = _process_pool(workers)
+        try:
+            yield pool
+        finally:
+            pool.shutdown()
+    else:
+        yield None
 
 
 #: Attempts Ray makes at a run whose worker process died (a lost node, the OOM killer).
@@ -360,40 +427,47 @@ def _run_on_ray(
     error) is an outcome, not a retry. Connects to ``address`` (``auto``: the running cluster),
     or starts a local Ray instance of ``workers`` CPUs for this sweep when None.
     """
+    with _ray_session(address, workers) as ray:
+        remote = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(execute)
+        pending = {remote.remote(plans[index], out): index for index in todo}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    record(pending.pop(ref), ray.get(ref))
+        except BaseException:
+            for ref in pending:  # an interrupt stops the rest at once
+                ray.cancel(ref, force=True)
+            raise
+
+
+@contextmanager
+def _ray_session(address: str | None, workers: int) -> Iterator[Any]:
+    """Ray, connected: to the instance already running in this process (left running), or to
+    ``address``, or to a local instance of ``workers`` CPUs (both shut down on leaving)."""
     try:
         import ray
     except ImportError as error:
         raise RecloopError(
             "--backend ray needs Ray: pip install 'recloop[ray]' (or pip install ray)"
         ) from error
-    started_here = not ray.is_initialized()
-    if started_here:
-        try:
-            ray.init(
-                address=address,
-                num_cpus=workers if address is None else None,
-                include_dashboard=False,
-                log_to_driver=False,
-                runtime_env=_local_policy_folders(),
-            )
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise RecloopError(
-                f"--address {address}: cannot reach a Ray cluster: {error}"
-            ) from error
-    remote = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(execute)
-    pending = {remote.remote(plans[index], out): index for index in todo}
+    if ray.is_initialized():
+        yield ray
+        return
     try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                record(pending.pop(ref), ray.get(ref))
-    except BaseException:
-        for ref in pending:  # an interrupt stops the rest at once
-            ray.cancel(ref, force=True)
-        raise
+        ray.init(
+            address=address,
+            num_cpus=workers if address is None else None,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env=_local_policy_folders(),
+        )
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise RecloopError(f"--address {address}: cannot reach a Ray cluster: {error}") from error
+    try:
+        yield ray
     finally:
-        if started_here:
-            ray.shutdown()
+        ray.shutdown()
 
 
 def _local_policy_folders() -> dict[str, Any] | None:
@@ -407,14 +481,101 @@ def _local_policy_folders() -> dict[str, Any] | None:
     return {"env_vars": {"PYTHONPATH": os.pathsep.join([*LOCAL_FOLDERS, *inherited])}}
 
 
-def describe_plan(labels: list[str], plans: list[RunPlan], workers: int) -> str:
+def describe_plan(
+    labels: list[str],
+    plans: list[RunPlan],
+    workers: int,
+    replications: int | AdaptiveReplications | None = None,
+) -> str:
+    """One line: variants × replications = runs, how long each, on how many workers; an
+    adaptive sweep gives its range of replications and the precision it runs until."""
     scenario = plans[0].scenario
-    replications = len({plan.replication for plan in plans})
+    count = len({plan.replication for plan in plans})
+    variants = f"{len(labels)} variant{'s' * (len(labels) != 1)}"
+    length = f"{format_duration(scenario.end)} simulated, {workers} worker{'s' * (workers != 1)}"
+    if isinstance(replications, AdaptiveReplications):
+        until = replications.until
+        least = replications.min * len(labels)
+        return (
+            f"{variants} × {replications.min} to {replications.max} replications (until every "
+            f"variant's {until.metric} is within ±{100 * until.relative_half_width:.3g}%, 95% "
+            f"interval) = {least} to {len(plans)} runs of {length}"
+        )
     return (
-        f"{len(labels)} variant{'s' * (len(labels) != 1)} × {replications} replication"
-        f"{'s' * (replications != 1)} = {len(plans)} run{'s' * (len(plans) != 1)} of "
-        f"{format_duration(scenario.end)} simulated, {workers} worker{'s' * (workers != 1)}"
+        f"{variants} × {count} replication{'s' * (count != 1)} = "
+        f"{len(plans)} run{'s' * (len(plans) != 1)} of {length}"
     )
+
+
+@dataclass
+class Replicated:
+    """What a sweep ran: its variants, baseline, every kept run, and ``replication_plan``."""
+
+    labels: list[str]
+    baseline: str
+    outcomes: list[RunOutcome]
+    plan: dict[str, Any]
+
+
+def run_replications(
+    scenario: Scenario,
+    out: str | Path,
+    workers: int = 1,
+    on_done: Callable[[RunOutcome, int, int], None] | None = None,
+    progress: Progress | None = None,
+    resume: bool = False,
+    backend: str = "local",
+    address: str | None = None,
+    on_batch: Callable[[Reached, AdaptiveReplications], None] | None = None,
+    planned: tuple[list[str], str, list[RunPlan]] | None = None,
+) -> Replicated:
+    """Run a scenario's replications: all of a fixed count at once; adaptive ones in batches of
+    whole replications until the precision is reached or ``max`` have run (``on_batch`` hears
+    the precision after each batch). ``planned`` is :func:`plan_runs`'s result, if already made.
+
+    ``on_done`` counts runs against every planned run (an adaptive sweep's ``max``).
+    """
+    labels, baseline, plans = planned or plan_runs(scenario)
+    rule = scenario.replications
+    if isinstance(rule, int):
+        outcomes = run_plans(plans, out, workers, on_done, progress, resume, backend, address)
+        return Replicated(labels, baseline, outcomes, replication_plan(rule))
+    measured = [label for label in labels if label not in RESERVED_LABELS]
+    by_replication: dict[int, list[RunPlan]] = {}
+    for plan in plans:
+        by_replication.setdefault(plan.replication, []).append(plan)
+    outcomes = []
+
+    def counted(outcome: RunOutcome, finished: int, total: int) -> None:
+        if on_done is not None:
+            on_done(outcome, len(outcomes) + finished, len(plans))
+
+    done, reached, met = 0, None, None
+    # one Ray instance or process pool for every batch, not one per batch
+    with _workers(backend, address, workers) as pool:
+        while met is None and done < rule.max:
+            count = next_batch(done, rule, reached, len(labels), workers)
+            batch = [plan for r in range(done, done + count) for plan in by_replication[r]]
+            outcomes += run_plans(
+                batch,
+                out,
+                workers,
+                counted,
+                progress if len(plans) == 1 else None,
+                resume,
+                backend,
+                address,
+                pool,
+            )
+            rows = [outcome.row for outcome in outcomes]
+            met = first_met(rows, measured, rule, done, done + count)
+            done += count
+            reached = met or precision(rows, measured, rule.until, done)
+            if on_batch is not None:
+                on_batch(reached, rule)
+    assert reached is not None
+    kept = [outcome for outcome in outcomes if outcome.plan.replication < reached.replications]
+    return Replicated(labels, baseline, kept, replication_plan(rule, reached))
 
 
 def run_sweep(
@@ -431,8 +592,13 @@ def run_sweep(
     from sim.results import write_sweep
 
     started = wallclock.perf_counter()
-    labels, baseline, plans = plan_runs(scenario)
-    outcomes = run_plans(plans, out, workers, on_done, progress, resume, backend, address)
+    ran = run_replications(scenario, out, workers, on_done, progress, resume, backend, address)
     return write_sweep(
-        out, scenario, labels, baseline, outcomes, wallclock.perf_counter() - started
+        out,
+        scenario,
+        ran.labels,
+        ran.baseline,
+        ran.outcomes,
+        wallclock.perf_counter() - started,
+        ran.plan,
     )

@@ -76,3 +76,14 @@ def test_a_lost_worker_reruns_only_its_run_and_resume_skips_finished_runs(local_
     assert [outcome.error for outcome in resumed] == [None, None]
     assert (tmp_path / "ray" / first / "summary.json").stat().st_mtime_ns == finished
     assert [o.row for o in resumed][0] == outcomes[0].row
+
+
+def test_an_adaptive_sweep_on_ray_gives_the_local_results(local_ray, tmp_path):
+    rule = "{min: 2, max: 3, until: {metric: ctr, relative_half_width: 0.000001}}"
+    scenario = tiny(f"replications={rule}", "duration=1h", "world.users.count=150")
+    local = run_sweep(scenario, tmp_path / "local", workers=2)
+    on_ray = run_sweep(scenario, tmp_path / "ray", backend="ray", workers=2)
+    assert local["replications"] == on_ray["replications"] == 3
+    assert local["replication_plan"] == on_ray["replication_plan"]
+    assert on_ray["replication_plan"]["stopped"] == "max reached"
+    assert_same_tables(tmp_path / "local", tmp_path / "ray")
