@@ -114,7 +114,8 @@ def test_periodic_layer_mean_absorption_is_latency_plus_compute_plus_half_the_pe
             "duration=10h",
             "world.users.diurnal.amplitude=0",
             "metrics.propagation_kinds=[skip, short_dwell, dismiss, not_interested, abandon]",
-            f"stack.layers.retrain={{every: {every}, latency: {latency}, compute_time: {compute}}}",
+            f"stack.layers.retrain={{every: {every:g}s, latency: {latency:g}s, "
+            f"compute_time: {compute:g}s}}",
         )
     )
     table = measure(result).tables["propagation"].to_pandas()
