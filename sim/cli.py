@@ -11,7 +11,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +37,7 @@ USER_ERROR = 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    stop = _stop_on_sigterm()
     try:
         return int(args.handler(args))
     except RecloopError as error:
@@ -47,6 +50,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `recloop scenarios | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        stop()
+
+
+def _stop_on_sigterm() -> Any:
+    """Make ``kill PID`` stop a run the way Ctrl-C does (workers stopped, finished runs kept,
+    resumable) instead of leaving worker processes behind; returns what restores the old
+    handler. Only in the main thread, where signal handlers can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -205,7 +224,10 @@ def _run(args: argparse.Namespace) -> int:
         for stray in out.rglob(".*.tmp"):  # a killed writer's temporary file, never a result
             stray.unlink()
     # the sweep's scenario first, so that an interrupted sweep can be resumed from it
-    atomic_write(out / "scenario.yaml", lambda path: path.write_text(resolved_yaml(scenario)))
+    try:
+        atomic_write(out / "scenario.yaml", lambda path: path.write_text(resolved_yaml(scenario)))
+    except OSError as error:
+        raise RecloopError(f"--out {out}: cannot write ({error.strerror or error})") from None
     if not args.quiet:
         print(_headline(scenario), file=sys.stderr)
         if len(plans) > 1:
@@ -260,6 +282,11 @@ def _run(args: argparse.Namespace) -> int:
         if len(failed) < len(ran.outcomes) and not (single and failed):
             progress.phase("writing the report")
             write_report(out)
+    except OSError as error:  # the results disk: full, read-only, gone
+        raise RecloopError(
+            f"writing {error.filename or out} failed ({error.strerror or error}); every finished "
+            f"run is kept whole: once there is room, recloop run --resume {out}"
+        ) from None
     except KeyboardInterrupt:
         finished = sum((out / plan.folder / "summary.json").is_file() for plan in plans)
         most = "at most " * isinstance(rule, AdaptiveReplications)

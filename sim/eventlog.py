@@ -12,6 +12,7 @@ it again, without copying.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import IO, Any
 import numpy as np
 
 from sim.domain import EVENT_COLUMNS, EventTable, Kind, Requests, Responses, Scope, readonly
+from sim.errors import RecloopError
 
 __all__ = ["EventLog", "row_chunks", "CHUNK_ROWS"]
 
@@ -58,6 +60,7 @@ class EventLog:
         self._dtypes = dict(CORE_COLUMNS)
         self._dtypes.update({_version_column(layer): np.int32 for layer in self.layers})
         self._files: dict[str, IO[bytes]] = {}
+        self._directory = str(directory or tempfile.gettempdir())
         if on_disk:
             self._files = {
                 name: tempfile.TemporaryFile(prefix=f"recloop-{name}-", dir=directory)
@@ -69,10 +72,25 @@ class EventLog:
         self._size = 0
 
     def _allocate(self, name: str, capacity: int) -> np.ndarray:
-        """A column of ``capacity`` rows; on disk, the same file mapped again (rows kept)."""
+        """A column of ``capacity`` rows; on disk, the same file mapped again (rows kept).
+
+        On disk the file's blocks are reserved first: a mapping over a sparse file on a full
+        disk kills the process with SIGBUS at the first write, where a reservation fails with
+        a message."""
         if not self.on_disk:
             return np.empty(capacity, self._dtypes[name])
-        return np.memmap(self._files[name], self._dtypes[name], mode="r+", shape=(capacity,))
+        file = self._files[name]
+        size = capacity * np.dtype(self._dtypes[name]).itemsize
+        try:
+            os.posix_fallocate(file.fileno(), 0, size)
+        except OSError as error:
+            raise RecloopError(
+                f"output.event_log: cannot reserve {size / 2**20:,.1f} MiB for the event log on "
+                f"disk in {self._directory} "
+                f"({error.strerror}); free some space, or keep the log in memory "
+                "(output.event_log: memory)"
+            ) from None
+        return np.memmap(file, self._dtypes[name], mode="r+", shape=(capacity,))
 
     def __len__(self) -> int:
         return self._size

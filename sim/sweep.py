@@ -12,12 +12,15 @@ batches until every variant is measured precisely enough, or ``max`` have run.
 
 from __future__ import annotations
 
+import ctypes
 import difflib
 import itertools
 import json
 import multiprocessing
 import os
 import re
+import signal
+import sys
 import time as wallclock
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -293,6 +296,9 @@ def execute(plan: RunPlan, out: str, progress: Progress | None = None) -> RunOut
         )
     except RecloopError as error:
         return RunOutcome(plan, row | {"status": "failed"}, {}, error=str(error))
+    except OSError as error:  # the disk: full, read-only, gone
+        return RunOutcome(plan, row | {"status": "failed"}, {}, error=_disk_error(error, folder))
+    failed = row | {"status": "failed"}
     row["status"] = "ok"
     row["policy"] = result.summary["policy"]
     row["oracle"] = result.summary["policy_is_oracle"]
@@ -300,8 +306,19 @@ def execute(plan: RunPlan, out: str, progress: Progress | None = None) -> RunOut
     row.update(metrics.scalars)
     if on_step is not None:
         on_step("writing the results")
-    write_run(result, metrics, folder, row)
+    try:
+        write_run(result, metrics, folder, row)
+    except OSError as error:  # every file is written whole or not at all: resumable
+        return RunOutcome(plan, failed, {}, error=_disk_error(error, folder))
     return RunOutcome(plan, row, metrics.missing)
+
+
+def _disk_error(error: OSError, folder: Path) -> str:
+    where = error.filename or folder
+    return (
+        f"writing {where} failed: {error.strerror or error}; nothing half-written is kept, so "
+        "`recloop run --resume` finishes the sweep once there is room"
+    )
 
 
 def finished_outcome(plan: RunPlan, out: str | Path) -> RunOutcome | None:
@@ -378,7 +395,7 @@ def run_plans(
             for future in done:
                 record(pending.pop(future), future.result())
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)  # an interrupt stops the rest at once
+        stop_pool(pool)  # an interrupt stops every run at once, the running ones too
         raise
     if own:
         pool.shutdown()
@@ -387,7 +404,40 @@ def run_plans(
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
     # spawn: a fresh interpreter per worker, no thread pools inherited from this process
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_signals,
+    )
+
+
+def _worker_signals() -> None:
+    """In a worker: Ctrl-C is the main process's to handle (it stops the workers), and a worker
+    whose main process dies, even of SIGKILL, is sent SIGTERM (Linux) rather than left running."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):  # no prctl: the main process's handlers still stop it
+            pass
+
+
+#: prctl(2) option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop every worker now, running runs included (each writes its files whole, so a stopped
+    run leaves nothing to clean up and is run again on --resume), and wait until they are gone."""
+    processes = list(getattr(pool, "_processes", {}).values())  # the executor's own workers
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 @contextmanager
@@ -403,8 +453,10 @@ def _workers(
         pool = _process_pool(workers)
         try:
             yield pool
-        finally:
-            pool.shutdown()
+        except BaseException:
+            stop_pool(pool)
+            raise
+        pool.shutdown()
     else:
         yield None
 

@@ -4,6 +4,11 @@ run fails that run, not the process."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +154,77 @@ def test_out_never_mixes_two_scenarios(tmp_path, capsys):
     (foreign / "notes.txt").write_text("mine")
     assert main(["run", "quickstart", *TINY_RUN, "--out", str(foreign)]) == 2
     assert "not empty and not a recloop results directory" in capsys.readouterr().err
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = (task / "children").read_text().split() if (task / "children").exists() else []
+        found += [int(child) for child in children]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has exited
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc (Linux)")
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_kill_stops_every_worker_at_once_and_counts_true(tmp_path, stop):
+    from tests.test_reliability import SWEEP, start, wait_for_runs, write
+
+    out = tmp_path / "out"
+    process = start(
+        ["run", str(write(tmp_path, SWEEP)), "--out", str(out), "-q", "--workers", "2"], tmp_path
+    )
+    wait_for_runs(out, 1, process)
+    workers = _children(process.pid)
+    assert workers, "the sweep runs on worker processes"
+    sent = time.monotonic()
+    process.send_signal(stop)
+    _, err = process.communicate(timeout=60)
+    deadline = sent + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived the sweep by 10 s"
+    assert process.returncode == 130 and "Traceback" not in err, err
+    finished = len(list((out / "variants").glob("*/r*/summary.json")))
+    assert f"interrupted; {finished} of 8 runs are finished" in err, err
+    assert not list(out.rglob(".*.tmp"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB filesystem, full long before a run's event log is: a real ENOSPC."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_full_disk_fails_cleanly_and_leaves_a_resumable_directory(small_disk, workers):
+    out = small_disk / "out"
+    arguments = ["run", "quickstart", *TINY_RUN, "--set", "output.event_log=disk"]
+    arguments += ["--set", "replications=2", "--workers", str(workers), "--out", str(out)]
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "recloop"), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode in (1, 2) and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode != -signal.SIGBUS
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert errors and all("cannot reserve" in line and "No space left" in line for line in errors)
+    assert (out / "scenario.yaml").is_file()  # resumable: recloop run --resume finds its plan
+    assert not list(out.rglob(".*.tmp"))
