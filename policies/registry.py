@@ -5,7 +5,7 @@ A ``module:Class`` target's module is looked for first next to the scenario file
 current directory, then on ``sys.path``: a ``my_ranker.py`` saved beside the scenario, or in the
 folder the command runs from, is found without ``PYTHONPATH``. The folder it is found in joins
 ``sys.path`` for the rest of the process (so the module's own sibling imports work) and is
-handed to the sweep's workers (:data:`LOCAL_FOLDERS`).
+handed to the sweep's workers (:data:`sim.loader.LOCAL_FOLDERS`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from policies.builtin import EmbeddingPolicy, PopularPolicy, RandomPolicy
 from policies.reference import LinUCBPolicy, OraclePolicy, RiverOnlinePolicy
 from policies.torch_ranker import TorchRanker
 from sim.errors import USER_CODE_ERRORS, ScenarioError, said
+from sim.loader import LOCAL_FOLDERS
 
 __all__ = [
     "BUILTIN",
@@ -34,14 +35,10 @@ __all__ = [
     "available",
     "summary_line",
     "make_policy",
-    "LOCAL_FOLDERS",
 ]
 
 ENTRY_POINT_GROUP = "recloop.policies"
 BUILTIN: dict[str, type] = {}
-#: Folders put on ``sys.path`` to import a ``module:Class`` target found there; spawned workers
-#: inherit ``sys.path``, and a local Ray instance gets them as ``PYTHONPATH``.
-LOCAL_FOLDERS: list[str] = []
 
 
 def register(cls: Any) -> Any:

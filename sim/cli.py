@@ -54,6 +54,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop()
 
 
+def _find_policy(scenario: Scenario, source: str) -> None:
+    """Import a ``module:Class`` policy now, looking next to the scenario file first: a clear
+    error before anything runs, and the folder it was found in is on ``sys.path`` for the
+    sweep's workers (spawned workers inherit it)."""
+    if ":" in scenario.stack.policy.name:
+        from policies.registry import resolve
+
+        path = Path(source)
+        resolve(scenario.stack.policy.name, near=path.parent if path.is_file() else None)
+
+
 def _stop_on_sigterm() -> Any:
     """Make ``kill PID`` stop a run the way Ctrl-C does (workers stopped, finished runs kept,
     resumable) instead of leaving worker processes behind; returns what restores the old
@@ -206,6 +217,7 @@ def _run(args: argparse.Namespace) -> int:
         raise RecloopError("run: give a scenario (a file or a packaged name), or --resume DIR")
     else:
         scenario, notes = load_scenario_with_notes(args.scenario, args.overrides, args.quick)
+        _find_policy(scenario, args.scenario)
     labels, baseline, plans = plan_runs(scenario)
     rule = scenario.replications
     if isinstance(rule, AdaptiveReplications) and rule.min < 3:
@@ -529,6 +541,7 @@ def _validate(args: argparse.Namespace) -> int:
     for source in args.scenarios:
         try:
             scenario = load_scenario(source, args.overrides, args.quick)
+            _find_policy(scenario, source)
             check_scenario(scenario)
             plan_runs(scenario)  # every variant, and what the replications refer to
             print(f"{source}: ok")

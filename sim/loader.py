@@ -30,10 +30,17 @@ __all__ = [
     "set_path",
     "resolved_yaml",
     "MAX_SCENARIO_BYTES",
+    "LOCAL_FOLDERS",
 ]
 
 #: Scenario files are small; anything bigger is refused before parsing.
 MAX_SCENARIO_BYTES = 1_000_000
+
+
+#: Folders put on ``sys.path`` to import a policy's ``module:Class`` target found there (next to
+#: the scenario, or the current directory): spawned workers inherit ``sys.path``, and a local Ray
+#: instance gets them as ``PYTHONPATH``.
+LOCAL_FOLDERS: list[str] = []
 
 
 def packaged_scenarios() -> dict[str, Any]:
@@ -84,13 +91,7 @@ def load_scenario_with_notes(
         description = "\n\n".join([str(data.get("description") or "").rstrip(), *told]).strip()
         if len(description) <= MAX_DESCRIPTION:
             data = {**data, "description": description}
-    scenario = parse_scenario(data, label)
-    if ":" in scenario.stack.policy.name:  # a module:Class target: found now, or a clear error
-        from policies.registry import resolve
-
-        path = Path(str(source))
-        resolve(scenario.stack.policy.name, near=path.parent if path.is_file() else None)
-    return scenario, [dropped.strip()] if dropped else []
+    return parse_scenario(data, label), [dropped.strip()] if dropped else []
 
 
 def _read_source(source: str) -> tuple[str, str]:

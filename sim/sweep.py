@@ -33,7 +33,7 @@ import numpy as np
 
 from sim.durations import format_duration
 from sim.errors import RecloopError, ScenarioError
-from sim.loader import drop_other_policys_params, parse_scenario, set_path
+from sim.loader import LOCAL_FOLDERS, drop_other_policys_params, parse_scenario, set_path
 from sim.replications import Reached, first_met, next_batch, precision, replication_plan
 from sim.rng import Streams
 from sim.spec import RESERVED_LABELS, AdaptiveReplications, Scenario
@@ -525,8 +525,6 @@ def _ray_session(address: str | None, workers: int) -> Iterator[Any]:
 def _local_policy_folders() -> dict[str, Any] | None:
     """Ray's runtime environment for policies imported from local folders (next to the
     scenario, or the current directory): those folders on the workers' ``PYTHONPATH``."""
-    from policies.registry import LOCAL_FOLDERS
-
     if not LOCAL_FOLDERS:
         return None
     inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
