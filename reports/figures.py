@@ -210,7 +210,7 @@ def _band_switch(figure: go.Figure) -> None:
                         "method": "restyle",
                         "args": [{"visible": [True] * len(bands)}],
                     },
-                ],  # fmt: skip
+                ],
             }
         ]
     )
@@ -267,11 +267,12 @@ def suppression_figure(data: ReportData, intervention: str) -> go.Figure | None:
     marked = [(layer, rows) for layer, rows in releases.groupby("layer") if len(rows) <= 400]
     main_row = 2 if marked else 1
     figure = (
-        make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.18, 0.82],
-                      vertical_spacing=0.04)
+        make_subplots(
+            rows=2, cols=1, shared_xaxes=True, row_heights=[0.18, 0.82], vertical_spacing=0.04
+        )
         if marked
         else make_subplots(rows=1, cols=1)
-    )  # fmt: skip
+    )
     for variant in data.variants:
         rows = frame[frame["variant"] == variant]
         if not len(rows):
@@ -280,8 +281,9 @@ def suppression_figure(data: ReportData, intervention: str) -> go.Figure | None:
             hours=rows["seconds_since_intervention"] / 3600.0,
             per_hour=rows["bad_impressions"] / (bin_seconds / 3600.0),
         )
-        _band_traces(figure, data, variant, _mean_band(rows, "hours", "per_hour"),
-                     row=main_row, col=1)  # fmt: skip
+        _band_traces(
+            figure, data, variant, _mean_band(rows, "hours", "per_hour"), row=main_row, col=1
+        )
     for index, (layer, rows) in enumerate(marked):
         figure.add_trace(
             go.Scatter(
@@ -303,8 +305,9 @@ def suppression_figure(data: ReportData, intervention: str) -> go.Figure | None:
         row=main_row,
         col=1,
     )
-    figure.update_yaxes(title_text="bad impressions per hour", rangemode="tozero",
-                        row=main_row, col=1)  # fmt: skip
+    figure.update_yaxes(
+        title_text="bad impressions per hour", rangemode="tozero", row=main_row, col=1
+    )
     if marked:  # the strip shares the plot's x axis, labelled below it
         figure.update_yaxes(title_text="releases", row=1, col=1)
     return _finish(
@@ -356,8 +359,12 @@ def cost_harm_figure(data: ReportData, harm: str, harm_title: str) -> go.Figure 
                 name=plot_text(variant),
                 legendgroup=str(variant),
                 meta={"variant": str(variant)},
-                marker={"color": style.color, "size": 12, "symbol": style.symbol,
-                        "line": {"width": 1, "color": "#fff"}},
+                marker={
+                    "color": style.color,
+                    "size": 12,
+                    "symbol": style.symbol,
+                    "line": {"width": 1, "color": "#fff"},
+                },
                 error_y={
                     "type": "data",
                     "symmetric": False,
@@ -367,7 +374,7 @@ def cost_harm_figure(data: ReportData, harm: str, harm_title: str) -> go.Figure 
                 },
                 hovertext=[f"{plot_text(variant)}<br>{cost[index]:,.0f} cost units/day"],
             )
-        )  # fmt: skip
+        )
     front = pareto_front(cost, value)
     figure.add_trace(
         go.Scatter(
@@ -391,21 +398,20 @@ def cost_harm_figure(data: ReportData, harm: str, harm_title: str) -> go.Figure 
 
 def _cost_axis(cost: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """Costs span decades: a log axis, with zero drawn at its left end and labelled 0."""
-    title = {"text": "compute cost units per simulated day (log scale)"}
-    positive = cost[cost > 0]
-    if positive.max() / positive.min() < 20 and (cost > 0).all():
+    positive, zero = cost[cost > 0], bool((cost <= 0).any())
+    if not zero and positive.max() / positive.min() < 20:
         return cost, {"title": {"text": "compute cost units per simulated day"}}
-    floor = 10 ** math.floor(math.log10(positive.min()) - 1)
+    floor = 10.0 ** (math.floor(math.log10(positive.min())) - 1)
     x = np.where(cost > 0, cost, floor)
     top = math.ceil(math.log10(positive.max() * 1.5))
-    decades = [10.0**k for k in range(int(math.log10(floor)) + 1, top + 1)]
-    tickvals = ([floor] if (cost <= 0).any() else []) + decades
-    ticktext = (["0"] if (cost <= 0).any() else []) + [f"{v:,.0f}" if v >= 1 else f"{v:g}"
-                                                       for v in decades]  # fmt: skip
-    span = [math.log10(min(x.min(), floor if (cost <= 0).any() else x.min())) - 0.15,
-            math.log10(x.max()) + 0.6]  # fmt: skip
-    return x, {"title": title, "type": "log", "tickvals": tickvals, "ticktext": ticktext,
-               "range": span}  # fmt: skip
+    decades = [10.0**k for k in range(round(math.log10(floor)) + 1, top + 1)]
+    return x, {
+        "title": {"text": "compute cost units per simulated day (log scale)"},
+        "type": "log",
+        "tickvals": [floor] * zero + decades,
+        "ticktext": ["0"] * zero + [f"{v:,.0f}" if v >= 1 else f"{v:g}" for v in decades],
+        "range": [math.log10(x.min()) - 0.15, math.log10(x.max()) + 0.6],
+    }
 
 
 def _direct_labels(
@@ -508,12 +514,15 @@ def timeseries_figure(data: ReportData) -> go.Figure | None:
             y = np.append(mean.to_numpy(), mean.to_numpy()[-1])
             figure.add_trace(
                 go.Scatter(
-                    x=x, y=y, mode="lines", line_shape="hv",
+                    x=x,
+                    y=y,
+                    mode="lines",
+                    line_shape="hv",
                     **_trace_style(data, variant, index == 0),
                 ),
                 row=row,
                 col=col,
-            )  # fmt: skip
+            )
         figure.update_xaxes(
             title_text=f"simulated hours ({duration(bin_seconds)} bins)",
             range=[0, end],
@@ -523,14 +532,21 @@ def timeseries_figure(data: ReportData) -> go.Figure | None:
         figure.update_yaxes(tickformat=tickformat, title_text=_unit(column), row=row, col=col)
     if warm_end > 0:
         figure.add_vrect(
-            x0=0, x1=warm_end, fillcolor="#999", opacity=0.15, line_width=0,
-            row="all", col="all",
-        )  # fmt: skip
+            x0=0,
+            x1=warm_end,
+            fillcolor="#999",
+            opacity=0.15,
+            line_width=0,
+            row="all",
+            col="all",
+        )
     for at in data.summary.get("interventions", {}).values():
         figure.add_vline(
-            x=float(at) / 3600.0, line={"color": "#d62728", "dash": "dot", "width": 1},
-            row="all", col="all",
-        )  # fmt: skip
+            x=float(at) / 3600.0,
+            line={"color": "#d62728", "dash": "dot", "width": 1},
+            row="all",
+            col="all",
+        )
     marks = ["shaded: warm-up, not counted in the tables"] if warm_end > 0 else []
     marks += [
         f"red dotted: {plot_text(name)} at {float(at) / 3600.0:g} h"

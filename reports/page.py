@@ -46,9 +46,19 @@ TABLE_METRICS = (
 )
 #: The first screen's table: the harm, its change, and what a team weighs against it.
 COMPACT_METRICS = ("repeat_offences_per_negative", "ctr", "churned_users", "cost_per_day")
-SVG_DASH = {"solid": "", "dash": "6,3", "dot": "2,3", "dashdot": "6,3,2,3",
-            "longdash": "10,4", "longdashdot": "10,4,2,4"}  # fmt: skip
+SVG_DASH = {
+    "solid": "",
+    "dash": "6,3",
+    "dot": "2,3",
+    "dashdot": "6,3,2,3",
+    "longdash": "10,4",
+    "longdashdot": "10,4,2,4",
+}
 assert set(SVG_DASH) == set(DASHES)
+NEVER_FIRES = (
+    " <small class='never' title='this cadence never fires within the measured period: the "
+    "level changes nothing'>(never fires)</small>"
+)
 
 
 def esc(text: Any) -> str:
@@ -233,12 +243,17 @@ def _row_head(data: ReportData, variant: str) -> str:
     note = " <small>(baseline)</small>" if variant == baseline and not data.single else ""
     note += " <small>(bound)</small>" if variant in BOUNDS else ""
     if variant in data.summary.get("oracle_variants", []):
-        note += " <small>(oracle)</small>"
+        note += " <small title='oracle: ranks by ground truth, an upper bound'>(oracle)</small>"
     swatch = _swatch(data, variant)
     if data.axes and variant not in BOUNDS:
+        factors = (data.summary.get("effects") or {}).get("factors") or []
+        silent = [set(factor.get("never_fires") or []) for factor in factors]
         cells = [
             esc(cell[level])
-            for (_, cell), level in zip(level_columns(data.axes), levels_of(variant), strict=True)
+            + (NEVER_FIRES if index < len(silent) and level in silent[index] else "")
+            for index, ((_, cell), level) in enumerate(
+                zip(level_columns(data.axes), levels_of(variant), strict=True)
+            )
         ]
         cells[0], cells[-1] = swatch + cells[0], cells[-1] + note
         return "".join(f"<th scope='row'>{cell}</th>" for cell in cells)
@@ -440,7 +455,7 @@ def _charts(data: ReportData) -> list[tuple[go.Figure, str]]:
                 if "frozen" in data.variants
                 else "."
             ),
-        ),  # fmt: skip
+        ),
     ]
     for name in _interventions(data):
         figure = suppression_figure(data, name)

@@ -273,7 +273,7 @@ def test_the_headline_comes_from_the_effects_when_the_sweep_wrote_them(sweep, tm
                     "path": "stack.layers.retrain.every",
                     "levels": [QUOTED, "every 2h"],
                     "reference": "every 2h",
-                    "never_fires": [],
+                    "never_fires": ["every 2h"],
                 },
                 {
                     "factor": "features",
@@ -282,14 +282,14 @@ def test_the_headline_comes_from_the_effects_when_the_sweep_wrote_them(sweep, tm
                     "reference": "features off",
                     "never_fires": [],
                 },
-            ],  # fmt: skip
+            ],
             "headline": sentences,
             "largest": {
                 "metric": "bad_impressions",
                 "factor": "features",
                 "level": "features on",
                 "relative": -0.62,
-            },  # fmt: skip
+            },
         },
         unreliable=True,
         unreliable_reason="2 replications: every interval is unreliable (3 or more needed).",
@@ -300,6 +300,7 @@ def test_the_headline_comes_from_the_effects_when_the_sweep_wrote_them(sweep, tm
     page = build_report(copy)
     assert all(sentence in page for sentence in sentences)
     assert "2 replications: every interval is unreliable (3 or more needed)." in page
+    assert page.count("(never fires)</small>") == 2 * 2  # both tables, both "every 2h" rows
 
 
 def test_a_bin_limited_time_reads_as_an_upper_bound_on_the_page(sweep, tmp_path):
@@ -375,7 +376,9 @@ READ_CHARTS = """els => els.map(gd => {
       color: t.mode.includes('lines') ? t.line.color : t.marker.color,
       dash: t.mode.includes('lines') ? t.line.dash : t.marker.symbol}));
   const legend = Array.from(gd.querySelectorAll('.legendtext')).map(t => t.textContent);
-  return {title: layout.title.text, axes, traces, legend};
+  const scrollbar = gd.querySelector('.legend .scrollbar');
+  const scrolls = scrollbar !== null && Number(scrollbar.getAttribute('height')) > 0;
+  return {title: layout.title.text, axes, traces, legend, scrolls};
 })"""
 
 
@@ -421,7 +424,9 @@ def test_the_report_renders_in_chromium_and_answers_on_the_first_screen(kind, re
         ticked = {axis["id"] for axis in chart["axes"] if axis["ticks"]}
         for axis in chart["axes"]:
             assert axis["ticks"] or (not axis["shows"] and axis["follows"] in ticked), (
-                chart["title"], axis)  # fmt: skip
+                chart["title"],
+                axis,
+            )
         assert any(a["title"] and a["ticks"] for a in chart["axes"] if a["id"][0] == "x"), chart
         assert any(a["title"] and a["ticks"] for a in chart["axes"] if a["id"][0] == "y"), chart
         styles: dict[tuple[str, str, str], str] = {}
@@ -429,6 +434,7 @@ def test_the_report_renders_in_chromium_and_answers_on_the_first_screen(kind, re
             key = (trace["mode"], trace["color"], trace["dash"])
             assert styles.setdefault(key, trace["variant"]) == trace["variant"], (chart, key)
         assert not any("&quot;" in text or "&lt;" in text for text in chart["legend"])
+        assert not chart["scrolls"], chart["title"]  # the whole legend shows
     if kind == "sweep":
         legend = {text for chart in charts for text in chart["legend"]}
         assert f"{QUOTED} · features on" in legend  # shown as written, escaped once
