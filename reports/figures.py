@@ -385,7 +385,8 @@ def cost_harm_figure(data: ReportData, harm: str, harm_title: str) -> go.Figure 
             line={"color": "#444", "dash": "dot"},
         )
     )
-    low, high = float(value.min()), float(value.max())
+    low = float(points[(harm, "min")].min())  # the bars' ends, not only the means
+    high = float(points[(harm, "max")].max())
     pad = (high - low) * 0.08 or max(abs(high) * 0.05, 1.0)
     yrange = [low - pad, high + pad]
     figure.update_layout(

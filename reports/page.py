@@ -328,7 +328,7 @@ def _compact_cell(
     tip = [f"mean {text}"]
     extra = ""
     if entry["n"] < data.replications:
-        extra += f" <small class='partial'>({entry['n']}/{data.replications})</small>"
+        extra += f" <small class='partial'>(in {entry['n']} of {data.replications})</small>"
         tip.append(f"reached in {entry['n']} of {data.replications} replications")
     if entry.get("ci95"):
         interval = f"[{show(entry['ci95'][0])}, {show(entry['ci95'][1])}]"
@@ -423,7 +423,7 @@ white-space:nowrap}.compact thead th{white-space:normal;max-width:8.5rem;vertica
 overflow-wrap:anywhere}
 .compact th[scope=row],.full th[scope=row]{font-weight:normal;text-align:left}
 .compact th.level{text-align:left}
-.compact .ci{display:none;color:#555}#show-intervals:checked~table .ci{display:inline}
+.compact .ci{display:none;color:#555}#show-intervals:checked~.scroll .ci{display:inline}
 .full th,.full td{border:1px solid #ddd;padding:.3rem .45rem;text-align:right;vertical-align:top}
 .baseline th,.baseline td{font-weight:600}.swatch{vertical-align:middle;margin-right:.35rem}
 .best-cell{background:#eef8ee}.best{color:#2ca02c}.na{color:#999}

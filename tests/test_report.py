@@ -412,6 +412,10 @@ def test_the_report_renders_in_chromium_and_answers_on_the_first_screen(kind, re
         title = page.title()
         for shot in shots:
             page.screenshot(path=str(shot))
+        if kind == "sweep":  # the switch shows the intervals hidden in each cell
+            assert not page.locator("#variants .ci").first.is_visible()
+            page.click("#show-intervals")
+            assert page.locator("#variants .ci").first.is_visible()
         browser.close()
     print(f"first screen of the {kind} report: {shots[0]} and {shots[1]}")
     assert errors == []
