@@ -8,6 +8,7 @@ The browser test writes each report's first screen (1440×900) to pytest's ``tmp
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import shutil
@@ -247,8 +248,17 @@ def test_time_series_mark_warm_up_and_interventions_and_agree_with_the_table(swe
 # --- the answer -----------------------------------------------------------------------------------
 
 
-def test_the_headline_names_the_best_variant_without_a_double_negative(sweep):
+def test_the_headline_is_the_sweeps_effects_with_the_unreliable_flag(sweep):
     data = load_report_data(sweep)
+    sentences = data.summary["effects"]["headline"]
+    assert headline(data) == sentences and len(sentences) == 2  # one per lever
+    assert reliability(data) == data.summary["unreliable_reason"]
+    page = (sweep / "report.html").read_text()
+    assert all(html.escape(sentence) in page for sentence in sentences)
+
+
+def test_without_effects_the_headline_names_the_best_variant_plainly(sweep, tmp_path):
+    data = load_report_data(_with_summary(sweep, tmp_path, effects=None, unreliable=None))
     text = " ".join(headline(data))
     comparisons = data.summary["comparisons"]
     best = min(data.declared, key=lambda v: comparisons[v]["bad_impressions"]["mean"])
