@@ -44,15 +44,22 @@ WIDTH = 1180
 LEGEND_ROW = 24
 
 
-def time_ticks(low: float, high: float) -> dict[str, Any]:
+#: The ticks kept where a time axis is narrow (a panel of several).
+SPARSE_TICKS = ("1ms", "10ms", "100ms", "1s", "10s", "1m", "10m", "1h", "6h", "1d", "1w", "1mo")
+
+
+def time_ticks(low: float, high: float, sparse: bool = False) -> dict[str, Any]:
     """Tick values and labels for a log time axis from ``low`` to ``high`` seconds, the first
     at or below ``low`` so that the left end is labelled.
 
     >>> time_ticks(60, 7200)["ticktext"]
     ['1m', '2m', '5m', '10m', '30m', '1h', '2h']
+    >>> time_ticks(60, 7200, sparse=True)["ticktext"]
+    ['1m', '10m', '1h']
     """
-    inside = [(v, t) for v, t in TIME_TICKS if low / 1.001 <= v <= high * 1.001]
-    below = [(v, t) for v, t in TIME_TICKS if v < low / 1.001]
+    ticks = [(v, t) for v, t in TIME_TICKS if t in SPARSE_TICKS or not sparse]
+    inside = [(v, t) for v, t in ticks if low / 1.001 <= v <= high * 1.001]
+    below = [(v, t) for v, t in ticks if v < low / 1.001]
     if below and (not inside or inside[0][0] > low * 1.5):
         inside.insert(0, below[-1])
     return {"tickvals": [v for v, _ in inside], "ticktext": [t for _, t in inside]}
@@ -107,7 +114,7 @@ def absorption_figure(data: ReportData) -> go.Figure | None:
     if not layers:
         return None
     delays = np.maximum(frame["delay_seconds"].dropna().to_numpy(), 1e-3)
-    ticks = time_ticks(float(delays.min()), float(delays.max())) if delays.shape[0] else {}
+    ticks = time_ticks(float(delays.min()), float(delays.max()), sparse=len(layers) > 1)
     figure = make_subplots(
         rows=1, cols=len(layers), subplot_titles=[plot_text(layer) for layer in layers]
     )

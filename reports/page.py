@@ -91,12 +91,13 @@ def reliability(data: ReportData) -> str | None:
     unreliable = data.summary.get("unreliable")
     if data.single or unreliable is False or (unreliable is None and data.replications >= 3):
         return None
-    return str(
+    reason = str(
         data.summary.get("unreliable_reason")
         or f"Only {data.replications} replication{'s' if data.replications > 1 else ''} ran: "
         "an interval from fewer than 3 is "
         "unreliable, so treat every difference here as provisional."
     )
+    return reason[:1].upper() + reason[1:]
 
 
 def _single_headline(data: ReportData) -> list[str]:
@@ -437,7 +438,12 @@ pre{background:#f7f7f7;padding:1rem;overflow:auto;font-size:.8rem}.chart{margin:
 def _charts(data: ReportData) -> list[tuple[go.Figure, str]]:
     harm, harm_title = _harm_metric(data)
     several = len(data.variants) > 1
-    band = " (band: range over replications)" if data.replications > 1 else ""
+    band = (
+        " (the range over replications: shaded, or behind the chart's button when there are "
+        "many lines)"
+        if data.replications > 1
+        else ""
+    )
     charts: list[tuple[go.Figure | None, str]] = [
         (
             absorption_figure(data),

@@ -252,7 +252,8 @@ def test_the_headline_is_the_sweeps_effects_with_the_unreliable_flag(sweep):
     data = load_report_data(sweep)
     sentences = data.summary["effects"]["headline"]
     assert headline(data) == sentences and len(sentences) == 2  # one per lever
-    assert reliability(data) == data.summary["unreliable_reason"]
+    reason = data.summary["unreliable_reason"]
+    assert reliability(data) == reason[:1].upper() + reason[1:]  # as a sentence
     page = (sweep / "report.html").read_text()
     assert all(html.escape(sentence) in page for sentence in sentences)
 
