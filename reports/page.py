@@ -565,7 +565,10 @@ def build_report(folder: str | Path, plotlyjs: str = "inline") -> str:
         if data.single
         else f"{len(data.variants)} variants × {data.replications} replications"
     )
-    meta = f"{runs} · seed {esc(summary.get('seed'))}"
+    plan = summary.get("replication_plan") or {}
+    if plan.get("stopped") and plan["stopped"] != "fixed":  # replications until a precision
+        runs += f" ({plan['stopped']})"
+    meta = f"{esc(runs)} · seed {esc(summary.get('seed'))}"
     switch = (
         ""
         if data.single

@@ -319,8 +319,16 @@ def test_a_bin_limited_time_reads_as_an_upper_bound_on_the_page(sweep, tmp_path)
     key = f"{HOSTILE}.time_to_50pct_seconds"
     reached = {v: m[key]["mean"] for v, m in summary["comparisons"].items() if key in m}
     resolution = min(reached.values())
-    page = build_report(_with_summary(sweep, tmp_path, metric_resolution={key: resolution}))
+    page = build_report(
+        _with_summary(
+            sweep,
+            tmp_path,
+            metric_resolution={key: resolution},
+            replication_plan={"min": 2, "max": 2, "until": None, "stopped": "max reached"},
+        )
+    )
     assert f"≤ {duration(resolution)} ({duration(resolution)} bins)" in page
+    assert "6 variants × 2 replications (max reached)" in page
 
 
 def test_a_single_run_states_its_absorption_times_and_no_sweep_text(single):
