@@ -1,392 +1,40 @@
 """The HTML report: one self-contained file that answers a results directory's question.
 
 Built from the directory's files alone (``recloop report DIR`` rebuilds it for any run, from any
-machine). Every string a user wrote (names, descriptions, labels) is HTML-escaped before it
-reaches the page or a chart, so a scenario named ``<script>`` shows as text. Colours are fixed per
-variant across every chart.
+machine). The first screen holds the question (the scenario's name and description), the answer
+(the effect of each lever with its interval and cost, from ``summary["effects"]`` when the sweep
+wrote it) and a one-line-per-variant table; the charts and every metric follow. Every string a
+user wrote is escaped once for where it lands (HTML, or a Plotly string), so a scenario named
+``<script>`` shows as text and a label with a ``"`` shows a ``"``.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
-from plotly.subplots import make_subplots
 
-from reports.results import ResultsError, read_summary
-
-__all__ = [
-    "ReportData",
-    "load_report_data",
-    "build_report",
-    "variant_colors",
-    "absorption_figure",
-    "exposure_figure",
-    "suppression_figure",
-    "cost_harm_figure",
-    "business_figure",
-    "pareto_front",
-    "headline",
-]
-
-PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79",
-)  # fmt: skip
-BOUND_COLORS = {"frozen": "#7f7f7f", "instant": "#000000"}
-LAYER_DASH = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot", "5px,2px")
-#: Time-axis ticks from a millisecond to a month, for delays on a log scale.
-TIME_TICKS = (
-    (0.001, "1ms"), (0.01, "10ms"), (0.1, "100ms"), (1, "1s"), (10, "10s"), (60, "1m"),
-    (600, "10m"), (3600, "1h"), (6 * 3600, "6h"), (86400, "1d"), (7 * 86400, "1w"),
-    (30 * 86400, "1mo"),
-)  # fmt: skip
-#: Points kept per CDF line (quantiles), whatever the number of events.
-CDF_POINTS = 200
-
-
-def esc(text: Any) -> str:
-    """User text as safe HTML (also inside Plotly strings, which render entities as text)."""
-    return html.escape(str(text), quote=True)
-
-
-@dataclass
-class ReportData:
-    """Everything the report reads, loaded once from a results directory."""
-
-    folder: Path
-    summary: dict[str, Any]
-    scenario_yaml: str
-    runs: pd.DataFrame
-    propagation: pd.DataFrame
-    exposure: pd.DataFrame
-    suppression: pd.DataFrame
-    timeseries: pd.DataFrame
-    layers: pd.DataFrame
-
-    @property
-    def variants(self) -> list[str]:
-        return list(self.summary["variants"])
-
-
-def load_report_data(folder: str | Path) -> ReportData:
-    """Read a results directory (raises :class:`ResultsError` naming a missing file)."""
-    folder = Path(folder)
-    summary = read_summary(folder)
-
-    def table(name: str) -> pd.DataFrame:
-        path = folder / f"{name}.parquet"
-        if not path.is_file():
-            raise ResultsError(f"{path}: missing; the report needs the whole results directory")
-        return pd.read_parquet(path)
-
-    scenario = folder / "scenario.yaml"
-    return ReportData(
-        folder=folder,
-        summary=summary,
-        scenario_yaml=scenario.read_text(encoding="utf-8") if scenario.is_file() else "",
-        runs=table("runs"),
-        propagation=table("propagation"),
-        exposure=table("exposure"),
-        suppression=table("suppression"),
-        timeseries=table("timeseries"),
-        layers=table("layers"),
-    )
-
-
-def variant_colors(variants: list[str]) -> dict[str, str]:
-    """A fixed colour per variant: the palette in order, grey and black for the bounds."""
-    colors: dict[str, str] = {}
-    index = 0
-    for variant in variants:
-        if variant in BOUND_COLORS:
-            colors[variant] = BOUND_COLORS[variant]
-        else:
-            colors[variant] = PALETTE[index % len(PALETTE)]
-            index += 1
-    return colors
-
-
-def _time_axis(title: str) -> dict[str, Any]:
-    return {
-        "type": "log",
-        "title": {"text": title},
-        "tickvals": [value for value, _ in TIME_TICKS],
-        "ticktext": [label for _, label in TIME_TICKS],
-    }
-
-
-# --- figures ---------------------------------------------------------------------------------
-
-
-def absorption_figure(data: ReportData, colors: dict[str, str]) -> go.Figure:
-    """CDF of absorption delay per layer (dash) and variant (colour), log time axis."""
-    figure = go.Figure()
-    frame = data.propagation
-    layers = sorted(frame["layer"].astype(str).unique()) if len(frame) else []
-    for variant in data.variants:
-        for index, layer in enumerate(layers):
-            rows = frame[(frame["variant"] == variant) & (frame["layer"].astype(str) == layer)]
-            if not len(rows):
-                continue
-            delays = np.sort(rows["delay_seconds"].dropna().to_numpy())
-            delays = np.maximum(delays, 1e-3)  # a zero delay sits at the axis' left end
-            if not delays.shape[0]:
-                continue
-            share = np.arange(1, delays.shape[0] + 1) / len(rows)  # unabsorbed stay below 1
-            keep = np.unique(np.linspace(0, delays.shape[0] - 1, CDF_POINTS).astype(int))
-            figure.add_trace(
-                go.Scatter(
-                    x=delays[keep],
-                    y=share[keep],
-                    mode="lines",
-                    name=f"{esc(variant)} · {esc(layer)}",
-                    legendgroup=esc(variant),
-                    line={"color": colors[variant], "dash": LAYER_DASH[index % len(LAYER_DASH)]},
-                )
-            )
-    figure.update_layout(
-        title={"text": "How long each layer takes to absorb a negative event"},
-        xaxis=_time_axis(
-            "delay from the event to the layer's state covering it, live for the user"
-        ),
-        yaxis={"title": {"text": "share of negative events absorbed"}, "range": [0, 1.02]},
-    )
-    return figure
-
-
-def _mean_band(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Mean of ``y`` over replications at each ``x``, with min and max across them."""
-    grouped = frame.groupby(x)[y]
-    return pd.DataFrame({"mean": grouped.mean(), "low": grouped.min(), "high": grouped.max()})
-
-
-def _band_traces(
-    figure: go.Figure, band: pd.DataFrame, name: str, color: str, **where: Any
-) -> None:
-    x = band.index.to_numpy()
-    figure.add_trace(
-        go.Scatter(
-            x=np.concatenate([x, x[::-1]]),
-            y=np.concatenate([band["high"].to_numpy(), band["low"].to_numpy()[::-1]]),
-            fill="toself",
-            fillcolor=color,
-            opacity=0.15,
-            line={"width": 0},
-            hoverinfo="skip",
-            showlegend=False,
-            legendgroup=name,
-        ),
-        **where,
-    )
-    figure.add_trace(
-        go.Scatter(
-            x=x, y=band["mean"], mode="lines", name=name, legendgroup=name, line={"color": color}
-        ),
-        **where,
-    )
-
-
-def exposure_figure(data: ReportData, colors: dict[str, str], match: str = "topic") -> go.Figure:
-    """Impressions of the rejected topic (or item) per negative, against time since it."""
-    figure = go.Figure()
-    frame = data.exposure[data.exposure["match"] == match].dropna(
-        subset=["impressions_per_negative"]
-    )
-    for variant in data.variants:
-        rows = frame[frame["variant"] == variant].assign(
-            hours=lambda f: f["seconds_since_negative"] / 3600.0
-        )
-        if len(rows):
-            band = _mean_band(rows, "hours", "impressions_per_negative")
-            _band_traces(figure, band, esc(variant), colors[variant])
-    figure.update_layout(
-        title={"text": f"Residual exposure to the same {match} after an explicit negative"},
-        xaxis={"title": {"text": "hours since the negative event"}, "type": "log"},
-        yaxis={"title": {"text": f"impressions of the same {match} per negative (cumulative)"}},
-    )
-    return figure
-
-
-def suppression_figure(data: ReportData, colors: dict[str, str], intervention: str) -> go.Figure:
-    """Bad impressions per hour after one intervention, with the baseline's releases marked."""
-    frame = data.suppression[data.suppression["intervention"] == intervention]
-    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.8, 0.2])
-    for variant in data.variants:
-        rows = frame[frame["variant"] == variant]
-        if not len(rows):
-            continue
-        width = np.diff(np.unique(rows["seconds_since_intervention"]))
-        bin_hours = (float(width[0]) if width.shape[0] else 3600.0) / 3600.0
-        rows = rows.assign(
-            hours=rows["seconds_since_intervention"] / 3600.0,
-            per_hour=rows["bad_impressions"] / bin_hours,
-        )
-        _band_traces(figure, _mean_band(rows, "hours", "per_hour"), esc(variant), colors[variant],
-                     row=1, col=1)  # fmt: skip
-    at = _intervention_time(data, intervention)
-    baseline = data.summary["baseline"]
-    releases = data.layers[
-        (data.layers["variant"] == baseline)
-        & (data.layers["replication"] == 0)
-        & (data.layers["live_at"] >= at)
-    ]
-    for index, (layer, rows) in enumerate(releases.groupby("layer")):
-        if len(rows) > 400:  # continuous layers release every window: a band, not marks
-            continue
-        figure.add_trace(
-            go.Scatter(
-                x=(rows["live_at"] - at) / 3600.0,
-                y=[esc(layer)] * len(rows),
-                mode="markers",
-                marker={"symbol": "line-ns-open", "size": 12, "color": "#444"},
-                name=f"{esc(layer)} releases ({esc(baseline)}, r0)",
-                text=[f"v{v} {c}" for v, c in zip(rows["version"], rows["cohort"], strict=True)],
-                showlegend=index == 0,
-                legendgroup="releases",
-            ),
-            row=2,
-            col=1,
-        )
-    figure.update_layout(
-        title={"text": f"Bad impressions per hour after “{esc(intervention)}”"},
-        yaxis={"title": {"text": "bad impressions per hour"}},
-        xaxis2={"title": {"text": "hours since the intervention"}},
-        yaxis2={"title": {"text": "releases"}},
-    )
-    return figure
-
-
-def _intervention_time(data: ReportData, intervention: str) -> float:
-    return float(data.summary.get("interventions", {}).get(intervention, 0.0))
-
-
-def pareto_front(cost: np.ndarray, harm: np.ndarray) -> np.ndarray:
-    """Indices of the points no other point beats on both cost and harm, by increasing cost.
-
-    >>> pareto_front(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 12.0, 5.0, 6.0])).tolist()
-    [0, 2]
-    """
-    order = np.lexsort((harm, cost))
-    front, best = [], np.inf
-    for index in order:
-        if harm[index] < best:
-            front.append(int(index))
-            best = harm[index]
-    return np.array(front, int)
-
-
-def cost_harm_figure(
-    data: ReportData, colors: dict[str, str], harm: str, harm_title: str
-) -> go.Figure:
-    """Compute cost per day against harm, per variant (mean and range), Pareto front drawn."""
-    figure = go.Figure()
-    runs = data.runs[data.runs["status"] == "ok"]
-    points = runs.groupby("variant")[["cost_per_day", harm]].agg(["mean", "min", "max"])
-    points = points.reindex([v for v in data.variants if v in points.index])
-    for variant, row in points.iterrows():
-        figure.add_trace(
-            go.Scatter(
-                x=[row[("cost_per_day", "mean")]],
-                y=[row[(harm, "mean")]],
-                mode="markers",
-                name=esc(variant),
-                marker={"color": colors[str(variant)], "size": 12},
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": [row[(harm, "max")] - row[(harm, "mean")]],
-                    "arrayminus": [row[(harm, "mean")] - row[(harm, "min")]],
-                },
-            )
-        )
-    cost = points[("cost_per_day", "mean")].to_numpy(float)
-    value = points[(harm, "mean")].to_numpy(float)
-    front = pareto_front(cost, value)
-    figure.add_trace(
-        go.Scatter(
-            x=cost[front],
-            y=value[front],
-            mode="lines",
-            name="Pareto front",
-            line={"color": "#444", "dash": "dot"},
-        )
-    )
-    positive = cost[cost > 0]
-    figure.update_layout(
-        title={"text": f"Compute cost against harm ({esc(harm_title)})"},
-        xaxis={
-            "title": {"text": "compute cost units per simulated day"},
-            "type": "log" if positive.shape[0] == cost.shape[0] and cost.shape[0] else "linear",
-        },
-        yaxis={"title": {"text": esc(harm_title)}},
-    )
-    return figure
-
-
-BUSINESS_PANELS = (
-    ("ctr", "CTR"),
-    ("sessions", "sessions started per bin"),
-    ("churned_users", "users churned per bin"),
-    ("topic_gini", "topic concentration (Gini)"),
+from reports.data import ReportData, duration, load_report_data, time_text
+from reports.encoding import BOUNDS, DASHES, encoding_key, level_columns, levels_of
+from reports.figures import (
+    absorption_figure,
+    cost_harm_figure,
+    exposure_figure,
+    suppression_figure,
+    timeseries_figure,
 )
-#: Shown when the runs measured it (``metrics.regret``), and when fresh items were shown.
-REGRET_PANEL = ("regret_per_request", "regret: expected clicks lost per request")
-FRESH_PANEL = ("fresh_impression_share", "share of impressions on fresh items")
 
+__all__ = ["ReportData", "load_report_data", "build_report", "headline", "reliability"]
 
-def business_figure(data: ReportData, colors: dict[str, str]) -> go.Figure:
-    """CTR, sessions, churn, topic concentration and, when there is something to show, regret
-    and the share of fresh items over simulated time, per variant."""
-    frame = data.timeseries.assign(hours=data.timeseries["start_seconds"] / 3600.0)
-    panels: tuple[tuple[str, str], ...] = BUSINESS_PANELS
-    if REGRET_PANEL[0] in frame.columns and frame[REGRET_PANEL[0]].notna().any():
-        panels = (*panels, REGRET_PANEL)
-    if FRESH_PANEL[0] in frame.columns and frame[FRESH_PANEL[0]].fillna(0).gt(0).any():
-        panels = (*panels, FRESH_PANEL)
-    grid_rows = (len(panels) + 1) // 2
-    figure = make_subplots(rows=grid_rows, cols=2, subplot_titles=[title for _, title in panels])
-    for index, (column, _) in enumerate(panels):
-        row, col = index // 2 + 1, index % 2 + 1
-        for variant in data.variants:
-            series = frame[frame["variant"] == variant].dropna(subset=[column])
-            if not len(series):
-                continue
-            mean = series.groupby("hours")[column].mean()
-            figure.add_trace(
-                go.Scatter(
-                    x=mean.index,
-                    y=mean.to_numpy(),
-                    mode="lines",
-                    name=esc(variant),
-                    legendgroup=esc(variant),
-                    showlegend=index == 0,
-                    line={"color": colors[variant]},
-                ),
-                row=row,
-                col=col,
-            )
-        figure.update_xaxes(title_text="simulated hours", row=row, col=col)
-    figure.update_layout(
-        title={"text": "Business and health metrics over time"}, height=310 * grid_rows
-    )
-    return figure
-
-
-# --- the page --------------------------------------------------------------------------------
-
-#: Table columns: metric, title, format, direction (-1: lower is better, 1: higher is better).
+#: Full table: metric, title, format, direction (-1: lower is better, 1: higher is better).
 TABLE_METRICS = (
     ("bad_impressions", "bad impressions", "{:,.0f}", -1),
     ("repeat_offences_per_negative", "repeat offences / negative", "{:.2f}", -1),
-    ("ctr", "CTR", "{:.4f}", 1),
+    ("ctr", "CTR", "{:.2%}", 1),
     ("regret_per_request", "regret (clicks / request)", "{:.4f}", -1),
     ("sessions_lost", "sessions lost", "{:,.0f}", -1),
     ("churned_users", "churned users", "{:,.0f}", -1),
@@ -396,6 +44,26 @@ TABLE_METRICS = (
     ("cost_per_day", "cost units / day", "{:,.0f}", -1),
     ("propagation_efficiency", "propagation efficiency", "{:.2f}", 1),
 )
+#: The first screen's table: the harm, its change, and what a team weighs against it.
+COMPACT_METRICS = ("repeat_offences_per_negative", "ctr", "churned_users", "cost_per_day")
+SVG_DASH = {
+    "solid": "",
+    "dash": "6,3",
+    "dot": "2,3",
+    "dashdot": "6,3,2,3",
+    "longdash": "10,4",
+    "longdashdot": "10,4,2,4",
+}
+assert set(SVG_DASH) == set(DASHES)
+NEVER_FIRES = (
+    " <small class='never' title='this cadence never fires within the measured period: the "
+    "level changes nothing'>(never fires)</small>"
+)
+
+
+def esc(text: Any) -> str:
+    """User text as safe HTML."""
+    return html.escape(str(text), quote=True)
 
 
 def _harm_metric(data: ReportData) -> tuple[str, str]:
@@ -404,179 +72,415 @@ def _harm_metric(data: ReportData) -> tuple[str, str]:
     return "repeat_offences_per_negative", "repeat offences per explicit negative"
 
 
-def headline(data: ReportData) -> str:
-    """One paragraph answering the scenario's question from the numbers (plain text)."""
-    summary = data.summary
-    comparisons = summary["comparisons"]
-    baseline = summary["baseline"]
+# --- the answer --------------------------------------------------------------------------------
+
+
+def headline(data: ReportData) -> list[str]:
+    """The answer in plain sentences, most important first: the effect of each lever as the
+    sweep wrote it (``summary["effects"]["headline"]``), else the report's own reading."""
+    effects = data.summary.get("effects") or {}
+    if effects.get("headline"):
+        return [str(sentence) for sentence in effects["headline"]]
+    if data.single:
+        return _single_headline(data)
+    return _sweep_headline(data)
+
+
+def reliability(data: ReportData) -> str | None:
+    """The warning a sweep with fewer than 3 replications carries (``None``: no warning)."""
+    unreliable = data.summary.get("unreliable")
+    if data.single or unreliable is False or (unreliable is None and data.replications >= 3):
+        return None
+    reason = str(
+        data.summary.get("unreliable_reason")
+        or f"Only {data.replications} replication{'s' if data.replications > 1 else ''} ran: "
+        "an interval from fewer than 3 is "
+        "unreliable, so treat every difference here as provisional."
+    )
+    return reason[:1].upper() + reason[1:]
+
+
+def _single_headline(data: ReportData) -> list[str]:
+    metrics = data.summary["comparisons"].get(data.summary["baseline"], {})
     harm, harm_title = _harm_metric(data)
-    candidates = [
-        v for v in summary["variants"] if v not in BOUND_COLORS and harm in comparisons.get(v, {})
-    ]
-    n = summary["replications"]
+    sentences = []
+    if harm in metrics:
+        value = metrics[harm]["mean"]
+        shown = f"{value:,.0f}" if harm == "bad_impressions" else f"{value:,.2f}"
+        sentences.append(f"This run counted {shown} {harm_title}.")
+    reached, missed = [], []
+    for layer in _layers(data):
+        median = metrics.get(f"absorption.{layer}.median_seconds")
+        share = metrics.get(f"absorption.{layer}.absorbed_share", {}).get("mean")
+        if median is not None:
+            reached.append(f"{duration(median['mean'])} through {layer}")
+        elif share is not None:
+            missed.append(f"{layer} absorbed {f'{share:.0%} of them' if share else 'none'}")
+    if reached:
+        text = "A negative reached what the user is shown in " + _join(reached) + " (medians)"
+        sentences.append(text + (f"; {_join(missed)} before the run ended." if missed else "."))
+    elif missed:
+        sentences.append(f"Before the run ended, {_join(missed)}.")
+    resolution = data.summary.get("metric_resolution") or {}
+    halved = []
+    for name in _interventions(data):
+        key = f"{name}.time_to_50pct_seconds"
+        if key in metrics:
+            halved.append(f"{time_text(metrics[key]['mean'], resolution.get(key))} after {name}")
+    if halved:
+        sentences.append(f"Bad impressions fell to half their level within {_join(halved)}.")
+    return sentences or ["This run measured no negative feedback: there is nothing to answer."]
+
+
+def _sweep_headline(data: ReportData) -> list[str]:
+    summary = data.summary
+    comparisons, baseline = summary["comparisons"], summary["baseline"]
+    harm, harm_title = _harm_metric(data)
+    n = data.replications
+    candidates = [v for v in data.declared if harm in comparisons.get(v, {})]
     if len(candidates) < 2:
-        base = comparisons.get(baseline, {}).get(harm)
-        if base is None:
-            return "This run has no harm metric to compare: it measured no negative feedback."
-        return (
-            f"One variant ({baseline}): {harm_title} {base['mean']:,.2f} over {n} "
-            f"replication(s). Add variants to compare cadences."
-        )
+        entry = comparisons.get(baseline, {}).get(harm)
+        if entry is None:
+            return ["These runs measured no negative feedback: there is nothing to compare."]
+        return [
+            f"{baseline}: {entry['mean']:,.2f} {harm_title}{_interval(entry)} over {n} "
+            "replications. Add variants to compare cadences."
+        ]
     best = min(candidates, key=lambda v: comparisons[v][harm]["mean"])
     if best == baseline:
-        others = [v for v in candidates if v != baseline]
-        runner_up = min(others, key=lambda v: comparisons[v][harm]["mean"])
-        relative = comparisons[runner_up][harm].get("relative")
-        text = (
-            f"The baseline, {baseline}, has the fewest {harm_title}; the next best, {runner_up}, "
-            f"differs by {_percent(relative)}"
+        runner_up = min(
+            (v for v in candidates if v != baseline), key=lambda v: comparisons[v][harm]["mean"]
         )
-        return text + f" ({_significance(relative, n)})."
-    entry = comparisons[best][harm]
-    relative = entry.get("relative")
-    cost_base = comparisons[baseline].get("cost_per_day", {}).get("mean")
-    cost_best = comparisons[best].get("cost_per_day", {}).get("mean")
-    cost = ""
-    if cost_base and cost_best is not None:
-        cost = f" and costs {cost_best / cost_base:,.1f}× the baseline's compute per day"
-    return (
-        f"Moving from {baseline} to {best} changes {harm_title} by {_percent(relative)}{cost} "
-        f"({_significance(relative, n)})."
-    )
+        relative = comparisons[runner_up][harm].get("relative")
+        return [
+            f"The baseline, {baseline}, has the fewest {harm_title}; the next best, {runner_up}, "
+            f"has {_percent(relative)} more.",
+            _verdict(relative, n),
+        ]
+    relative = comparisons[best][harm].get("relative")
+    return [
+        f"{best} has the fewest {harm_title}: {_percent(relative)} against the baseline "
+        f"({baseline}){_cost_phrase(comparisons, best, baseline)}.",
+        _verdict(relative, n),
+    ]
+
+
+def _cost_phrase(comparisons: dict[str, Any], variant: str, baseline: str) -> str:
+    cost = comparisons[variant].get("cost_per_day", {}).get("mean")
+    base = comparisons[baseline].get("cost_per_day", {}).get("mean")
+    if cost is None or base is None:
+        return ""
+    if base > 0:
+        return f", at {cost / base:,.1f}× its compute cost per day"
+    return f", at {cost:,.0f} compute cost units per day (the baseline: {base:,.0f})"
 
 
 def _percent(relative: dict[str, Any] | None) -> str:
     if relative is None:
-        return "an unknown share"
+        return "an unknown change"
     text = f"{100 * relative['mean']:+.0f}%"
-    if relative["ci95"]:
+    if relative.get("ci95"):
         low, high = (100 * bound for bound in relative["ci95"])
         text += f" [{low:+.0f}%, {high:+.0f}%]"
     return text
 
 
-def _significance(relative: dict[str, Any] | None, n: int) -> str:
-    if relative is None or not relative["ci95"]:
-        return f"{n} replication(s): no interval, so no claim of a difference"
+def _verdict(relative: dict[str, Any] | None, n: int) -> str:
+    if relative is None or not relative.get("ci95"):
+        return f"With {n} replication(s) there is no interval: no claim of a difference."
     low, high = relative["ci95"]
-    if low > 0 or high < 0:
-        return f"the 95% interval over {n} replications excludes no change"
-    return f"the 95% interval over {n} replications includes no change: not distinguishable"
-
-
-def _table(data: ReportData) -> str:
-    comparisons = data.summary["comparisons"]
-    baseline = data.summary["baseline"]
-    replications = int(data.summary["replications"])
-    metrics = [m for m in TABLE_METRICS if any(m[0] in c for c in comparisons.values())]
-    for name in _harmful_interventions(data):
-        for percent in (50, 10):
-            key = f"{name}.time_to_{percent}pct_seconds"
-            if any(key in c for c in comparisons.values()):
-                metrics.append((key, f"{name}: time to {percent}%", "hours", -1))
-    best: dict[str, str] = {}
-    for metric, _, _, direction in metrics:
-        values = {
-            v: c[metric]["mean"]
-            for v, c in comparisons.items()
-            if metric in c and v not in BOUND_COLORS  # the bounds are references, not choices
-        }
-        if len(set(values.values())) > 1 and metric != "propagation_efficiency":
-            pick = min if direction < 0 else max
-            best[metric] = pick(values, key=lambda v: values[v])
-    head = "".join(f"<th>{esc(title)}</th>" for _, title, _, _ in metrics)
-    rows = []
-    for variant in data.variants:
-        cells = []
-        for metric, _, fmt, _ in metrics:
-            entry = comparisons.get(variant, {}).get(metric)
-            if entry is None:
-                cells.append('<td class="na">n/a</td>')
-                continue
-            cells.append(_cell(entry, fmt, best.get(metric) == variant, replications))
-        label = esc(variant) + (" <small>(baseline)</small>" if variant == baseline else "")
-        label += " <small>(bound)</small>" if variant in BOUND_COLORS else ""
-        if variant in data.summary.get("oracle_variants", []):
-            label += " <small>(oracle: ranks by ground truth, an upper bound)</small>"
-        kind = " class='bound'" if variant in BOUND_COLORS else ""
-        rows.append(f"<tr{kind}><th scope='row'>{label}</th>{''.join(cells)}</tr>")
+    if high < 0:
+        return f"The 95% interval over {n} replications lies below 0%: a real reduction."
+    if low > 0:
+        return f"The 95% interval over {n} replications lies above 0%: a real increase."
     return (
-        "<table class='variants'><thead><tr><th>variant</th>"
-        f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"The 95% interval over {n} replications includes 0%: not distinguishable from the "
+        "baseline."
     )
 
 
-def _format(value: float, fmt: str) -> str:
-    return f"{value / 3600.0:,.1f} h" if fmt == "hours" else fmt.format(value)
+def _interval(entry: dict[str, Any]) -> str:
+    return f" [{entry['ci95'][0]:,.2f}, {entry['ci95'][1]:,.2f}]" if entry.get("ci95") else ""
 
 
-def _cell(entry: dict[str, Any], fmt: str, best: bool, replications: int) -> str:
-    text = _format(entry["mean"], fmt)
-    if entry["n"] < replications:  # e.g. suppression reached in only some replications
-        text += f" <small class='partial'>(in {entry['n']} of {replications})</small>"
-    if entry["ci95"]:
-        low, high = entry["ci95"]
-        text += f" <small>[{_format(low, fmt)}, {_format(high, fmt)}]</small>"
-    delta = entry.get("delta")
-    if delta is not None:
-        change = f"Δ {_format(delta['mean'], fmt)}"
-        if delta["ci95"]:
-            change += f" [{_format(delta['ci95'][0], fmt)}, {_format(delta['ci95'][1], fmt)}]"
-        text += f"<br><small class='delta'>{change}</small>"
-    marker = " <span class='best' title='best value'>★</span>" if best else ""
-    return f"<td{' class=best-cell' if best else ''}>{text}{marker}</td>"
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def _harmful_interventions(data: ReportData) -> list[str]:
+def _layers(data: ReportData) -> list[str]:
+    frame = data.propagation
+    return list(dict.fromkeys(frame["layer"].astype(str))) if len(frame) else []
+
+
+def _interventions(data: ReportData) -> list[str]:
     frame = data.suppression
     return list(dict.fromkeys(frame["intervention"])) if len(frame) else []
 
 
+# --- tables ------------------------------------------------------------------------------------
+
+
+def _formatter(data: ReportData, metric: str, fmt: str) -> Any:
+    resolution = (data.summary.get("metric_resolution") or {}).get(metric)
+
+    def show(value: float) -> str:
+        return time_text(value, resolution) if fmt == "hours" else fmt.format(value)
+
+    return show
+
+
+def _swatch(data: ReportData, variant: str) -> str:
+    style = data.styles[variant]
+    return (
+        "<svg class='swatch' width='30' height='12' aria-hidden='true'><line x1='1' y1='6' "
+        f"x2='29' y2='6' stroke='{style.color}' stroke-width='3' "
+        f"stroke-dasharray='{SVG_DASH[style.dash]}'/></svg>"
+    )
+
+
+def _row_head(data: ReportData, variant: str) -> str:
+    """The variant's cells: one per grid axis (its level), or its label; with its line style."""
+    baseline = data.summary["baseline"]
+    note = " <small>(baseline)</small>" if variant == baseline and not data.single else ""
+    note += " <small>(bound)</small>" if variant in BOUNDS else ""
+    if variant in data.summary.get("oracle_variants", []):
+        note += " <small title='oracle: ranks by ground truth, an upper bound'>(oracle)</small>"
+    swatch = _swatch(data, variant)
+    if data.axes and variant not in BOUNDS:
+        factors = (data.summary.get("effects") or {}).get("factors") or []
+        silent = [set(factor.get("never_fires") or []) for factor in factors]
+        cells = [
+            esc(cell[level])
+            + (NEVER_FIRES if index < len(silent) and level in silent[index] else "")
+            for index, ((_, cell), level) in enumerate(
+                zip(level_columns(data.axes), levels_of(variant), strict=True)
+            )
+        ]
+        cells[0], cells[-1] = swatch + cells[0], cells[-1] + note
+        return "".join(f"<th scope='row'>{cell}</th>" for cell in cells)
+    span = f" colspan='{len(data.axes)}'" if len(data.axes) > 1 else ""
+    return f"<th scope='row'{span}>{swatch}{esc(variant)}{note}</th>"
+
+
+def _level_heads(data: ReportData) -> str:
+    heads = [heading for heading, _ in level_columns(data.axes)] or ["variant"]
+    return "".join(f"<th class='level'>{esc(heading)}</th>" for heading in heads)
+
+
+def _best(data: ReportData, metric: str, direction: int) -> str | None:
+    comparisons = data.summary["comparisons"]
+    values = {
+        v: comparisons[v][metric]["mean"] for v in data.declared if metric in comparisons.get(v, {})
+    }
+    if len(set(values.values())) < 2 or metric == "propagation_efficiency":
+        return None
+    pick = min if direction < 0 else max
+    return pick(values, key=lambda v: values[v])
+
+
+def compact_table(data: ReportData) -> str:
+    """The first screen's table: one line per variant; intervals and paired deltas in each
+    cell's tooltip and behind the "intervals" switch."""
+    comparisons = data.summary["comparisons"]
+    harm, harm_title = _harm_metric(data)
+    titles = {metric: title for metric, title, _, _ in TABLE_METRICS}
+    formats = {metric: (fmt, direction) for metric, _, fmt, direction in TABLE_METRICS}
+    columns: list[tuple[str, str, str, int]] = [(harm, titles[harm], formats[harm][0], -1)]
+    if not data.single:
+        columns.append((harm, "vs baseline", "relative", -1))
+    for metric in COMPACT_METRICS:
+        if metric != harm and any(metric in c for c in comparisons.values()):
+            columns.append((metric, titles[metric], *formats[metric]))
+    for name in _interventions(data):
+        key = f"{name}.time_to_50pct_seconds"
+        if any(key in c for c in comparisons.values()):
+            columns.append((key, f"{name}: time to 50%", "hours", -1))
+    if "cost_per_day" not in data.runs or not data.runs["cost_per_day"].fillna(0).gt(0).any():
+        columns = [c for c in columns if c[0] != "cost_per_day"]  # nothing costs: no column
+    head = _level_heads(data) + "".join(f"<th>{esc(title)}</th>" for _, title, _, _ in columns)
+    rows = []
+    for variant in data.variants:
+        cells = [_row_head(data, variant)]
+        for metric, _, fmt, direction in columns:
+            entry = comparisons.get(variant, {}).get(metric)
+            if fmt == "relative":
+                cells.append(_relative_cell(entry))
+            elif entry is None:
+                cells.append("<td class='na'>n/a</td>")
+            else:
+                best = _best(data, metric, direction) == variant
+                cells.append(_compact_cell(data, entry, metric, fmt, best))
+        kind = " class='bound'" if variant in BOUNDS else ""
+        kind = (
+            " class='baseline'" if variant == data.summary["baseline"] and not data.single else kind
+        )
+        rows.append(f"<tr{kind}>{''.join(cells)}</tr>")
+    return (
+        f"<table class='compact' id='variants'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _compact_cell(
+    data: ReportData, entry: dict[str, Any], metric: str, fmt: str, best: bool
+) -> str:
+    show, plain = _formatter(data, metric, fmt), _formatter(data, "", fmt)
+    text = show(entry["mean"])
+    tip = [f"mean {text}"]
+    extra = ""
+    if entry["n"] < data.replications:
+        extra += f" <small class='partial'>(in {entry['n']} of {data.replications})</small>"
+        tip.append(f"reached in {entry['n']} of {data.replications} replications")
+    if entry.get("ci95"):
+        interval = f"[{show(entry['ci95'][0])}, {show(entry['ci95'][1])}]"
+        tip.append(f"95% interval {interval}")
+        extra += f" <small class='ci'>{interval}</small>"
+    delta = entry.get("delta")
+    if delta is not None:
+        change = f"Δ {plain(delta['mean'])}"
+        if delta.get("ci95"):
+            change += f" [{plain(delta['ci95'][0])}, {plain(delta['ci95'][1])}]"
+        tip.append(f"paired difference from the baseline {change}")
+        extra += f" <small class='ci'>{esc(change)}</small>"
+    mark = " <span class='best' title='best among the variants'>★</span>" if best else ""
+    title = esc("; ".join(tip)) if len(tip) > 1 else ""
+    return f"<td title='{title}'{' class=best-cell' if best else ''}>{esc(text)}{extra}{mark}</td>"
+
+
+def _relative_cell(entry: dict[str, Any] | None) -> str:
+    relative = (entry or {}).get("relative")
+    if relative is None:
+        return "<td class='na'>—</td>"
+    interval = ""
+    if relative.get("ci95"):
+        low, high = (100 * bound for bound in relative["ci95"])
+        interval = f"[{low:+.0f}%, {high:+.0f}%]"
+    mean = f"{100 * relative['mean']:+.0f}%"
+    title = (
+        esc(f"paired change from the baseline {mean}, 95% interval {interval}") if interval else ""
+    )
+    small = f" <small class='ci'>{interval}</small>" if interval else ""
+    return f"<td title='{title}'>{mean}{small}</td>"
+
+
+def full_table(data: ReportData) -> str:
+    """Every metric of every variant with its interval and paired delta."""
+    comparisons = data.summary["comparisons"]
+    metrics = [m for m in TABLE_METRICS if any(m[0] in c for c in comparisons.values())]
+    for name in _interventions(data):
+        for percent in (50, 10):
+            key = f"{name}.time_to_{percent}pct_seconds"
+            if any(key in c for c in comparisons.values()):
+                metrics.append((key, f"{name}: time to {percent}%", "hours", -1))
+    head = _level_heads(data) + "".join(f"<th>{esc(title)}</th>" for _, title, _, _ in metrics)
+    rows = []
+    for variant in data.variants:
+        cells = [_row_head(data, variant)]
+        for metric, _, fmt, direction in metrics:
+            entry = comparisons.get(variant, {}).get(metric)
+            if entry is None:
+                cells.append("<td class='na'>n/a</td>")
+                continue
+            show = _formatter(data, metric, fmt)
+            text = esc(show(entry["mean"]))
+            if entry["n"] < data.replications:
+                text += f" <small class='partial'>(in {entry['n']} of {data.replications})</small>"
+            if entry.get("ci95"):
+                low, high = (esc(show(bound)) for bound in entry["ci95"])
+                text += f"<br><small>[{low}, {high}]</small>"
+            delta = entry.get("delta")
+            if delta is not None and delta.get("ci95"):
+                plain = _formatter(data, "", fmt)
+                low, high = (plain(bound) for bound in delta["ci95"])
+                change = f"Δ {plain(delta['mean'])} [{low}, {high}]"
+                text += f"<br><small class='delta'>{esc(change)}</small>"
+            best = _best(data, metric, direction) == variant
+            mark = " <span class='best'>★</span>" if best else ""
+            cells.append(f"<td{' class=best-cell' if best else ''}>{text}{mark}</td>")
+        kind = " class='bound'" if variant in BOUNDS else ""
+        rows.append(f"<tr{kind}>{''.join(cells)}</tr>")
+    return (
+        f"<table class='full'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+# --- the page ----------------------------------------------------------------------------------
+
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
-max-width:1200px;padding:0 1rem;color:#222}
-h1{margin-bottom:.2rem}.answer{font-size:1.15rem;background:#f3f6fa;border-left:4px solid #1f77b4;
-padding:.8rem 1rem}.variants{border-collapse:collapse;font-size:.85rem;margin:1rem 0}
-.variants th,.variants td{border:1px solid #ddd;padding:.35rem .5rem;text-align:right;
-vertical-align:top}.variants th[scope=row]{text-align:left}.best-cell{background:#eef8ee}
-.best{color:#2ca02c}.na{color:#999}.bound{color:#666;font-style:italic}.how{color:#555;font-size:.9rem;margin-top:.6rem}
-pre{background:#f7f7f7;padding:1rem;overflow:auto;font-size:.8rem}.chart{margin:1.5rem 0 2.5rem}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1rem auto;
+max-width:1240px;padding:0 1rem;color:#222}
+h1{margin:.2rem 0 .3rem;font-size:1.7rem}h2{margin-top:2rem}
+.question{margin:.2rem 0;color:#333;display:-webkit-box;-webkit-line-clamp:2;
+-webkit-box-orient:vertical;overflow:hidden}
+details.more{font-size:.85rem;color:#555;margin:.2rem 0 .6rem}
+.answer{font-size:1.08rem;background:#f3f6fa;border-left:4px solid #1f77b4;padding:.5rem 1rem;
+margin:.5rem 0}.answer p{margin:.25rem 0}
+.warn{background:#fff4e5;border-left:4px solid #e67e00;padding:.3rem 1rem;margin:.4rem 0;
+font-size:.95rem}
+.meta{color:#555;font-size:.9rem;margin:0}
+table.compact,table.full{border-collapse:collapse;font-size:.85rem;margin:.4rem 0}
+.compact th,.compact td{border-bottom:1px solid #e3e3e3;padding:.2rem .55rem;text-align:right;
+white-space:nowrap}.compact thead th{white-space:normal;max-width:8.5rem;vertical-align:bottom;
+overflow-wrap:anywhere}
+.compact th[scope=row],.full th[scope=row]{font-weight:normal;text-align:left}
+.compact th.level{text-align:left}
+.compact .ci{display:none;color:#555}#show-intervals:checked~.scroll .ci{display:inline}
+.full th,.full td{border:1px solid #ddd;padding:.3rem .45rem;text-align:right;vertical-align:top}
+.baseline th,.baseline td{font-weight:600}.swatch{vertical-align:middle;margin-right:.35rem}
+.best-cell{background:#eef8ee}.best{color:#2ca02c}.na{color:#999}
+.bound th,.bound td{color:#666;font-style:italic}
+.how{color:#555;font-size:.9rem;margin-top:.4rem}.switch{font-size:.85rem;color:#333}
+pre{background:#f7f7f7;padding:1rem;overflow:auto;font-size:.8rem}.chart{margin:1.2rem 0 2rem}
+.scroll{overflow-x:auto}
 """
 
 
-def build_report(folder: str | Path, plotlyjs: str = "inline") -> str:
-    """The report of a results directory as one HTML page (``plotlyjs``: inline or cdn)."""
-    data = load_report_data(folder)
-    summary = data.summary
-    colors = variant_colors(data.variants)
+def _charts(data: ReportData) -> list[tuple[go.Figure, str]]:
     harm, harm_title = _harm_metric(data)
-    charts: list[tuple[go.Figure, str]] = [
+    several = len(data.variants) > 1
+    band = (
+        " (the range over replications: shaded, or behind the chart's button when there are "
+        "many lines)"
+        if data.replications > 1
+        else ""
+    )
+    charts: list[tuple[go.Figure | None, str]] = [
         (
-            absorption_figure(data, colors),
-            "Each line is one layer (dash) of one variant (colour): the share of negative events "
-            "its served state had absorbed by the delay on the x-axis. Lines that end below 1 "
-            "left events unabsorbed when the run ended.",
+            absorption_figure(data),
+            "One panel per layer: the share of negative events whose effect had reached what "
+            "the user is shown by each delay" + (", per variant" if several else "") + ". A "
+            "line that ends below 100% left events unabsorbed when the run ended."
+            + _unabsorbed_layers(data),
         ),
         (
-            exposure_figure(data, colors),
+            exposure_figure(data),
             "After a user says no, how many more impressions of that topic they got, cumulated "
-            "over the time since; the band spans the replications. Flatter is faster "
-            "suppression; the frozen and instant bounds frame what propagation can achieve.",
+            f"over the time since{band}. Flatter is faster suppression"
+            + (
+                "; the frozen and instant bounds frame what propagation can achieve."
+                if "frozen" in data.variants
+                else "."
+            ),
         ),
     ]
-    for name in _harmful_interventions(data):
+    for name in _interventions(data):
+        figure = suppression_figure(data, name)
         charts.append(
             (
-                suppression_figure(data, colors, name),
-                "Bad impressions per hour from the intervention on (band: range over "
-                "replications); the marks below are the baseline's version releases, where a "
-                "faster layer should bend the curve down.",
+                figure,
+                f"Bad impressions per hour from the intervention on{band}"
+                + (
+                    "; the strip above marks the baseline's version releases, where a layer "
+                    "should bend the curve down."
+                    if _releases_marked(figure)
+                    else "."
+                ),
             )
         )
-    if "cost_per_day" in data.runs.columns:
+    if several:
         charts.append(
             (
-                cost_harm_figure(data, colors, harm, harm_title),
+                cost_harm_figure(data, harm, harm_title),
                 "Each point is a variant (bars: range over replications). Points on the dotted "
                 "Pareto front are the only ones worth their cost; anything above it pays more "
                 "for the same harm or suffers more harm for the same cost.",
@@ -584,64 +488,137 @@ def build_report(folder: str | Path, plotlyjs: str = "inline") -> str:
         )
     charts.append(
         (
-            business_figure(data, colors),
-            "Means over replications per bin of simulated time. A faster loop that narrows "
-            "what users see shows up as rising topic concentration.",
+            timeseries_figure(data),
+            ("Means over replications per bin. " if data.replications > 1 else "Per bin. ")
+            + "The tables count the measured period only, after the shaded warm-up.",
         )
     )
-    include = plotlyjs
+    return [(figure, how) for figure, how in charts if figure is not None]
+
+
+def _unabsorbed_layers(data: ReportData) -> str:
+    frame = data.propagation
+    if not len(frame):
+        return ""
+    absorbed = frame.groupby(frame["layer"].astype(str), observed=True)["absorbed"].any()
+    none = [str(layer) for layer, any_absorbed in absorbed.items() if not any_absorbed]
+    return (
+        f" No panel for {_join(none)}: it absorbed no negative before the run ended."
+        if none
+        else ""
+    )
+
+
+def _releases_marked(figure: go.Figure | None) -> bool:
+    return figure is not None and any(t.legendgroup == "releases" for t in figure.data)
+
+
+def _encoding_text(data: ReportData) -> str:
+    key = encoding_key(data.axes, data.styles)
+    if not key:
+        return ""
+    parts = [f"{channel}: {esc(name)}" for channel, name in key]
+    bounds = [b for b in BOUNDS if b in data.variants]
+    tail = (
+        f"; {' and '.join(bounds)} {'is' if len(bounds) == 1 else 'are'} grey and black"
+        if bounds
+        else ""
+    )
+    return (
+        f"<p class='how'>In every chart, {'; '.join(parts)}{tail} (the table's first column "
+        "shows each line).</p>"
+    )
+
+
+def build_report(folder: str | Path, plotlyjs: str = "inline") -> str:
+    """The report of a results directory as one HTML page (``plotlyjs``: inline or cdn)."""
+    if plotlyjs not in ("inline", "cdn"):
+        raise ValueError(f"plotlyjs must be inline or cdn, got {plotlyjs!r}")
+    data = load_report_data(folder)
+    summary = data.summary
     blocks = []
-    for index, (figure, how) in enumerate(charts):
-        figure.update_layout(template="plotly_white", margin={"t": 60})
+    for index, (figure, how) in enumerate(_charts(data)):
         body = pio.to_html(
             figure,
             full_html=False,
-            include_plotlyjs=include if index == 0 else False,
+            include_plotlyjs=plotlyjs if index == 0 else False,
             div_id=f"chart-{index}",
             config={"displaylogo": False, "responsive": True},
         )
         blocks.append(f"<section class='chart'>{body}<p class='how'>{esc(how)}</p></section>")
-    if include not in ("inline", "cdn"):
-        raise ValueError(f"plotlyjs must be inline or cdn, got {plotlyjs!r}")
-    description = esc(summary.get("description", "")).replace("\n", " ")
-    question = (
-        "How fast does a user's “no” reach what they are shown under each variant, through "
-        "which layer, what does the delay cost, and what does speed cost in compute?"
+    description = str(summary.get("description") or "").strip()
+    first, _, rest = description.partition("\n\n")
+    question = " ".join(first.split()) or (
+        "How fast does a user's “no” reach what they are shown, through which layer, and what "
+        "does the delay cost?"
+    )
+    more = (
+        f"<details class='more'><summary>full description</summary>{esc(description)}</details>"
+        if rest or len(question) > 200
+        else ""
+    )
+    sentences = "".join(f"<p>{esc(sentence)}</p>" for sentence in headline(data))
+    warning = reliability(data)
+    warn = f"<p class='warn' id='unreliable'>{esc(warning)}</p>" if warning else ""
+    runs = (
+        "one run"
+        if data.single
+        else f"{len(data.variants)} variants × {data.replications} replications"
+    )
+    plan = summary.get("replication_plan") or {}
+    if plan.get("stopped") and plan["stopped"] != "fixed":  # replications until a precision
+        runs += f" ({plan['stopped']})"
+    meta = f"{esc(runs)} · seed {esc(summary.get('seed'))}"
+    switch = (
+        ""
+        if data.single
+        else "<input type='checkbox' id='show-intervals'><label class='switch' "
+        "for='show-intervals'> show 95% intervals and paired deltas (also on hover)</label>"
+    )
+    notes = summary.get("notes", [])
+    if data.single:
+        notes = [note for note in notes if "interval" not in note]  # sweep-only
+    notes_html = "".join(f"<li>{esc(note)}</li>" for note in notes)
+    failed = "".join(
+        f"<li>{esc(run['variant'])} r{esc(run['replication'])}: {esc(run['error'])}</li>"
+        for run in summary.get("failed_runs", [])
     )
     facts = {
         "recloop version": summary.get("recloop_version"),
         "seed": summary.get("seed"),
         "replications": summary.get("replications"),
-        "variants": ", ".join(summary["variants"]),
-        "baseline": summary["baseline"],
+        "baseline": None if data.single else summary["baseline"],
         "runs": summary.get("runs"),
         "failed runs": len(summary.get("failed_runs", [])),
-        "interval": summary.get("interval"),
+        "interval": None if data.single else summary.get("interval"),
         "wall time": f"{summary.get('wall_seconds', 0):,.1f} s",
     }
-    fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items())
-    failed = "".join(
-        f"<li>{esc(run['variant'])} r{esc(run['replication'])}: {esc(run['error'])}</li>"
-        for run in summary.get("failed_runs", [])
+    fact_rows = "".join(
+        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items() if v is not None
     )
-    notes = "".join(f"<li>{esc(note)}</li>" for note in summary.get("notes", []))
+    table_note = (
+        ""
+        if data.single
+        else "<p class='how'>Means over replications; ★ the best among the variants (not the "
+        "bounds). Hover a cell for its 95% interval and paired difference from the baseline.</p>"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>recloop: {esc(summary["scenario"])}</title><style>{CSS}</style></head>
 <body>
-<header><h1>{esc(summary["scenario"])}</h1><p>{description}</p>
-<p><strong>The question.</strong> {esc(question)}</p>
-<p class="answer" id="answer">{esc(headline(data))}</p></header>
-<h2>Variants</h2>
-<p class="how">Mean over replications [95% interval]; Δ is the paired difference from the
-baseline [its interval]; ★ marks the best value among the variants (not the bounds). Times are
-until bad impressions fall to 50% or 10% of their level before the intervention; "in k of n" means
-only k replications got there before the run ended, and the figure averages those.</p>
-{_table(data)}
+<header><h1>{esc(summary["scenario"])}</h1>
+<p class="question" id="question">{esc(question)}</p>{more}
+<p class="meta">{meta}</p>
+<div class="answer" id="answer">{sentences}</div>{warn}</header>
+<section id="first-table">{switch}
+<div class="scroll">{compact_table(data)}</div>{table_note}</section>
 {"<h3>Failed runs</h3><ul>" + failed + "</ul>" if failed else ""}
-{"<ul class='how'>" + notes + "</ul>" if notes else ""}
+{"<ul class='how'>" + notes_html + "</ul>" if notes_html else ""}
+<details><summary>Every metric{"" if data.single else " with intervals and paired deltas"}</summary>
+<div class="scroll">{full_table(data)}</div></details>
 <h2>Propagation, exposure and cost</h2>
+{_encoding_text(data)}
 {"".join(blocks)}
 <h2>Run</h2>
 <table>{fact_rows}</table>

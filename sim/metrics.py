@@ -786,7 +786,7 @@ def _exposure(
         ("topic", result.item_topic, Scope.TOPIC),
         ("creator", result.item_creator, Scope.CREATOR),
     )
-    # Per (match, horizon): impressions after negatives, and negatives observed that long.
+    # Per (match, grid step): impressions in the step after negatives observed through it.
     impressions = np.zeros((2, grid.shape[0]), np.int64)
     observed_negatives = np.zeros((2, grid.shape[0]), np.int64)
     offences = 0
@@ -830,10 +830,15 @@ def _exposure(
             index = KeyedTimes(shown_keys[relevant], events.time[mine[relevant]])
             del shown_keys, relevant
             if match != "creator":
+                # The mean cumulative function of recurrent events under censoring: each step
+                # of the grid adds the impressions in that step per negative observed through
+                # it. A cumulative mean over the negatives observed that long instead changes
+                # its cohort at every point and can fall as late negatives drop out.
                 counts = index.count_windows(negative_keys, t, grid)
+                steps = np.diff(counts, axis=0, prepend=0)
                 for point, seconds in enumerate(grid):
                     observed = t + seconds <= end  # negatives observed this long
-                    impressions[which_match, point] += int(counts[point][observed].sum())
+                    impressions[which_match, point] += int(steps[point][observed].sum())
                     observed_negatives[which_match, point] += int(observed.sum())
             # Repeat offences: showing the user again what a negative of this scope rejected,
             # within the horizon (cut at the end of the run).
@@ -846,11 +851,15 @@ def _exposure(
             del index
     rows: dict[str, list[Any]] = {"match": [], "seconds": [], "per_negative": [], "negatives": []}
     for which_match, (match, _, _) in enumerate(matches[:2]):
+        curve, seen = 0.0, True
         for point, seconds in enumerate(grid):
             count = int(observed_negatives[which_match, point])
+            seen = seen and count > 0  # no negative observed this long: none observed longer
+            if seen:
+                curve += impressions[which_match, point] / count
             rows["match"].append(match)
             rows["seconds"].append(float(seconds))
-            rows["per_negative"].append(impressions[which_match, point] / count if count else None)
+            rows["per_negative"].append(curve if seen else None)
             rows["negatives"].append(count)
     metrics.tables["exposure"] = pa.table(
         {

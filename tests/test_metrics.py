@@ -170,6 +170,47 @@ def test_repeat_exposure_without_suppression_is_rate_times_time_times_topic_shar
         assert abs(row.impressions_per_negative - expected) < tolerance + 0.01, row
 
 
+def test_residual_exposure_is_the_mean_cumulative_function_counted_by_hand():
+    """Each step of the curve adds the impressions in it per negative observed through it (a
+    cumulative mean over the negatives observed that long changes its cohort at every point and
+    fell from 4.1 to 2.6 in a short run, issue 20)."""
+    from sim.metrics import exposure_grid
+
+    result = run_scenario(tiny("duration=2h", "metrics.exposure_horizon=1h"))
+    curve = measure(result).tables["exposure"].to_pandas()
+    curve = curve[curve.match == "topic"].set_index("seconds_since_negative")
+    events, end = result.events, result.scenario.end
+    negative = np.flatnonzero(
+        (events.time >= result.scenario.warmup) & np.isin(events.kind, EXPLICIT_NEGATIVE_KINDS)
+    )
+    shown = np.flatnonzero(events.item >= 0)
+    topic = result.item_topic
+    counts = []  # per negative: impressions of its topic to its user in (t, t + g], per g
+    grid = exposure_grid(result.scenario.metrics.exposure_horizon)
+    for row in negative:
+        t = events.time[row]
+        same = shown[
+            (events.user[shown] == events.user[row])
+            & (topic[events.item[shown]] == topic[max(events.item[row], 0)])
+        ]
+        counts.append(
+            [int(((events.time[same] > t) & (events.time[same] <= t + g)).sum()) for g in grid]
+        )
+    counts_array = np.array(counts)
+    times = events.time[negative]
+    expected, previous = 0.0, np.zeros(len(negative))
+    for point, g in enumerate(grid):
+        observed = times + g <= end
+        if not observed.any():
+            assert pd.isna(curve.impressions_per_negative.iloc[point])
+            break
+        expected += (counts_array[observed, point] - previous[observed]).sum() / observed.sum()
+        previous = counts_array[:, point]
+        assert curve.impressions_per_negative.iloc[point] == pytest.approx(expected), g
+        assert curve.negatives_observed.iloc[point] == observed.sum()
+    assert np.all(np.diff(curve.impressions_per_negative.dropna()) >= 0)
+
+
 def test_metrics_tables_hold_no_nan_or_infinite_values():
     result = run_scenario(
         tiny(

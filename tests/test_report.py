@@ -1,8 +1,15 @@
-"""Issue-5 report: figure builders carry the right data, user text is escaped, the command
-rebuilds it from the files, and it renders in a real headless Chromium."""
+"""The report (issues 5 and 20): figures carry the right data, variants are told apart, the
+first screen answers from the numbers (from the sweep's effects when written), user text is
+escaped once, the command rebuilds it from the files, and it renders in a real headless Chromium.
+
+The browser test writes each report's first screen (1440×900) to pytest's ``tmp_path`` and to
+``test-artifacts/`` at the repository root, and prints the paths.
+"""
 
 from __future__ import annotations
 
+import html
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -10,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reports.page import (
+from reports.data import duration, load_report_data, time_text
+from reports.encoding import Axis, grid_axes, merged_label, plot_text, variant_styles
+from reports.figures import (
     absorption_figure,
-    build_report,
     cost_harm_figure,
     exposure_figure,
-    headline,
-    load_report_data,
     suppression_figure,
-    variant_colors,
+    timeseries_figure,
 )
+from reports.page import build_report, headline, reliability
 from sim.cli import main
 from sim.results import write_report
 from sim.sweep import run_sweep
@@ -28,11 +35,16 @@ from tests.conftest import tiny
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<script>alert(1)</script>"
+QUOTED = 'every "20m" <b>'  # a double quote and markup in a grid level
+INTERVENTIONS = (
+    "interventions=[{kind: topic_aversion, at: 2h, topic: most_shown, "
+    f"label: '{HOSTILE}'}}, {{kind: item_turns_bad, at: 2h, most_shown: 5}}]"
+)
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
-    """A small sweep with interventions, bounds, two replications and hostile text."""
+    """A 2×2 grid with bounds, interventions, two replications and hostile text."""
     out = tmp_path_factory.mktemp("sweep")
     run_sweep(
         tiny(
@@ -41,10 +53,10 @@ def sweep(tmp_path_factory) -> Path:
             "duration=3h",
             "stack.layers.retrain.cost={per_run: 10, per_event: 0.001}",
             "stack.layers.realtime_features={cost: {per_event: 0.0001}}",
-            "interventions=[{kind: topic_aversion, at: 2h, topic: most_shown, "
-            f"label: '{HOSTILE}'}}, {{kind: item_turns_bad, at: 2h, most_shown: 5}}]",
-            "variants={cases: [{label: '" + HOSTILE + "', set: {stack.layers.retrain.every: 20m}},"
-            " {label: daily-ish, set: {stack.layers.retrain.every: 2h}}]}",
+            INTERVENTIONS,
+            "variants={grid: {stack.layers.retrain.every: {'" + QUOTED + "': 20m, "
+            "every 2h: 2h}, stack.layers.realtime_features.enabled: "
+            "{features on: true, features off: false}}}",
             "bounds={frozen: true, instant: true, instant_every: 10m}",
             "replications=2",
             "metrics.exposure_horizon=1h",
@@ -55,83 +67,293 @@ def sweep(tmp_path_factory) -> Path:
     return out
 
 
-def test_colours_are_fixed_per_variant_and_bounds_are_grey_and_black():
-    colors = variant_colors(["a", "b", "frozen", "instant", "c"])
-    assert colors["frozen"] == "#7f7f7f" and colors["instant"] == "#000000"
-    assert len({colors["a"], colors["b"], colors["c"]}) == 3
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    """One run with interventions and no cost configured."""
+    out = tmp_path_factory.mktemp("single")
+    run_sweep(
+        tiny(
+            "duration=3h",
+            "stack.layers.realtime_features={}",
+            INTERVENTIONS,
+            "metrics.exposure_horizon=1h",
+        ),
+        out,
+    )
+    write_report(out)
+    return out
 
 
-def test_absorption_cdf_has_a_line_per_variant_and_layer_with_the_runs_delays(sweep):
+def _with_summary(folder: Path, tmp_path: Path, **keys) -> Path:
+    """A copy of a results directory whose summary.json has ``keys`` added."""
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    summary.update(keys)
+    (copy / "summary.json").write_text(json.dumps(summary))
+    return copy
+
+
+# --- encoding -------------------------------------------------------------------------------------
+
+
+def test_each_grid_axis_gets_its_own_channel_and_no_two_variants_share_colour_and_dash():
+    axes = [
+        Axis("retrain", ("1h", "1d", "7d")),
+        Axis("near-line", ("on", "off")),
+        Axis("features", ("on", "off")),
+    ]
+    variants = [" · ".join(levels) for levels in itertools.product(*(a.levels for a in axes))]
+    styles = variant_styles([*variants, "frozen", "instant"], axes)
+    pairs = {(styles[v].color, styles[v].dash) for v in variants}
+    assert len(pairs) == 12
+    # hue follows the 3-level axis, dash the second axis, shade the third
+    assert styles["1h · on · on"].color == styles["1h · off · on"].color
+    assert styles["1h · on · on"].color != styles["1d · on · on"].color
+    assert (
+        styles["1h · on · on"].dash == styles["7d · on · off"].dash != styles["1h · off · on"].dash
+    )
+    assert styles["1h · on · on"].color != styles["1h · on · off"].color
+    markers = {(styles[v].color, styles[v].symbol) for v in variants}
+    assert len(markers) == 12  # the cost chart has no dash: markers keep them apart
+    assert styles["frozen"].color == "#7f7f7f" and styles["instant"].color == "#000000"
+
+
+def test_variants_that_do_not_form_a_grid_still_get_distinct_pairs():
+    variants = [f"case {i}" for i in range(23)]
+    styles = variant_styles(variants, [])
+    assert len({(s.color, s.dash) for s in styles.values()}) == 23
+    twelve = [f"level {i}" for i in range(12)]  # more levels than hues on one axis
+    styles = variant_styles(twelve, [Axis("x", tuple(twelve))])
+    assert len({(s.color, s.dash) for s in styles.values()}) == 12
+
+
+def test_grid_axes_come_from_the_effects_or_the_resolved_scenario(sweep):
     data = load_report_data(sweep)
-    figure = absorption_figure(data, variant_colors(data.variants))
-    names = {trace.name for trace in figure.data}
-    assert "daily-ish · retrain" in names and "daily-ish · realtime_features" in names
-    trace = next(t for t in figure.data if t.name == "daily-ish · retrain")
+    assert [axis.name for axis in data.axes] == ["retrain.every", "realtime_features.enabled"]
+    assert data.axes[0].levels == (QUOTED, "every 2h")
+    summary = {"effects": {"factors": [{"factor": "retrain"}, {"factor": "features"}]}}
+    assert [a.name for a in grid_axes(data.variants, summary, "")] == ["retrain", "features"]
+    assert grid_axes(["a", "b"], {}, "variants: {cases: []}") == []
+
+
+def test_points_at_one_place_share_one_label():
+    axes = [Axis("r", ()), Axis("f", ())]
+    assert merged_label(["1d · off", "7d · off", "frozen"], axes) == "1d / 7d · off / frozen"
+
+
+def test_plotly_text_is_escaped_once():
+    assert plot_text('a "b" & <c>') == 'a "b" &amp; &lt;c&gt;'  # Plotly decodes &amp; &lt; &gt;
+
+
+def test_times_at_the_bin_resolution_are_upper_bounds():
+    assert time_text(3600.0, 3600.0) == "≤ 1 h (1 h bins)"
+    assert time_text(5400.0, 3600.0) == "1.5 h"
+    assert duration(293.19) == "4.9 min"
+
+
+# --- figures --------------------------------------------------------------------------------------
+
+
+def _variant_traces(figure):
+    return [t for t in figure.data if (t.meta or {}).get("variant") and not t.meta.get("band")]
+
+
+def test_absorption_has_a_panel_per_layer_with_each_variants_delays(sweep):
+    data = load_report_data(sweep)
+    figure = absorption_figure(data)
+    variant = "every 2h · features on"
+    layers = [a.text for a in figure.layout.annotations]
+    assert layers == ["realtime_features", "retrain"]
+    trace = next(t for t in figure.data if t.meta["variant"] == variant and t.xaxis == "x2")
     rows = data.propagation[
-        (data.propagation.variant == "daily-ish") & (data.propagation.layer == "retrain")
+        (data.propagation.variant == variant) & (data.propagation.layer == "retrain")
     ]
     assert trace.x[-1] == pytest.approx(rows.delay_seconds.max())
     assert trace.y[-1] == pytest.approx(rows.absorbed.mean())  # censored events stay below 1
     assert np.all(np.diff(trace.y) >= 0)
-    assert figure.layout.xaxis.type == "log"
+    assert figure.layout.xaxis.type == "log" and figure.layout.xaxis2.title.text
 
 
-def test_exposure_and_suppression_figures_average_the_replications(sweep):
+def test_residual_exposure_never_falls_and_averages_the_replications(sweep):
     data = load_report_data(sweep)
-    colors = variant_colors(data.variants)
-    exposure = exposure_figure(data, colors)
-    mean_line = next(t for t in exposure.data if t.name == "frozen" and t.mode == "lines")
+    for _, curve in data.exposure.dropna().groupby(["variant", "replication", "match"]):
+        values = curve.sort_values("seconds_since_negative").impressions_per_negative
+        assert np.all(np.diff(values) >= 0)
+    figure = exposure_figure(data)
+    line = next(t for t in _variant_traces(figure) if t.meta["variant"] == "frozen")
     frozen = data.exposure[(data.exposure.variant == "frozen") & (data.exposure.match == "topic")]
     expected = frozen.dropna().groupby("seconds_since_negative").impressions_per_negative.mean()
-    np.testing.assert_allclose(mean_line.y, expected.to_numpy())
+    np.testing.assert_allclose(line.y, expected.to_numpy())
+    assert figure.layout.xaxis.ticktext[0] == "1m"  # the left end is labelled
+    bands = [t for t in figure.data if (t.meta or {}).get("band")]
+    assert bands and all(t.visible is False for t in bands)  # 6 lines: ranges behind a button
+    assert figure.layout.updatemenus[0].buttons[1].args[0]["visible"] == [True] * len(figure.data)
+
+
+def test_suppression_averages_replications_and_keeps_its_x_axis(sweep):
+    data = load_report_data(sweep)
     name = "item_turns_bad@2h"
-    figure = suppression_figure(data, colors, name)
-    line = next(t for t in figure.data if t.name == "instant" and t.mode == "lines")
+    figure = suppression_figure(data, name)
+    line = next(t for t in _variant_traces(figure) if t.meta["variant"] == "instant")
     rows = data.suppression[
         (data.suppression.variant == "instant") & (data.suppression.intervention == name)
     ]
     per_hour = rows.groupby("seconds_since_intervention").bad_impressions.mean() / 0.5
     np.testing.assert_allclose(line.y, per_hour.to_numpy())
-    releases = [t for t in figure.data if t.mode == "markers"]
-    assert releases and all(x >= 0 for t in releases for x in t.x)
+    main_x = figure.layout[f"xaxis{line.xaxis[1:]}"]
+    assert main_x.title.text == "hours since the intervention (30 min bins)"
+    releases = [t for t in figure.data if t.legendgroup == "releases"]
+    assert all(x >= 0 for t in releases for x in t.x)
 
 
-def test_cost_against_harm_marks_the_pareto_front(sweep):
+def test_cost_against_harm_marks_the_front_and_labels_every_point(sweep):
     data = load_report_data(sweep)
-    figure = cost_harm_figure(data, variant_colors(data.variants), "bad_impressions", "bad")
+    figure = cost_harm_figure(data, "bad_impressions", "bad")
     front = next(t for t in figure.data if t.name == "Pareto front")
     on_front = list(zip(front.x, front.y, strict=True))
     assert on_front and list(front.x) == sorted(front.x)
     assert all(b[1] < a[1] for a, b in zip(on_front, on_front[1:], strict=False))
-    for trace in (t for t in figure.data if t.mode == "markers"):
+    for trace in _variant_traces(figure):
         point = (trace.x[0], trace.y[0])
-        # every variant is on the front or dominated by a point of it
         assert point in on_front or any(c <= point[0] and h <= point[1] for c, h in on_front)
+    labels = " / ".join(a.text for a in figure.layout.annotations)
+    for variant in data.variants:
+        for level in variant.split(" · "):
+            assert plot_text(level) in labels, level
+
+
+def test_a_single_run_or_a_run_that_costs_nothing_gets_no_cost_chart(single):
+    data = load_report_data(single)
+    assert cost_harm_figure(data, "bad_impressions", "bad") is None
+
+
+def test_time_series_mark_warm_up_and_interventions_and_agree_with_the_table(sweep):
+    data = load_report_data(sweep)
+    figure = timeseries_figure(data)
+    shapes = figure.layout.shapes
+    warm = [s for s in shapes if s.type == "rect"]
+    assert warm and warm[0].x1 == pytest.approx(1.0)  # the tiny scenario warms up for an hour
+    assert {s.x0 for s in shapes if s.type == "line"} == {2.0}
+    step = np.diff(np.unique(data.timeseries.start_seconds))[0]
+    assert figure.layout.xaxis.title.text == f"simulated hours ({duration(step)} bins)"
+    assert figure.layout.yaxis.tickformat.endswith("%")  # CTR as a percentage
+    # the table's churn counts the measured bins only: the chart's unshaded part adds up to it
+    measured = data.timeseries[data.timeseries.measured]
+    churned = measured.groupby(["variant", "replication"]).churned_users.sum()
+    runs = data.runs.set_index(["variant", "replication"]).churned_users
+    assert churned.to_dict() == runs.loc[churned.index].to_dict()
+
+
+# --- the answer -----------------------------------------------------------------------------------
+
+
+def test_the_headline_is_the_sweeps_effects_with_the_unreliable_flag(sweep):
+    data = load_report_data(sweep)
+    sentences = data.summary["effects"]["headline"]
+    assert headline(data) == sentences and len(sentences) == 2  # one per lever
+    reason = data.summary["unreliable_reason"]
+    assert reliability(data) == reason[:1].upper() + reason[1:]  # as a sentence
+    page = (sweep / "report.html").read_text()
+    assert all(html.escape(sentence) in page for sentence in sentences)
+
+
+def test_without_effects_the_headline_names_the_best_variant_plainly(sweep, tmp_path):
+    data = load_report_data(_with_summary(sweep, tmp_path, effects=None, unreliable=None))
+    text = " ".join(headline(data))
+    comparisons = data.summary["comparisons"]
+    best = min(data.declared, key=lambda v: comparisons[v]["bad_impressions"]["mean"])
+    assert best in text and "2 replications" in text and "bad impressions" in text
+    assert "excludes no change" not in text
+    assert "fewer than 3" in reliability(data)
+
+
+def test_the_headline_comes_from_the_effects_when_the_sweep_wrote_them(sweep, tmp_path):
+    sentences = [
+        "Real-time features on cut bad impressions by 62% [48%, 71%] whatever the retrain "
+        "cadence (2 replications).",
+        "retrain 20m vs 2h: no detectable difference (interval -8% to +5%).",
+    ]
+    copy = _with_summary(
+        sweep,
+        tmp_path,
+        effects={
+            "factors": [
+                {
+                    "factor": "retrain",
+                    "path": "stack.layers.retrain.every",
+                    "levels": [QUOTED, "every 2h"],
+                    "reference": "every 2h",
+                    "never_fires": ["every 2h"],
+                },
+                {
+                    "factor": "features",
+                    "path": "stack.layers.realtime_features.enabled",
+                    "levels": ["features on", "features off"],
+                    "reference": "features off",
+                    "never_fires": [],
+                },
+            ],
+            "headline": sentences,
+            "largest": {
+                "metric": "bad_impressions",
+                "factor": "features",
+                "level": "features on",
+                "relative": -0.62,
+            },
+        },
+        unreliable=True,
+        unreliable_reason="2 replications: every interval is unreliable (3 or more needed).",
+    )
+    data = load_report_data(copy)
+    assert headline(data) == sentences
+    assert [axis.name for axis in data.axes] == ["retrain", "features"]
+    page = build_report(copy)
+    assert all(sentence in page for sentence in sentences)
+    assert "2 replications: every interval is unreliable (3 or more needed)." in page
+    assert page.count("(never fires)</small>") == 2 * 2  # both tables, both "every 2h" rows
+
+
+def test_a_bin_limited_time_reads_as_an_upper_bound_on_the_page(sweep, tmp_path):
+    summary = json.loads((sweep / "summary.json").read_text())
+    key = f"{HOSTILE}.time_to_50pct_seconds"
+    reached = {v: m[key]["mean"] for v, m in summary["comparisons"].items() if key in m}
+    resolution = min(reached.values())
+    page = build_report(
+        _with_summary(
+            sweep,
+            tmp_path,
+            metric_resolution={key: resolution},
+            replication_plan={"min": 2, "max": 2, "until": None, "stopped": "max reached"},
+        )
+    )
+    assert f"≤ {duration(resolution)} ({duration(resolution)} bins)" in page
+    assert "6 variants × 2 replications (max reached)" in page
+
+
+def test_a_single_run_states_its_absorption_times_and_no_sweep_text(single):
+    data = load_report_data(single)
+    text = " ".join(headline(data))
+    median = data.summary["comparisons"]["default"]["absorption.realtime_features.median_seconds"]
+    assert f"{duration(median['mean'])} through realtime_features" in text
+    assert reliability(data) is None
+    shown = build_report(single).split('<script type="application/json"')[0]  # not the data
+    assert "an interval needs" not in shown and "show 95% intervals" not in shown
+    assert "Compute cost against harm" not in shown
 
 
 def test_user_text_is_escaped_everywhere(sweep):
     page = (sweep / "report.html").read_text()
-    assert HOSTILE not in page
+    assert HOSTILE not in page and "<b>bold</b>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "<b>bold</b>" not in page
     data = load_report_data(sweep)
-    for figure in (
-        absorption_figure(data, variant_colors(data.variants)),
-        exposure_figure(data, variant_colors(data.variants)),
-    ):
-        assert all("<script>" not in (trace.name or "") for trace in figure.data)
+    for figure in (absorption_figure(data), exposure_figure(data)):
+        names = [trace.name or "" for trace in figure.data]
+        assert all("<script>" not in name and "&quot;" not in name for name in names)
+        assert any('every "20m" &lt;b&gt;' in name for name in names)
 
 
-def test_the_headline_answers_from_the_numbers(sweep):
-    data = load_report_data(sweep)
-    text = headline(data)
-    assert "bad impressions" in text and "2 replications" in text
-    comparisons = data.summary["comparisons"]
-    best = min(
-        (v for v in data.variants if v not in ("frozen", "instant")),
-        key=lambda v: comparisons[v]["bad_impressions"]["mean"],
-    )
-    assert best in text
+# --- the command ----------------------------------------------------------------------------------
 
 
 def test_report_command_rebuilds_from_the_files_alone(sweep, tmp_path, capsys):
@@ -153,45 +375,90 @@ def test_report_of_a_missing_directory_exits_2(tmp_path, capsys):
     assert "no summary.json" in capsys.readouterr().err
 
 
-def test_a_single_run_also_gets_a_report(tmp_path):
-    out = tmp_path / "single"
-    run_sweep(tiny("duration=1h"), out)
-    page = build_report(out)
-    assert "One variant (default)" in page
+# --- in a browser ---------------------------------------------------------------------------------
+
+#: Per chart: every axis (its title, whether it shows tick labels, the axis it follows, the
+#: tick labels drawn) and every variant's trace style, read from Plotly's resolved layout and
+#: data and from the rendered SVG.
+READ_CHARTS = """els => els.map(gd => {
+  const layout = gd._fullLayout;
+  const axes = Object.keys(layout).filter(k => /^[xy]axis\\d*$/.test(k)).map(k => {
+    const ax = layout[k];
+    const title = ax.title && ax.title.text && !ax.title.text.startsWith('Click to enter')
+      ? ax.title.text : '';
+    const ticks = Array.from(gd.querySelectorAll('g.' + ax._id + 'tick text'))
+      .map(t => t.textContent).filter(t => t.trim());
+    return {id: ax._id, title, shows: ax.showticklabels, follows: ax.matches || null, ticks};
+  });
+  const traces = gd._fullData.filter(t => t.meta && t.meta.variant && !t.meta.band &&
+    t.visible === true).map(t => ({variant: t.meta.variant, mode: t.mode,
+      color: t.mode.includes('lines') ? t.line.color : t.marker.color,
+      dash: t.mode.includes('lines') ? t.line.dash : t.marker.symbol}));
+  const legend = Array.from(gd.querySelectorAll('.legendtext')).map(t => t.textContent);
+  const scrollbar = gd.querySelector('.legend .scrollbar');
+  const scrolls = scrollbar !== null && Number(scrollbar.getAttribute('height')) > 0;
+  return {title: layout.title.text, axes, traces, legend, scrolls};
+})"""
 
 
 @pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs the system Chromium (apt-get install chromium)"
 )
-def test_every_chart_renders_in_headless_chromium_without_errors(sweep):
+@pytest.mark.parametrize("kind", ["sweep", "single"])
+def test_the_report_renders_in_chromium_and_answers_on_the_first_screen(kind, request, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
-    artifacts = ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
+    folder = request.getfixturevalue(kind)
+    shots = [tmp_path / f"report-{kind}-first-screen.png", ROOT / "test-artifacts"]
+    shots[1].mkdir(exist_ok=True)
+    shots[1] = shots[1] / shots[0].name
     with playwright.sync_playwright() as driver:
         browser = driver.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
         )
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
         errors: list[str] = []
         page.on(
             "console",
             lambda message: errors.append(message.text) if message.type == "error" else None,
         )
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto((sweep / "report.html").as_uri())
+        page.goto((folder / "report.html").as_uri())
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
-        charts = page.eval_on_selector_all(
-            ".js-plotly-plot",
-            "els => els.map(e => e.querySelectorAll('.scatterlayer .trace path, "
-            ".scatterlayer .trace .point').length)",
-        )
+        charts = page.eval_on_selector_all(".js-plotly-plot", READ_CHARTS)
+        answer = page.locator("#answer").bounding_box()
+        table = page.locator("#variants").bounding_box()
+        sentence = page.inner_text("#answer").splitlines()[0]
         title = page.title()
-        answer = page.inner_text("#answer")
-        page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+        for shot in shots:
+            page.screenshot(path=str(shot))
+        if kind == "sweep":  # the switch shows the intervals hidden in each cell
+            assert not page.locator("#variants .ci").first.is_visible()
+            page.click("#show-intervals")
+            assert page.locator("#variants .ci").first.is_visible()
         browser.close()
+    print(f"first screen of the {kind} report: {shots[0]} and {shots[1]}")
     assert errors == []
-    assert len(charts) == 6 and all(marks > 0 for marks in charts), charts
-    assert title == f"recloop: {HOSTILE}"  # shown as text, not run
-    assert answer and (artifacts / "report.png").stat().st_size > 10_000
-    summary = json.loads((sweep / "summary.json").read_text())
-    assert summary["scenario"] == HOSTILE
+    assert title == (f"recloop: {HOSTILE}" if kind == "sweep" else "recloop: tiny")
+    assert sentence and answer["y"] >= 0 and answer["y"] + answer["height"] <= 900
+    assert answer["x"] >= 0 and answer["x"] + answer["width"] <= 1440
+    assert table["y"] < 900  # the table starts on the first screen
+    assert len(charts) == (6 if kind == "sweep" else 5)
+    for chart in charts:
+        ticked = {axis["id"] for axis in chart["axes"] if axis["ticks"]}
+        for axis in chart["axes"]:
+            assert axis["ticks"] or (not axis["shows"] and axis["follows"] in ticked), (
+                chart["title"],
+                axis,
+            )
+        assert any(a["title"] and a["ticks"] for a in chart["axes"] if a["id"][0] == "x"), chart
+        assert any(a["title"] and a["ticks"] for a in chart["axes"] if a["id"][0] == "y"), chart
+        styles: dict[tuple[str, str, str], str] = {}
+        for trace in chart["traces"]:
+            key = (trace["mode"], trace["color"], trace["dash"])
+            assert styles.setdefault(key, trace["variant"]) == trace["variant"], (chart, key)
+        assert not any("&quot;" in text or "&lt;" in text for text in chart["legend"])
+        assert not chart["scrolls"], chart["title"]  # the whole legend shows
+    if kind == "sweep":
+        legend = {text for chart in charts for text in chart["legend"]}
+        assert f"{QUOTED} · features on" in legend  # shown as written, escaped once
+    assert shots[0].stat().st_size > 20_000
