@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from reports.encoding import BOUNDS, Axis, Style, grid_axes, variant_styles
-from reports.results import ResultsError, read_summary
+from reports.results import ResultsError, read_summary, read_table
 
 __all__ = ["ReportData", "load_report_data", "duration", "time_text"]
 
@@ -58,7 +58,7 @@ def load_report_data(folder: str | Path) -> ReportData:
         path = folder / f"{name}.parquet"
         if not path.is_file():
             raise ResultsError(f"{path}: missing; the report needs the whole results directory")
-        return pd.read_parquet(path)
+        return read_table(folder, name).to_pandas()
 
     scenario = folder / "scenario.yaml"
     data = ReportData(

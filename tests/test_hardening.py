@@ -228,3 +228,27 @@ def test_a_full_disk_fails_cleanly_and_leaves_a_resumable_directory(small_disk, 
     assert errors and all("cannot reserve" in line and "No space left" in line for line in errors)
     assert (out / "scenario.yaml").is_file()  # resumable: recloop run --resume finds its plan
     assert not list(out.rglob(".*.tmp"))
+
+
+def test_damaged_results_files_are_one_line_and_a_damaged_run_is_run_again(tmp_path, capsys):
+    out = tmp_path / "results"
+    sweep = ["--set", "replications=2"]
+    assert main(["run", "quickstart", *TINY_RUN, *sweep, "--out", str(out)]) == 0
+    runs = out / "runs.parquet"
+    runs.write_bytes(runs.read_bytes()[:100])  # truncated after it was written
+    assert main(["report", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"recloop: error: {runs}: unreadable (")
+    # a run whose summary.json is damaged is run again on --resume; the other is kept
+    damaged = out / "variants" / "00-default" / "r1" / "summary.json"
+    kept = out / "variants" / "00-default" / "r0" / "summary.json"
+    damaged.write_text('{"row": ')
+    kept_mtime = kept.stat().st_mtime_ns
+    (out / "summary.json").unlink()  # as if the sweep had been interrupted
+    assert main(["report", str(out)]) == 2
+    assert f"an unfinished sweep; finish it with recloop run --resume {out}" in (
+        capsys.readouterr().err
+    )
+    assert main(["run", "--resume", str(out), "-q"]) == 0
+    assert json.loads(damaged.read_text())["row"]["replication"] == 1
+    assert kept.stat().st_mtime_ns == kept_mtime
