@@ -143,6 +143,33 @@ class EventLog:
             rows[_version_column(layer)] = np.broadcast_to(served, (count,))
         self._append(rows, count)
 
+    def append_controls(
+        self,
+        time: float,
+        users: np.ndarray,
+        items: np.ndarray,
+        kind: Kind,
+        scope: Scope,
+        sessions: np.ndarray,
+        versions: dict[str, np.ndarray],
+    ) -> None:
+        """Log a control each of ``users`` took at ``time`` on their item of ``items``, outside
+        any slate (position -1), in their session of ``sessions``, attributed to the layer
+        ``versions`` given per user."""
+        count = users.shape[0]
+        rows = {
+            "time": np.full(count, time),
+            "user": users,
+            "item": items,
+            "position": np.full(count, -1),
+            "kind": np.full(count, kind),
+            "scope": np.full(count, scope),
+            "dwell": np.zeros(count),
+            "session": sessions,
+        }
+        rows.update({_version_column(layer): versions[layer] for layer in self.layers})
+        self._append(rows, count)
+
     def _append(self, rows: dict[str, np.ndarray], count: int) -> None:
         if self._size and count and rows["time"][0] < self._columns["time"][self._size - 1]:
             raise ValueError("events must be appended in time order")

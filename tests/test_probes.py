@@ -1,0 +1,141 @@
+"""Probes: users take a control at a time; twin runs without it measure what it prevented."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sim.domain import Kind, Scope
+from sim.errors import ScenarioError
+from sim.probes import exposure_table, responsiveness
+from sim.runner import run_scenario
+from sim.sweep import plan_runs
+from tests.conftest import tiny
+
+PROBED = (
+    "probes=[{control: not_interested, at: +1h, users: 60}, "
+    "{control: dismiss, at: +1h, users: 0.1, target: most_shown_topic}]",
+)
+
+
+def twins(*overrides: str):
+    taken = run_scenario(tiny(*PROBED, *overrides))
+    withheld = run_scenario(tiny(*PROBED, *overrides, "probes_withheld=true"))
+    return taken, withheld
+
+
+def test_relative_probe_times_resolve_and_bad_probes_are_named():
+    scenario = tiny(*PROBED)
+    assert [probe.at for probe in scenario.probes] == [7200.0, 7200.0]
+    assert [probe.name for probe in scenario.probes] == ["not_interested@2h", "dismiss@2h"]
+    assert scenario.probes[1].count(400) == 40
+    with pytest.raises(ScenarioError, match=r"probes.0.at: 30m .* not in the measured period"):
+        tiny("probes=[{control: dismiss, at: 30m, users: 5}]")
+    with pytest.raises(ScenarioError, match="neither a count"):
+        tiny("probes=[{control: dismiss, at: +1h, users: 2.5}]")
+    with pytest.raises(ScenarioError, match="control"):
+        tiny("probes=[{control: shout, at: +1h, users: 5}]")
+
+
+def test_twins_are_bitwise_identical_before_the_probe_and_differ_by_the_controls():
+    taken, withheld = twins()
+    at = 7200.0
+    before = int(np.searchsorted(taken.events.time, at))
+    assert before == int(np.searchsorted(withheld.events.time, at)) > 0
+    for name, column in taken.events.columns().items():
+        assert np.array_equal(column[:before], withheld.events.columns()[name][:before]), name
+    # the controls: one row per probe user at the probe time, outside any slate
+    controls = taken.events.slice(before)
+    controls = controls.slice(0, int(np.count_nonzero(controls.position == -1)))
+    first, second = taken.probes
+    assert first.users.shape[0] == 60 and second.users.shape[0] == 40
+    assert not np.intersect1d(first.users, second.users).shape[0]  # one control per user
+    row = controls.kind == Kind.NOT_INTERESTED
+    assert np.array_equal(np.sort(controls.user[row]), first.users)
+    assert set(controls.scope[row].tolist()) == {Scope.TOPIC}
+    assert np.count_nonzero(controls.kind == Kind.DISMISS) == 40
+    # the twin chose the same users and targets, and logged nothing
+    for ours, theirs in zip(taken.probes, withheld.probes, strict=True):
+        assert np.array_equal(ours.users, theirs.users)
+        assert np.array_equal(ours.item, theirs.item)
+        assert ours.taken and not theirs.taken
+    after = withheld.events.slice(before)
+    assert not np.any((after.position == -1) & (after.kind != Kind.ABANDON))
+
+
+def test_each_target_is_the_item_the_user_was_shown_most_in_the_hour_before():
+    taken, _ = twins()
+    events, probe = taken.events, taken.probes[0]
+    recent = (events.time >= probe.at - 3600) & (events.time < probe.at) & (events.position >= 0)
+    for user, item in zip(probe.users[:10], probe.item[:10], strict=True):
+        shown = events.item[recent & (events.user == user)]
+        counts = np.bincount(shown)
+        assert counts[item] == counts.max() and item == np.flatnonzero(counts == counts.max())[0]
+
+
+def test_a_control_no_layer_reads_gives_exactly_zero_difference_in_every_bin():
+    taken, withheld = twins("stack.frozen_after_warmup=true")
+    tables = {
+        ("v", 0, True): _table(taken),
+        ("v", 0, False): _table(withheld),
+        ("v", 1, True): _table(taken),
+        ("v", 1, False): _table(withheld),
+    }
+    table, summary = responsiveness(tables, ["v"])
+    rows = table.to_pydict()
+    curve = [i for i, m in enumerate(rows["measure"]) if m == "exposure_difference"]
+    assert curve and all(rows["value"][i] == 0.0 for i in curve)
+    assert all(rows["without_control"][i] > 0 for i in curve if rows["exposure_to"][i] == "topic")
+    share = summary["v"]["not_interested@2h"]["prevented_share"]["end"]
+    assert share["value"] == 0.0 and share["ci_low"] == share["ci_high"] == 0.0
+
+
+def _table(result) -> pa.Table:
+    return exposure_table(
+        result.probes, result.events, result.catalog(), result.scenario.end, 3600.0
+    )
+
+
+def test_prevented_share_is_one_minus_with_over_without_within_each_horizon():
+    def run(exposures: list[int]) -> pa.Table:
+        n = len(exposures)
+        return pa.table(
+            {
+                "probe": ["p"] * n,
+                "control": ["dismiss"] * n,
+                "taken": [True] * n,
+                "users": [10] * n,
+                "exposure_to": ["item"] * n,
+                "since_seconds": [3600.0 * b for b in range(n)],
+                "bin_seconds": [3600.0] * n,
+                "exposures": exposures,
+                "impressions": [100] * n,
+            }
+        )
+
+    tables = {
+        ("v", 0, True): run([1, 0, 0]),
+        ("v", 0, False): run([4, 4, 2]),
+        ("v", 1, True): run([2, 1, 0]),
+        ("v", 1, False): run([4, 2, 4]),
+    }
+    _, summary = responsiveness(tables, ["v"])
+    shares = summary["v"]["p"]["prevented_share"]
+    # 1h: 1 - 1/4 and 1 - 2/4; end: 1 - 1/10 and 1 - 3/10
+    assert shares["1h"]["value"] == pytest.approx(0.625)
+    assert shares["end"]["value"] == pytest.approx(0.8)
+    assert shares["1d"]["missing"].startswith("the run ends 3h after the control")
+
+
+def test_a_sweep_pairs_every_run_with_its_twin():
+    labels, _, plans = plan_runs(tiny(*PROBED, "replications=2"))
+    assert labels == ["default"]
+    assert [(p.replication, p.twin) for p in plans] == [
+        (0, False),
+        (0, True),
+        (1, False),
+        (1, True),
+    ]
+    assert plans[0].scenario.seed == plans[1].scenario.seed
+    assert plans[1].scenario.probes_withheld and not plans[0].scenario.probes_withheld
