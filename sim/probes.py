@@ -32,6 +32,7 @@ __all__ = [
     "start_probes",
     "exposure_table",
     "responsiveness",
+    "deletion_delays",
 ]
 
 #: How far back a probe looks for each user's most shown item (seconds), as interventions do.
@@ -57,6 +58,13 @@ CONTROL_LEVEL = {
 #: Longest bin of the probe exposure curves: the first horizon is one hour.
 PROBE_BIN = 3600.0
 
+#: What a control on a target of no stated scope (remove_from_history) is about.
+TARGET_LEVEL = {
+    "most_shown_item": "item",
+    "most_shown_topic": "topic",
+    "most_shown_creator": "creator",
+}
+
 #: Horizons of the prevented share, in seconds after the control (``end``: the run's end).
 HORIZONS: dict[str, float] = {"1h": 3600.0, "1d": 86400.0, "end": np.inf}
 
@@ -73,6 +81,10 @@ class ProbeRecord:
     topic: np.ndarray  # (m,) its topic
     creator: np.ndarray  # (m,) its creator
     taken: bool
+    #: What the control is about, so what its prevented share counts: item, topic or creator
+    level: str = "item"
+    #: remove_from_history: how many log rows it deleted (or, in the twin, would have)
+    deleted_rows: int = 0
 
 
 def start_probes(
@@ -115,7 +127,8 @@ def _take(
     yield env.timeout(probe.at)
     now = env.now
     view: CatalogView = catalog()
-    recent = log.visible(now, since=now - RECENTLY_SHOWN)
+    # what the users were shown, deleted or not: the twins must choose alike
+    recent = log.between(log.count_before(now - RECENTLY_SHOWN), log.count_before(now))
     shown = np.flatnonzero(recent.position >= 0)
     users, items = recent.user[shown].astype(np.int64), recent.item[shown].astype(np.int64)
     # users of an earlier probe are not drawn again: each user takes one control, so that one
@@ -133,6 +146,10 @@ def _take(
         best_group = _most_shown(users, group[items].astype(np.int64), chosen)
         within = group[items] == best_group[np.searchsorted(chosen, users)]
     target = _most_shown(users[within], items[within], chosen)
+    level = CONTROL_LEVEL.get(probe.control) or TARGET_LEVEL[probe.target]
+    deleted = np.empty(0, np.int64)
+    if probe.control == "remove_from_history":
+        deleted = _rows_on_targets(log, now, chosen, target, level, view)
     record = ProbeRecord(
         name=probe.name,
         control=probe.control,
@@ -142,9 +159,13 @@ def _take(
         topic=view.topic[target].astype(np.int64),
         creator=view.creator[target].astype(np.int64),
         taken=taken,
+        level=level,
+        deleted_rows=int(deleted.shape[0]),
     )
     records.append(record)
-    if taken and count:
+    if taken and probe.control == "remove_from_history":
+        log.delete(now, deleted)
+    elif taken and count:
         # each user's last row: their current session, and the versions that served them
         last = rows[np.searchsorted(users, chosen, side="right") - 1]
         kind, scope = CONTROL_EVENT[probe.control]
@@ -157,6 +178,27 @@ def _take(
             recent.session[last],
             {layer: column[last] for layer, column in recent.versions.items()},
         )
+
+
+def _rows_on_targets(
+    log: EventLog, now: float, users: np.ndarray, items: np.ndarray, level: str, view: CatalogView
+) -> np.ndarray:
+    """Log rows before ``now`` of each of ``users`` (ascending) on their own target: the item
+    of ``items``, or its topic or creator (``level``)."""
+    events = log.between(0, log.count_before(now))
+    index = np.minimum(np.searchsorted(users, events.user), max(users.shape[0] - 1, 0))
+    mine = (events.item >= 0) & (users.shape[0] > 0)
+    if users.shape[0]:
+        mine &= users[index] == events.user
+    rows = np.flatnonzero(mine)
+    seen, target = events.item[rows].astype(np.int64), items[index[rows]]
+    if level == "topic":
+        match = view.topic[seen] == view.topic[target]
+    elif level == "creator":
+        match = view.creator[seen] == view.creator[target]
+    else:
+        match = seen == target
+    return rows[match]
 
 
 def _most_shown(users: np.ndarray, values: np.ndarray, among: np.ndarray) -> np.ndarray:
@@ -179,10 +221,54 @@ def _most_shown(users: np.ndarray, values: np.ndarray, among: np.ndarray) -> np.
 
 # --- measuring ---------------------------------------------------------------------------------
 
+
+def deletion_delays(records: list[ProbeRecord], layers: list[Any], end: float) -> dict[str, Any]:
+    """Per remove_from_history probe taken and per layer, the time from the deletion until the
+    layer's served state no longer depends on the deleted events: a batch layer's first version
+    whose input was read after the deletion reached it going live for everyone; an incremental
+    layer's update that took them out of its state (``None`` and a reason when that never
+    happened before ``end``)."""
+    out: dict[str, Any] = {}
+    for record in records:
+        if record.control != "remove_from_history" or not record.taken:
+            continue
+        delays: dict[str, Any] = {}
+        for layer in layers:
+            if layer.kind.incremental:
+                honoured = [done for at, done in layer.deletions_honoured if at == record.at]
+                if honoured and np.isfinite(honoured[0]):
+                    delays[layer.name] = honoured[0] - record.at
+                elif honoured:
+                    delays[layer.name] = {
+                        "missing": "its state was updated in place and cannot take events back"
+                    }
+                else:
+                    delays[layer.name] = {
+                        "missing": "no update reached the deletion before the end"
+                    }
+                continue
+            live = [
+                version.live_at
+                for version in layer.history
+                if version.cohort == "all" and version.horizon > record.at
+            ]
+            delays[layer.name] = (
+                min(live) - record.at
+                if live
+                else {
+                    "missing": f"no version trained after the deletion went live before the end "
+                    f"({format_duration(end - record.at)} later)"
+                }
+            )
+        out[record.name] = {"deleted_events": record.deleted_rows, "delay_seconds": delays}
+    return out
+
+
 EXPOSURE_SCHEMA = pa.schema(
     [
         ("probe", pa.string()),
         ("control", pa.string()),
+        ("about", pa.string()),
         ("taken", pa.bool_()),
         ("users", pa.int64()),
         ("exposure_to", pa.string()),
@@ -228,6 +314,7 @@ def exposure_table(
             for b in range(n_bins):
                 rows["probe"].append(record.name)
                 rows["control"].append(record.control)
+                rows["about"].append(record.level)
                 rows["taken"].append(record.taken)
                 rows["users"].append(int(record.users.shape[0]))
                 rows["exposure_to"].append(level)
@@ -287,10 +374,11 @@ def responsiveness(
             for r in replications
         ]
         first = pairs[0][0]
-        keys = list(dict.fromkeys(zip(first["probe"], first["control"], strict=True)))
+        keys = list(
+            dict.fromkeys(zip(first["probe"], first["control"], first["about"], strict=True))
+        )
         summary[variant] = {}
-        for probe, control in keys:
-            level_of = CONTROL_LEVEL[control]
+        for probe, control, level_of in keys:
             entry: dict[str, Any] = {
                 "control": control,
                 "exposure_to": level_of,

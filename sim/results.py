@@ -29,6 +29,7 @@ from sim.compare import (
     NO_INTERVAL,
     compare_variants,
     instant_beaten,
+    interval,
     metric_kind,
     metric_resolution,
     numeric_metrics,
@@ -402,6 +403,17 @@ def _write_responsiveness(
         if o.error is None
     }
     table, summary = responsiveness(tables, labels)
+    for label, probes in summary.items():  # deletion propagation, over replications
+        runs = [
+            json.loads((out / o.plan.folder / "summary.json").read_text(encoding="utf-8"))
+            for o in outcomes
+            if o.error is None and not o.plan.twin and o.plan.variant == label
+        ]
+        for name, entry in probes.items():
+            found = [run["deletions"][name] for run in runs if name in run.get("deletions", {})]
+            if found:
+                entry["deleted_events"] = [run["deleted_events"] for run in found]
+                entry["deletion_delay_seconds"] = _deletion_delays(found)
     _write_parquet(out / "responsiveness.parquet", table)
     return {
         "responsiveness": summary,
@@ -410,6 +422,21 @@ def _write_responsiveness(
         "to their targets within the horizon; mean and 95% Student-t interval over "
         "replications, cut at 1",
     }
+
+
+def _deletion_delays(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per layer, the mean deletion delay with its interval over the replications, or why it is
+    missing (the first reason a replication gave)."""
+    delays: dict[str, Any] = {}
+    for layer in runs[0]["delay_seconds"]:
+        values = [run["delay_seconds"].get(layer) for run in runs]
+        reasons = [value["missing"] for value in values if isinstance(value, dict)]
+        if reasons or None in values:
+            delays[layer] = {"missing": reasons[0] if reasons else "not measured in every run"}
+            continue
+        mean, low, high = interval([float(value) for value in values], low=0.0)
+        delays[layer] = {"mean": mean, "ci_low": low, "ci_high": high, "n": len(values)}
+    return delays
 
 
 def _concatenate(out: Path, name: str, outcomes: list[RunOutcome]) -> None:

@@ -26,7 +26,7 @@ from sim.engine import Engine
 from sim.eventlog import EventLog, row_chunks
 from sim.layers import Absorption, LayerRuntime, PolicyFit, PolicyRefresh, Version
 from sim.memory import event_log_on_disk, return_freed_arrays
-from sim.probes import ProbeRecord, start_probes
+from sim.probes import ProbeRecord, deletion_delays, start_probes
 from sim.rng import Streams
 from sim.spec import RetrainLayer, Scenario
 from sim.stack import Stack
@@ -271,6 +271,9 @@ def _run(
             notes.append(unchanged)
     summary = _summary(scenario, world, engine, events, wall, notes)
     summary["layers"] = {layer.name: _layer_summary(layer, scenario) for layer in layers}
+    deletions = deletion_delays(parts.probes, layers, scenario.end)
+    if deletions:
+        summary["deletions"] = deletions
     summary["wall_seconds_by_component"].update(
         {f"layer:{layer.name}": round(layer.wall_seconds, 4) for layer in layers}
     )

@@ -696,8 +696,9 @@ Intervention = Annotated[
 
 # --- probes ----------------------------------------------------------------------------------
 
-#: The user controls a probe can take: the explicit negatives the behaviour model has.
-CONTROLS = ("dismiss", "not_interested", "thumbs_down", "block_creator")
+#: The user controls a probe can take: the explicit negatives the behaviour model has, and the
+#: deletion of past events.
+CONTROLS = ("dismiss", "not_interested", "thumbs_down", "block_creator", "remove_from_history")
 
 
 class Probe(Spec):
@@ -705,9 +706,14 @@ class Probe(Spec):
     effect of the control is measured against a twin run in which they do not (same seed, same
     everything else; see :mod:`sim.probes`)."""
 
-    control: Literal["dismiss", "not_interested", "thumbs_down", "block_creator"] = Field(
+    control: Literal[
+        "dismiss", "not_interested", "thumbs_down", "block_creator", "remove_from_history"
+    ] = Field(
         description="the control taken: dismiss and thumbs_down are about the item, "
-        "not_interested its topic, block_creator its creator"
+        "not_interested its topic, block_creator its creator; remove_from_history deletes the "
+        "user's past events on the target (the item, or with target most_shown_topic or "
+        "most_shown_creator every item of that topic or creator), which no layer may use in a "
+        "later update"
     )
     at: At = Field(
         description="when: from the run's start ('36h'), or from the end of warm-up ('+12h', "

@@ -8,6 +8,7 @@ import pytest
 
 from sim.domain import Kind, Scope
 from sim.errors import ScenarioError
+from sim.layers import PolicyFit
 from sim.probes import exposure_table, responsiveness
 from sim.runner import run_scenario
 from sim.sweep import plan_runs
@@ -104,6 +105,7 @@ def test_prevented_share_is_one_minus_with_over_without_within_each_horizon():
             {
                 "probe": ["p"] * n,
                 "control": ["dismiss"] * n,
+                "about": ["item"] * n,
                 "taken": [True] * n,
                 "users": [10] * n,
                 "exposure_to": ["item"] * n,
@@ -139,3 +141,53 @@ def test_a_sweep_pairs_every_run_with_its_twin():
     ]
     assert plans[0].scenario.seed == plans[1].scenario.seed
     assert plans[1].scenario.probes_withheld and not plans[0].scenario.probes_withheld
+
+
+def test_after_remove_from_history_no_later_version_is_trained_on_the_deleted_events(
+    monkeypatch,
+):
+    fits = []
+    original = PolicyFit.compute
+
+    def recording(self, data):
+        fits.append((data.horizon, data.events.time, data.events.user, data.events.item))
+        return original(self, data)
+
+    monkeypatch.setattr(PolicyFit, "compute", recording)
+    deleting = (
+        "probes=[{control: remove_from_history, at: +1h, users: 80}]",
+        "stack.layers.retrain.phase=7m",
+        "stack.layers.realtime_features={}",
+        "stack.layers.online_learning={}",
+    )
+    result = run_scenario(tiny(*deleting))
+    probe = result.probes[0]
+    at, events = probe.at, result.events
+    target = dict(zip(probe.users.tolist(), probe.item.tolist(), strict=True))
+    deleted = {
+        (t, u, i)
+        for t, u, i in zip(
+            events.time.tolist(), events.user.tolist(), events.item.tolist(), strict=True
+        )
+        if t < at and target.get(u) == i
+    }
+    assert probe.deleted_rows == len(deleted) > 0
+
+    def trained_on_deleted(fit):
+        _, times, users, items = fit
+        rows = zip(times.tolist(), users.tolist(), items.tolist(), strict=True)
+        return any(row in deleted for row in rows)
+
+    later = [fit for fit in fits if fit[0] > at]
+    earlier = [fit for fit in fits if at - 3600 < fit[0] <= at]
+    assert later and not any(trained_on_deleted(fit) for fit in later)
+    assert earlier and all(trained_on_deleted(fit) for fit in earlier)  # not vacuous
+
+    # retrain every 30m from warm-up end + 7m (1h7m, 1h37m, 2h7m, ...), latency 2m, compute
+    # 5m; deleted at 2h: the first trigger whose horizon is past it is 2h7m (wait 5m after the
+    # deletion reaches it at 2h2m): delay = latency + wait + compute = 2m + 5m + 5m
+    delays = result.summary["deletions"]["remove_from_history@2h"]["delay_seconds"]
+    assert delays["retrain"] == 120 + 300 + 300
+    # continuous stores forget at the first window whose horizon is past the deletion
+    assert 1.0 < delays["realtime_features"] <= 1.0 + result.scenario.tick_seconds
+    assert "cannot take events back" in delays["online_learning"]["missing"]
