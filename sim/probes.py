@@ -25,6 +25,8 @@ from sim.spec import Probe, Scenario
 
 __all__ = [
     "ProbeRecord",
+    "Snoozes",
+    "SNOOZE",
     "CONTROL_EVENT",
     "RECENTLY_SHOWN",
     "HORIZONS",
@@ -69,6 +71,25 @@ TARGET_LEVEL = {
 HORIZONS: dict[str, float] = {"1h": 3600.0, "1d": 86400.0, "end": np.inf}
 
 
+#: The state serving a snooze, by this name in every view's ``states``.
+SNOOZE = "snooze"
+
+
+class Snoozes:
+    """Per user, one topic or creator hidden until a time (``-1``: none), served like a layer's
+    state: ranking reads :meth:`hidden` (see ``policies.signals``)."""
+
+    def __init__(self, n_users: int):
+        self.topic = np.full(n_users, -1, np.int64)
+        self.creator = np.full(n_users, -1, np.int64)
+        self.until = np.full(n_users, -np.inf)
+
+    def hidden(self, users: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's hidden topic and creator at ``now`` (``-1``: none, or expired)."""
+        live = self.until[users] > now
+        return np.where(live, self.topic[users], -1), np.where(live, self.creator[users], -1)
+
+
 @dataclass(frozen=True)
 class ProbeRecord:
     """Who took a probe's control, on what, and whether it was taken (or withheld: the twin)."""
@@ -95,10 +116,13 @@ def start_probes(
     n_users: int,
     generator: Any,
     records: list[ProbeRecord],
+    publish: Any,
 ) -> None:
     """Schedule every probe of ``scenario``; each appends its :class:`ProbeRecord` to ``records``
     when it fires. ``catalog()`` gives the current :class:`CatalogView`; ``generator(name)`` a
-    named random stream (the probe's users are drawn from their own, so the twins draw alike)."""
+    named random stream (the probe's users are drawn from their own, so the twins draw alike);
+    ``publish(name, version, state)`` serves the snoozes."""
+    snoozes = Snoozes(n_users)
     for index, probe in enumerate(scenario.probes):
         env.process(
             _take(
@@ -110,6 +134,8 @@ def start_probes(
                 generator(f"probe:{index}"),
                 not scenario.probes_withheld,
                 records,
+                lambda: publish(SNOOZE, len(records), snoozes),
+                snoozes,
             )
         )
 
@@ -123,6 +149,8 @@ def _take(
     rng: np.random.Generator,
     taken: bool,
     records: list[ProbeRecord],
+    publish: Any,
+    snoozes: Snoozes,
 ) -> Any:
     yield env.timeout(probe.at)
     now = env.now
@@ -165,6 +193,12 @@ def _take(
     records.append(record)
     if taken and probe.control == "remove_from_history":
         log.delete(now, deleted)
+    elif taken and probe.control == "snooze":
+        assert probe.duration is not None
+        hidden = snoozes.topic if level == "topic" else snoozes.creator
+        hidden[chosen] = record.topic if level == "topic" else record.creator
+        snoozes.until[chosen] = now + probe.duration
+        publish()
     elif taken and count:
         # each user's last row: their current session, and the versions that served them
         last = rows[np.searchsorted(users, chosen, side="right") - 1]

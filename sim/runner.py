@@ -212,7 +212,16 @@ def assemble(scenario: Scenario, scratch: str | Path | None = None) -> Assembly:
     world.start(env)
     probes: list[ProbeRecord] = []
     # scheduled in both twins alike, so that they serve the same windows
-    start_probes(env, scenario, log, world.catalog_view, world.n_users, streams.generator, probes)
+    start_probes(
+        env,
+        scenario,
+        log,
+        world.catalog_view,
+        world.n_users,
+        streams.generator,
+        probes,
+        stack.publish,
+    )
     layers: list[LayerRuntime] = []
     if common:
         # scheduled before any layer's trigger at the same instant, and before serving (LATE)

@@ -696,9 +696,16 @@ Intervention = Annotated[
 
 # --- probes ----------------------------------------------------------------------------------
 
-#: The user controls a probe can take: the explicit negatives the behaviour model has, and the
-#: deletion of past events.
-CONTROLS = ("dismiss", "not_interested", "thumbs_down", "block_creator", "remove_from_history")
+#: The user controls a probe can take: the explicit negatives the behaviour model has, the
+#: deletion of past events, and a snooze.
+CONTROLS = (
+    "dismiss",
+    "not_interested",
+    "thumbs_down",
+    "block_creator",
+    "remove_from_history",
+    "snooze",
+)
 
 
 class Probe(Spec):
@@ -706,14 +713,24 @@ class Probe(Spec):
     effect of the control is measured against a twin run in which they do not (same seed, same
     everything else; see :mod:`sim.probes`)."""
 
+    model_config = ConfigDict(populate_by_name=True)
     control: Literal[
-        "dismiss", "not_interested", "thumbs_down", "block_creator", "remove_from_history"
+        "dismiss",
+        "not_interested",
+        "thumbs_down",
+        "block_creator",
+        "remove_from_history",
+        "snooze",
     ] = Field(
         description="the control taken: dismiss and thumbs_down are about the item, "
         "not_interested its topic, block_creator its creator; remove_from_history deletes the "
         "user's past events on the target (the item, or with target most_shown_topic or "
         "most_shown_creator every item of that topic or creator), which no layer may use in a "
-        "later update"
+        "later update; snooze hides the target's topic or creator (target most_shown_topic or "
+        "most_shown_creator) from the user for the time given in for, then lets it back"
+    )
+    duration: Duration | None = Field(
+        None, alias="for", gt=0, description="snooze only: how long the topic or creator is hidden"
     )
     at: At = Field(
         description="when: from the run's start ('36h'), or from the end of warm-up ('+12h', "
@@ -736,6 +753,16 @@ class Probe(Spec):
 
     @model_validator(mode="after")
     def _count_or_share(self) -> Probe:
+        if self.control == "snooze":
+            if self.duration is None:
+                raise ValueError("a snooze needs its duration: for: 30d, say")
+            if self.target == "most_shown_item":
+                raise ValueError(
+                    "a snooze hides a topic or a creator: target most_shown_topic or "
+                    "most_shown_creator"
+                )
+        elif self.duration is not None:
+            raise ValueError(f"for: only a snooze has a duration, not {self.control}")
         if self.users >= 1 and self.users != int(self.users):
             raise ValueError(
                 f"users: {self.users} is neither a count (a whole number) nor a share (below 1)"

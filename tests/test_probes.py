@@ -191,3 +191,24 @@ def test_after_remove_from_history_no_later_version_is_trained_on_the_deleted_ev
     # continuous stores forget at the first window whose horizon is past the deletion
     assert 1.0 < delays["realtime_features"] <= 1.0 + result.scenario.tick_seconds
     assert "cannot take events back" in delays["online_learning"]["missing"]
+
+
+def test_a_snooze_hides_the_topic_for_its_duration_then_lets_it_back():
+    snoozing = "probes=[{control: snooze, for: 1h, at: +1h, users: 80, target: most_shown_topic}]"
+    result = run_scenario(tiny(snoozing, "stack.layers.retrain.every=1d"))
+    table = _table(result).to_pydict()
+    topic = [
+        (since, exposures)
+        for since, exposures, to in zip(
+            table["since_seconds"], table["exposures"], table["exposure_to"], strict=True
+        )
+        if to == "topic"
+    ]
+    assert topic[0] == (0.0, 0)  # hidden for the hour after
+    assert sum(exposures for since, exposures in topic if since >= 3600) > 0  # then back
+    with pytest.raises(ScenarioError, match="needs its duration"):
+        tiny("probes=[{control: snooze, at: +1h, users: 5, target: most_shown_topic}]")
+    with pytest.raises(ScenarioError, match="hides a topic or a creator"):
+        tiny("probes=[{control: snooze, for: 1h, at: +1h, users: 5}]")
+    with pytest.raises(ScenarioError, match="only a snooze has a duration"):
+        tiny("probes=[{control: dismiss, for: 1h, at: +1h, users: 5}]")
