@@ -344,7 +344,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def responsiveness_table(responsiveness: dict[str, Any]) -> str:
     """Per variant, each probe's control and the share of the probe users' exposure to what
-    they rejected that it prevented, against the twin run without it."""
+    they rejected that it prevented, against the twin run without it; then how long a deletion
+    took to reach each layer."""
     lines = [
         "  responsiveness: share of exposure prevented by each control (vs its twin run without "
         "it), 95% interval over replications in brackets"
@@ -358,6 +359,7 @@ def responsiveness_table(responsiveness: dict[str, Any]) -> str:
             text += f" [{share['ci_low']:.0%}, {share['ci_high']:.0%}]"
         return text
 
+    notes = []
     for variant, probes in responsiveness.items():
         if len(responsiveness) > 1:
             lines.append(f"  {variant}:")
@@ -373,11 +375,20 @@ def responsiveness_table(responsiveness: dict[str, Any]) -> str:
                     *(cell(shares.get(h, {})) for h in ("1h", "1d", "end")),
                 )
             )
+            delays = entry.get("deletion_delay_seconds")
+            if delays:
+                reached = "; ".join(
+                    f"{layer} after {humanize_duration(delay['mean'])}"
+                    if "mean" in delay
+                    else f"{layer} never ({delay['missing']})"
+                    for layer, delay in delays.items()
+                )
+                notes.append(f"  {name}: the deletion reached {reached}")
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines += [
             "  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows
         ]
-    return "\n".join(lines)
+    return "\n".join(lines + notes)
 
 
 #: Columns of a sweep's comparison table: metric, title, format of the mean.

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from sim.cli import responsiveness_table
 from sim.domain import Kind, Scope
 from sim.errors import ScenarioError
 from sim.layers import PolicyFit
@@ -212,3 +213,29 @@ def test_a_snooze_hides_the_topic_for_its_duration_then_lets_it_back():
         tiny("probes=[{control: snooze, for: 1h, at: +1h, users: 5}]")
     with pytest.raises(ScenarioError, match="only a snooze has a duration"):
         tiny("probes=[{control: dismiss, for: 1h, at: +1h, users: 5}]")
+
+
+def test_the_command_line_table_gives_each_controls_prevented_shares_and_deletion_delays():
+    summary = {
+        "default": {
+            "dismiss@2h": {
+                "control": "dismiss",
+                "exposure_to": "item",
+                "users": 20,
+                "prevented_share": {
+                    "1h": {"value": 0.9, "ci_low": 0.8, "ci_high": 1.0, "n": 3},
+                    "1d": {"n": 0, "missing": "the run ends 5h after the control, before 1d"},
+                    "end": {"value": 0.75, "n": 1},
+                },
+                "deletion_delay_seconds": {
+                    "retrain": {"mean": 5400.0, "ci_low": 5400.0, "ci_high": 5400.0, "n": 3},
+                    "online_learning": {"missing": "cannot take events back"},
+                },
+            }
+        }
+    }
+    text = responsiveness_table(summary)
+    row = next(line for line in text.splitlines() if line.strip().startswith("dismiss "))
+    assert row.split()[:6] == ["dismiss", "item", "20", "90%", "[80%,", "100%]"]
+    assert row.split()[6:] == ["n/a", "75%"]
+    assert "retrain after 1.5h" in text and "online_learning never" in text
