@@ -629,7 +629,7 @@ def run_replications(
                 address,
                 pool,
             )
-            rows = [outcome.row for outcome in outcomes]
+            rows = [outcome.row for outcome in outcomes if not outcome.plan.twin]
             met = first_met(rows, measured, rule, done, done + count)
             done += count
             reached = met or precision(rows, measured, rule.until, done)
