@@ -239,3 +239,23 @@ def test_the_command_line_table_gives_each_controls_prevented_shares_and_deletio
     assert row.split()[:6] == ["dismiss", "item", "20", "90%", "[80%,", "100%]"]
     assert row.split()[6:] == ["n/a", "75%"]
     assert "retrain after 1.5h" in text and "online_learning never" in text
+
+
+def test_the_responsiveness_preset_probes_every_control_and_has_a_quick_configuration():
+    from pathlib import Path
+
+    from sim.loader import load_scenario
+    from sim.spec import CONTROLS
+
+    path = Path(__file__).parents[1] / "scenarios" / "responsiveness.yaml"
+    full, quick = load_scenario(str(path)), load_scenario(str(path), quick=True)
+    assert sorted(probe.control for probe in full.probes) == sorted(CONTROLS)
+    assert set(full.stack.layers.active()) == {
+        "retrain",
+        "nearline_embeddings",
+        "realtime_features",
+        "profile_memory",
+    }
+    assert full.stack.layers.retrain.every == 86400.0
+    # the quick run still measures a whole day after the controls
+    assert all(quick.end - probe.at >= 86400.0 for probe in quick.probes)
