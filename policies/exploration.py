@@ -255,7 +255,8 @@ def average_user(population: np.ndarray) -> np.ndarray:
 def ruled_out(items: np.ndarray, requests: Requests, view: View) -> np.ndarray:
     """Whether each of ``items`` (one per request) is one its user has ruled out through a user
     control the layers serve: rejected in this session (``session_context``), or remembered as a
-    disliked item, a blocked creator or a topic not of interest (``profile_memory``). The
+    disliked item, a blocked creator or a topic not of interest (``profile_memory``), or snoozed
+    (a topic or creator hidden for a while: ``snooze``). The
     ranker's scores demote these; an explored slot, which skips the scores, must not show them."""
     out = np.zeros(items.shape[0], bool)
     context = view.states.get("session_context")
@@ -268,6 +269,10 @@ def ruled_out(items: np.ndarray, requests: Requests, view: View) -> np.ndarray:
         out |= (profile.items[users] == items[:, None]).any(axis=1)
         out |= (profile.creators[users] == catalog.creator[items][:, None]).any(axis=1)
         out |= profile.topics[users, catalog.topic[items].astype(np.intp)] > 0
+    snooze = view.states.get("snooze")
+    if snooze is not None:  # a snoozed topic or creator, until it expires
+        topics, creators = snooze.hidden(requests.users, view.now)
+        out |= (topics == view.catalog.topic[items]) | (creators == view.catalog.creator[items])
     return out
 
 

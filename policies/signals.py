@@ -213,6 +213,10 @@ def _same(kept: np.ndarray, items: np.ndarray) -> bool:
     )
 
 
+#: Score penalty of a snoozed topic or creator: below anything a model scores.
+SNOOZED = 1e6
+
+
 def _gather(
     requests: Requests, view: View, feature_weights: FeatureWeights | None
 ) -> _Signals | None:
@@ -255,6 +259,14 @@ def _gather(
         per_topic -= profile.topic_demotion * profile.topics[users].astype(np.float32)
         signals.item_penalties.append((profile.items[users], profile.item_demotion))
         signals.creator_penalties.append((profile.creators[users], profile.creator_demotion))
+
+    snooze = view.states.get("snooze")
+    if snooze is not None:  # a user's snoozed topic or creator: hidden until it expires
+        found = True
+        topics, creators = snooze.hidden(requests.users, view.now)
+        rows = np.flatnonzero(topics >= 0)
+        per_topic[rows, topics[rows]] -= SNOOZED
+        signals.creator_penalties.append((creators[:, None], SNOOZED))
 
     return signals if found else None
 

@@ -258,8 +258,8 @@ def _run(args: argparse.Namespace) -> int:
             f"failed: {outcome.error}" if outcome.error else f"{outcome.row['wall_seconds']:.1f}s"
         )
         print(
-            f"recloop: [{finished}/{total}] {outcome.plan.variant} r{outcome.plan.replication} "
-            f"{status}",
+            f"recloop: [{finished}/{total}] {outcome.plan.variant} r{outcome.plan.replication}"
+            f"{' twin' * outcome.plan.twin} {status}",
             file=sys.stderr,
         )
 
@@ -322,6 +322,8 @@ def _run(args: argparse.Namespace) -> int:
                     print(f"recloop: note: {note}", file=sys.stderr)
         else:
             print(_comparison(summary), file=sys.stderr)
+        if summary.get("responsiveness"):
+            print(responsiveness_table(summary["responsiveness"]), file=sys.stderr)
     if args.profile:
         from sim.breakdown import profile_table
 
@@ -338,6 +340,55 @@ def _run(args: argparse.Namespace) -> int:
     if len(failed) < len(ran.outcomes):
         print(f"report: {out / 'report.html'}")
     return 1 if failed else 0
+
+
+def responsiveness_table(responsiveness: dict[str, Any]) -> str:
+    """Per variant, each probe's control and the share of the probe users' exposure to what
+    they rejected that it prevented, against the twin run without it; then how long a deletion
+    took to reach each layer."""
+    lines = [
+        "  responsiveness: share of exposure prevented by each control (vs its twin run without "
+        "it), 95% interval over replications in brackets"
+    ]
+
+    def cell(share: dict[str, Any]) -> str:
+        if "value" not in share:
+            return "n/a"
+        text = f"{share['value']:.0%}"
+        if share.get("ci_low") is not None:
+            text += f" [{share['ci_low']:.0%}, {share['ci_high']:.0%}]"
+        return text
+
+    notes = []
+    for variant, probes in responsiveness.items():
+        if len(responsiveness) > 1:
+            lines.append(f"  {variant}:")
+        rows = [("control", "exposure to", "users", "within 1h", "within 1d", "to the end")]
+        for name, entry in probes.items():
+            shares = entry["prevented_share"]
+            label = entry["control"] if name.startswith(entry["control"] + "@") else name
+            rows.append(
+                (
+                    label,
+                    entry["exposure_to"],
+                    str(entry["users"]),
+                    *(cell(shares.get(h, {})) for h in ("1h", "1d", "end")),
+                )
+            )
+            delays = entry.get("deletion_delay_seconds")
+            if delays:
+                reached = "; ".join(
+                    f"{layer} after {humanize_duration(delay['mean'])}"
+                    if "mean" in delay
+                    else f"{layer} never ({delay['missing']})"
+                    for layer, delay in delays.items()
+                )
+                notes.append(f"  {name}: the deletion reached {reached}")
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines += [
+            "  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows
+        ]
+    return "\n".join(lines + notes)
 
 
 #: Columns of a sweep's comparison table: metric, title, format of the mean.

@@ -198,6 +198,13 @@ class EventTable:
             versions={layer: column[start:stop] for layer, column in self.versions.items()},
         )
 
+    def take(self, rows: np.ndarray) -> EventTable:
+        """The rows at positions ``rows`` (ascending: the table stays in time order)."""
+        return EventTable(
+            **{name: getattr(self, name)[rows] for name in EVENT_COLUMNS},
+            versions={layer: column[rows] for layer, column in self.versions.items()},
+        )
+
     def columns(self) -> dict[str, np.ndarray]:
         """All columns by name, version columns as ``v_<layer>``."""
         core = {name: getattr(self, name) for name in EVENT_COLUMNS}

@@ -59,6 +59,7 @@ class EventLog:
         self.on_disk = on_disk
         self._dtypes = dict(CORE_COLUMNS)
         self._dtypes.update({_version_column(layer): np.int32 for layer in self.layers})
+        self._dtypes[DELETED] = np.float64
         self._files: dict[str, IO[bytes]] = {}
         self._directory = str(directory or tempfile.gettempdir())
         if on_disk:
@@ -70,6 +71,8 @@ class EventLog:
             name: self._allocate(name, capacity) for name in self._dtypes
         }
         self._size = 0
+        #: Every deletion so far: its time and the log rows it deleted (ascending).
+        self.deletions: list[tuple[float, np.ndarray]] = []
 
     def _allocate(self, name: str, capacity: int) -> np.ndarray:
         """A column of ``capacity`` rows; on disk, the same file mapped again (rows kept).
@@ -141,7 +144,43 @@ class EventLog:
                 if left.shape[0]:
                     served = np.concatenate([served, np.asarray(versions[layer])[left]])[order]
             rows[_version_column(layer)] = np.broadcast_to(served, (count,))
+        rows[DELETED] = np.full(count, np.inf)
         self._append(rows, count)
+
+    def append_controls(
+        self,
+        time: float,
+        users: np.ndarray,
+        items: np.ndarray,
+        kind: Kind,
+        scope: Scope,
+        sessions: np.ndarray,
+        versions: dict[str, np.ndarray],
+    ) -> None:
+        """Log a control each of ``users`` took at ``time`` on their item of ``items``, outside
+        any slate (position -1), in their session of ``sessions``, attributed to the layer
+        ``versions`` given per user."""
+        count = users.shape[0]
+        rows = {
+            "time": np.full(count, time),
+            "user": users,
+            "item": items,
+            "position": np.full(count, -1),
+            "kind": np.full(count, kind),
+            "scope": np.full(count, scope),
+            "dwell": np.zeros(count),
+            "session": sessions,
+        }
+        rows.update({_version_column(layer): versions[layer] for layer in self.layers})
+        rows[DELETED] = np.full(count, np.inf)
+        self._append(rows, count)
+
+    def delete(self, time: float, rows: np.ndarray) -> None:
+        """Delete the log ``rows`` (earlier than ``time``) at ``time``: a read whose horizon is
+        past ``time`` (the deletion has reached it) no longer returns them."""
+        rows = np.unique(rows)
+        self._columns[DELETED][rows] = np.minimum(self._columns[DELETED][rows], time)
+        self.deletions.append((time, rows))
 
     def _append(self, rows: dict[str, np.ndarray], count: int) -> None:
         if self._size and count and rows["time"][0] < self._columns["time"][self._size - 1]:
@@ -164,13 +203,27 @@ class EventLog:
         return int(np.searchsorted(self._columns["time"][: self._size], before, side="left"))
 
     def visible(self, before: float, since: float | None = None) -> EventTable:
-        """Events with ``since <= time < before``, as read-only views."""
+        """Events with ``since <= time < before``, as read-only views, without those deleted
+        before ``before`` (a reader sees a deletion as it sees an event: once past its time)."""
         start = 0 if since is None else self.count_before(since)
-        return self._table(start, self.count_before(before))
+        stop = self.count_before(before)
+        kept = self.kept(start, stop, before)
+        table = self._table(start, stop)
+        return table if kept is None else table.take(kept - start)
 
     def between(self, start: int, stop: int) -> EventTable:
-        """Events by position, ``start <= index < stop``."""
+        """Events by position, ``start <= index < stop`` (deleted or not)."""
         return self._table(start, stop)
+
+    def kept(self, start: int, stop: int, before: float) -> np.ndarray | None:
+        """Positions in ``start:stop`` of the rows not deleted before ``before``; None when
+        none was (the common case: no copy)."""
+        if not self.deletions:
+            return None
+        deleted = self._columns[DELETED][start:stop] < before
+        if not deleted.any():
+            return None
+        return start + np.flatnonzero(~deleted)
 
     def table(self) -> EventTable:
         """Every event logged so far."""
@@ -185,6 +238,10 @@ class EventLog:
             **{name: column[name] for name in CORE_COLUMNS},
             versions={layer: column[_version_column(layer)] for layer in self.layers},
         )
+
+
+#: The column holding when each row was deleted (inf: never); not part of the event table.
+DELETED = "deleted_at"
 
 
 def _version_column(layer: str) -> str:

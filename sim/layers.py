@@ -271,6 +271,13 @@ class LayerRuntime:
         self._absorbed_until = 0  # log index up to which an incremental state is computed
         self._read_from = 0.0  # event time from which the next incremental update reads
         self._events_at_last_trigger = 0
+        self._kept_rows: np.ndarray | None = (
+            None  # log rows of the last events taken, if some were deleted
+        )
+        self._deletions_seen = 0  # the log's deletions an incremental state has dealt with
+        #: Incremental layers: (deletion time, when its state stopped depending on the deleted
+        #: events; inf: never, the kind cannot forget)
+        self.deletions_honoured: list[tuple[float, float]] = []
         self._state = kind.initial_state() if kind.incremental else None
         self._published_state: Any = None  # the snapshot serving all traffic (for fit)
         self._env: Any = None
@@ -324,10 +331,12 @@ class LayerRuntime:
         measured = self.log.count_before(env.now - self.spec.latency)
         while env.now < self.frozen_from:
             yield env.timeout(spec.check_every)
-            visible = self.log.visible(env.now - self.spec.latency)
-            new = slice(measured, len(visible))
-            measured = len(visible)
-            kinds = visible.kind[new]
+            horizon = env.now - self.spec.latency
+            visible = self.log.count_before(horizon)
+            kept = self.log.kept(measured, visible, horizon)
+            new = self.log.between(measured, visible)
+            kinds = new.kind if kept is None else new.kind[kept - measured]
+            measured = visible
             impressions = int((kinds != Kind.ABANDON).sum())
             if impressions:
                 negative = is_kind(kinds, NEGATIVE_KINDS) & (kinds != Kind.ABANDON)
@@ -356,12 +365,37 @@ class LayerRuntime:
 
     def _take_new(self, now: float) -> tuple[int, float, EventTable]:
         """The events newly visible at ``now``: their first log row, the event time they start
-        from, and the events."""
+        from, and the events (without those deleted by then, which are also forgotten from the
+        state: see :meth:`_forget`)."""
         horizon = now - self.spec.latency
         start, since = self._absorbed_until, self._read_from
+        self._forget(now, horizon)
         self._absorbed_until = self.log.count_before(horizon)
         self._read_from = max(since, horizon)
-        return start, since, self.log.between(start, self._absorbed_until)
+        events = self.log.between(start, self._absorbed_until)
+        kept = self.log.kept(start, self._absorbed_until, horizon)
+        self._kept_rows = kept
+        return start, since, events if kept is None else events.take(kept - start)
+
+    def _forget(self, now: float, horizon: float) -> None:
+        """Deletions that have reached this incremental layer (made before ``horizon``): the
+        rows it had absorbed are taken out of its state, through the kind's ``forget`` hook;
+        a kind without one keeps them (recorded: the deletion never reaches its state)."""
+        deletions = self.log.deletions
+        while (
+            self._deletions_seen < len(deletions) and deletions[self._deletions_seen][0] < horizon
+        ):
+            at, rows = deletions[self._deletions_seen]
+            self._deletions_seen += 1
+            absorbed = rows[rows < self._absorbed_until]
+            forget = getattr(self.kind, "forget", None)
+            if not absorbed.shape[0]:
+                self.deletions_honoured.append((at, now))  # it had nothing to forget
+            elif callable(forget):
+                forget(self._state, self.log.between(0, self._absorbed_until).take(absorbed))
+                self.deletions_honoured.append((at, now + self.spec.compute_time))
+            else:
+                self.deletions_honoured.append((at, np.inf))
 
     def _update(self, env: Any):
         triggered = env.now
@@ -519,7 +553,8 @@ class LayerRuntime:
             )
         missed = np.flatnonzero(admitted & ~reflected)
         if missed.shape[0]:
-            self._missed.append(start + missed)
+            kept = self._kept_rows
+            self._missed.append(start + missed if kept is None else kept[missed])
         if getattr(self.kind, "shared", False):
             return EVERYONE
         return Effect(users=np.unique(events.user[reflected]).astype(np.int32))

@@ -29,6 +29,7 @@ from sim.compare import (
     NO_INTERVAL,
     compare_variants,
     instant_beaten,
+    interval,
     metric_kind,
     metric_resolution,
     numeric_metrics,
@@ -48,6 +49,7 @@ from sim.effects import (
 )
 from sim.loader import resolved_yaml
 from sim.metrics import RunMetrics
+from sim.probes import PROBE_BIN, exposure_table, responsiveness
 from sim.replications import precision_notes
 from sim.replications import replication_plan as plan_of
 from sim.runner import RunResult
@@ -130,6 +132,16 @@ def write_run(
         _write_parquet(folder / f"{name}.parquet", metrics.tables[name])
     files = ["scenario.yaml", "summary.json", "layers.parquet"]
     files += [f"{name}.parquet" for name in METRIC_TABLES]
+    if result.scenario.probes:
+        probes = exposure_table(
+            result.probes,
+            result.events,
+            result.catalog(),
+            result.scenario.end,
+            min(result.scenario.metrics.timeseries_bin, PROBE_BIN),
+        )
+        _write_parquet(folder / "probes.parquet", probes)
+        files.append("probes.parquet")
     files += ["events.parquet"] if result.scenario.output.events else []
     summary = dict(
         result.summary,
@@ -161,6 +173,9 @@ def write_sweep(
     """
     out = Path(out)
     atomic_write(out / "scenario.yaml", lambda p: p.write_text(resolved_yaml(scenario)))
+    every = outcomes
+    # probe twins are measured against their runs only (responsiveness), not as variants
+    outcomes = [outcome for outcome in every if not outcome.plan.twin]
     rows = [outcome.row for outcome in outcomes]
     finished = [outcome for outcome in outcomes if outcome.error is None]
     replications = len({outcome.plan.replication for outcome in finished})
@@ -193,6 +208,7 @@ def write_sweep(
     )
     _write_parquet(out / "variants.parquet", variants)
     effects = _write_effects(out, scenario, baseline, finished)
+    responsive = _write_responsiveness(out, labels, every) if scenario.probes else {}
     missing: dict[str, str] = {}
     for outcome in finished:
         for metric, reason in outcome.missing.items():
@@ -205,13 +221,21 @@ def write_sweep(
         "replication_plan": replication_plan,
         "variants": labels,
         "baseline": baseline,
-        "runs": len(outcomes),
+        "runs": len(every),
         "failed_runs": [
-            {"variant": o.plan.variant, "replication": o.plan.replication, "error": o.error}
-            for o in outcomes
+            {
+                "variant": o.plan.variant,
+                "replication": o.plan.replication,
+                "error": o.error,
+                **({"twin": True} if o.plan.twin else {}),
+            }
+            for o in every
             if o.error is not None
         ],
-        "run_folders": {f"{o.plan.variant} r{o.plan.replication}": o.plan.folder for o in outcomes},
+        "run_folders": {
+            f"{o.plan.variant} r{o.plan.replication}{' twin' * o.plan.twin}": o.plan.folder
+            for o in every
+        },
         "interventions": {event.name: event.at for event in scenario.interventions},
         "oracle_variants": sorted({o.plan.variant for o in finished if o.row.get("oracle")}),
         # how each variant reached the start of measurement (stack.warm.mode)
@@ -228,6 +252,7 @@ def write_sweep(
             numeric_metrics(rows), scenario.metrics.suppression_bin
         ),
         **effects,
+        **responsive,
         "comparisons": comparisons,
         "missing": missing,
         "notes": notes,
@@ -241,6 +266,7 @@ def write_sweep(
             "runs.parquet",
             "variants.parquet",
             *(["effects.parquet"] if "effects" in effects else []),
+            *(["responsiveness.parquet"] if responsive else []),
             "layers.parquet",
             *(f"{name}.parquet" for name in METRIC_TABLES),
         ],
@@ -362,6 +388,55 @@ def _variant_row(label: str, metric: str, entry: dict[str, Any]) -> dict[str, An
         row["relative_method"] = entry["relative"]["method"]
     row["relative_missing"] = entry.get("relative_missing")
     return row
+
+
+def _write_responsiveness(
+    out: Path, labels: list[str], outcomes: list[RunOutcome]
+) -> dict[str, Any]:
+    """``responsiveness.parquet`` from every finished run and twin's ``probes.parquet``, and the
+    summary's ``responsiveness`` (see :func:`sim.probes.responsiveness`)."""
+    tables = {
+        (o.plan.variant, o.plan.replication, not o.plan.twin): pq.read_table(
+            out / o.plan.folder / "probes.parquet"
+        )
+        for o in outcomes
+        if o.error is None
+    }
+    table, summary = responsiveness(tables, labels)
+    for label, probes in summary.items():  # deletion propagation, over replications
+        runs = [
+            json.loads((out / o.plan.folder / "summary.json").read_text(encoding="utf-8"))
+            for o in outcomes
+            if o.error is None and not o.plan.twin and o.plan.variant == label
+        ]
+        for name, entry in probes.items():
+            found = [run["deletions"][name] for run in runs if name in run.get("deletions", {})]
+            if found:
+                entry["deleted_events"] = [run["deleted_events"] for run in found]
+                entry["deletion_delay_seconds"] = _deletion_delays(found)
+    _write_parquet(out / "responsiveness.parquet", table)
+    return {
+        "responsiveness": summary,
+        "responsiveness_method": "each run paired with its twin (same seed, the probe users' "
+        "controls withheld); prevented share = 1 - with/without of the probe users' exposures "
+        "to their targets within the horizon; mean and 95% Student-t interval over "
+        "replications, cut at 1",
+    }
+
+
+def _deletion_delays(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per layer, the mean deletion delay with its interval over the replications, or why it is
+    missing (the first reason a replication gave)."""
+    delays: dict[str, Any] = {}
+    for layer in runs[0]["delay_seconds"]:
+        values = [run["delay_seconds"].get(layer) for run in runs]
+        reasons = [value["missing"] for value in values if isinstance(value, dict)]
+        if reasons or None in values:
+            delays[layer] = {"missing": reasons[0] if reasons else "not measured in every run"}
+            continue
+        mean, low, high = interval([float(value) for value in values], low=0.0)
+        delays[layer] = {"mean": mean, "ci_low": low, "ci_high": high, "n": len(values)}
+    return delays
 
 
 def _concatenate(out: Path, name: str, outcomes: list[RunOutcome]) -> None:

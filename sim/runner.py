@@ -26,6 +26,7 @@ from sim.engine import Engine
 from sim.eventlog import EventLog, row_chunks
 from sim.layers import Absorption, LayerRuntime, PolicyFit, PolicyRefresh, Version
 from sim.memory import event_log_on_disk, return_freed_arrays
+from sim.probes import ProbeRecord, deletion_delays, start_probes
 from sim.rng import Streams
 from sim.spec import RetrainLayer, Scenario
 from sim.stack import Stack
@@ -54,6 +55,8 @@ class RunResult:
     expected_clicks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     #: Per layer, what its versions reflected and whom they changed (propagation metrics)
     absorption: dict[str, Absorption] = field(default_factory=dict)
+    #: Who took each probe's control, on what (or, in the twin, would have)
+    probes: list[ProbeRecord] = field(default_factory=list)
 
     def catalog(self) -> CatalogView:
         """The observable catalogue of every item that existed during the run."""
@@ -169,6 +172,7 @@ class Assembly:
     log: EventLog
     layers: list[LayerRuntime]
     notes: list[str]
+    probes: list[ProbeRecord] = field(default_factory=list)
 
 
 def assemble(scenario: Scenario, scratch: str | Path | None = None) -> Assembly:
@@ -206,6 +210,18 @@ def assemble(scenario: Scenario, scratch: str | Path | None = None) -> Assembly:
 
     env = simpy.Environment()
     world.start(env)
+    probes: list[ProbeRecord] = []
+    # scheduled in both twins alike, so that they serve the same windows
+    start_probes(
+        env,
+        scenario,
+        log,
+        world.catalog_view,
+        world.n_users,
+        streams.generator,
+        probes,
+        stack.publish,
+    )
     layers: list[LayerRuntime] = []
     if common:
         # scheduled before any layer's trigger at the same instant, and before serving (LATE)
@@ -229,7 +245,7 @@ def assemble(scenario: Scenario, scratch: str | Path | None = None) -> Assembly:
             runtime.warm_start_at = scenario.warmup - spec.compute_time
         runtime.start(env)
         layers.append(runtime)
-    return Assembly(env, world, stack, log, layers, notes)
+    return Assembly(env, world, stack, log, layers, notes, probes)
 
 
 def _bootstrap(env: simpy.Environment, layers: list[LayerRuntime], at: float) -> Any:
@@ -264,6 +280,9 @@ def _run(
             notes.append(unchanged)
     summary = _summary(scenario, world, engine, events, wall, notes)
     summary["layers"] = {layer.name: _layer_summary(layer, scenario) for layer in layers}
+    deletions = deletion_delays(parts.probes, layers, scenario.end)
+    if deletions:
+        summary["deletions"] = deletions
     summary["wall_seconds_by_component"].update(
         {f"layer:{layer.name}": round(layer.wall_seconds, 4) for layer in layers}
     )
@@ -287,6 +306,7 @@ def _run(
         session_starts=world.session_start_times(),
         expected_clicks=world.expected_clicks(),
         absorption={layer.name: layer.absorption() for layer in layers},
+        probes=parts.probes,
     )
 
 

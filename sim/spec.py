@@ -65,6 +65,8 @@ __all__ = [
     "AdaptiveReplications",
     "Metrics",
     "Quick",
+    "Probe",
+    "CONTROLS",
     "RESERVED_LABELS",
 ]
 
@@ -692,6 +694,92 @@ Intervention = Annotated[
 ]
 
 
+# --- probes ----------------------------------------------------------------------------------
+
+#: The user controls a probe can take: the explicit negatives the behaviour model has, the
+#: deletion of past events, and a snooze.
+CONTROLS = (
+    "dismiss",
+    "not_interested",
+    "thumbs_down",
+    "block_creator",
+    "remove_from_history",
+    "snooze",
+)
+
+
+class Probe(Spec):
+    """A sample of users take one control at one time, each on their own target: the causal
+    effect of the control is measured against a twin run in which they do not (same seed, same
+    everything else; see :mod:`sim.probes`)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    control: Literal[
+        "dismiss",
+        "not_interested",
+        "thumbs_down",
+        "block_creator",
+        "remove_from_history",
+        "snooze",
+    ] = Field(
+        description="the control taken: dismiss and thumbs_down are about the item, "
+        "not_interested its topic, block_creator its creator; remove_from_history deletes the "
+        "user's past events on the target (the item, or with target most_shown_topic or "
+        "most_shown_creator every item of that topic or creator), which no layer may use in a "
+        "later update; snooze hides the target's topic or creator (target most_shown_topic or "
+        "most_shown_creator) from the user for the time given in for, then lets it back"
+    )
+    duration: Duration | None = Field(
+        None, alias="for", gt=0, description="snooze only: how long the topic or creator is hidden"
+    )
+    at: At = Field(
+        description="when: from the run's start ('36h'), or from the end of warm-up ('+12h', "
+        "'+25%' of the measured duration)"
+    )
+    users: float = Field(
+        gt=0,
+        description="how many users take it: a count (500), or a share of all users (0.05); "
+        "drawn among those shown something in the hour before and not drawn by an earlier "
+        "probe (fewer when fewer are eligible)",
+    )
+    target: Literal["most_shown_item", "most_shown_topic", "most_shown_creator"] = Field(
+        "most_shown_item",
+        description="each user's target: the item they were shown most in the hour before, or "
+        "the item they were shown most of the topic (creator) they were shown most",
+    )
+    label: Name | None = Field(
+        None, max_length=200, description="names it in results; default control@time"
+    )
+
+    @model_validator(mode="after")
+    def _count_or_share(self) -> Probe:
+        if self.control == "snooze":
+            if self.duration is None:
+                raise ValueError("a snooze needs its duration: for: 30d, say")
+            if self.target == "most_shown_item":
+                raise ValueError(
+                    "a snooze hides a topic or a creator: target most_shown_topic or "
+                    "most_shown_creator"
+                )
+        elif self.duration is not None:
+            raise ValueError(f"for: only a snooze has a duration, not {self.control}")
+        if self.users >= 1 and self.users != int(self.users):
+            raise ValueError(
+                f"users: {self.users} is neither a count (a whole number) nor a share (below 1)"
+            )
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.label or f"{self.control}@{format_duration(self.at)}"
+
+    def count(self, n_users: int) -> int:
+        """How many users take the control in a population of ``n_users``."""
+        if self.users >= 1:
+            return min(int(self.users), n_users)
+        return max(1, round(self.users * n_users))
+
+
 # --- sweeps and metrics ----------------------------------------------------------------------
 
 #: Labels of the reference variants a sweep can add (see :class:`Bounds`).
@@ -883,6 +971,14 @@ class Scenario(Spec):
     world: World = World()
     stack: Stack
     interventions: list[Intervention] = Field(default_factory=list)
+    probes: list[Probe] = Field(
+        default_factory=list, description="users taking a control, each run paired with its twin"
+    )
+    probes_withheld: bool = Field(
+        False,
+        description="the twin run: probe users are chosen with their targets as usual but do not "
+        "take the control (a sweep adds these runs itself)",
+    )
     variants: Variants | None = None
     baseline: str | None = Field(None, description="label of the variant others are compared with")
     replications: Replications = Field(
@@ -901,22 +997,28 @@ class Scenario(Spec):
     def _relative_times(cls, data: Any) -> Any:
         """``at: +12h`` is twelve hours after the end of warm-up: resolved here, where warmup is
         known (an unreadable warmup leaves it to warmup's own error)."""
-        if not isinstance(data, dict) or not isinstance(data.get("interventions"), list):
+        if not isinstance(data, dict):
+            return data
+        sections = [key for key in ("interventions", "probes") if isinstance(data.get(key), list)]
+        if not sections:
             return data
         try:
             warmup = parse_duration(data.get("warmup", 0.0))
             duration = parse_duration(data.get("duration"))
         except ValueError:
             return data
-        events = []
-        for event in data["interventions"]:
-            at = event.get("at") if isinstance(event, dict) else None
-            if isinstance(at, str) and at.strip().startswith("+"):
-                offset = relative_offset(at, duration)
-                if offset is not None:  # else the field's own check names the value
-                    event = {**event, "at": format_duration(warmup + offset)}
-            events.append(event)
-        return {**data, "interventions": events}
+        resolved = {}
+        for key in sections:
+            events = []
+            for event in data[key]:
+                at = event.get("at") if isinstance(event, dict) else None
+                if isinstance(at, str) and at.strip().startswith("+"):
+                    offset = relative_offset(at, duration)
+                    if offset is not None:  # else the field's own check names the value
+                        event = {**event, "at": format_duration(warmup + offset)}
+                events.append(event)
+            resolved[key] = events
+        return {**data, **resolved}
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
@@ -955,8 +1057,17 @@ class Scenario(Spec):
                     f"end of the run ({format_duration(self.end)} = warmup "
                     f"{format_duration(self.warmup)} + duration {format_duration(self.duration)})"
                 )
+        for index, probe in enumerate(self.probes):
+            if not self.warmup <= probe.at < self.end:
+                problems.append(
+                    f"probes.{index}.at: {format_duration(probe.at)} from the start is not in the "
+                    f"measured period [{format_duration(self.warmup)}, {format_duration(self.end)})"
+                )
         if problems:
             raise ValueError("\n".join(problems))
+        probes = [probe.name for probe in self.probes]
+        if len(set(probes)) != len(probes):
+            raise ValueError(f"probes need distinct labels, got {probes}")
         names = [event.name for event in self.interventions]
         if len(set(names)) != len(names):
             raise ValueError(f"interventions need distinct labels, got {names}")

@@ -99,7 +99,8 @@ class Stack:
             group_slates, group_versions = self._rank_group(subset, states, catalog, n_users, now)
             slates[rows] = group_slates
             for layer, served in group_versions.items():
-                versions[layer][rows] = served
+                if layer in versions:  # a layer's (a snooze is served, but no layer)
+                    versions[layer][rows] = served
         return slates, versions
 
     def _rank_group(

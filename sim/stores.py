@@ -72,6 +72,14 @@ class StoreKind:
     def absorb(self, state: Any, events: EventTable) -> None:
         state.absorb(events, self.catalog().topic)
 
+    @property
+    def forget(self) -> Callable[[Any, EventTable], None] | None:
+        """What takes deleted events, absorbed earlier, out of a state: the store's own
+        ``forget``; None when the store has none (it keeps what it absorbed)."""
+        if not callable(getattr(self.store, "forget", None)):
+            return None
+        return lambda state, events: state.forget(events, self.catalog().topic)
+
     def reflected(self, state: Any, events: EventTable) -> np.ndarray:
         """Which of ``events`` the store will reflect once it absorbs them."""
         reflects = getattr(state, "reflects", None)
@@ -199,6 +207,30 @@ class FeatureStore:
         )
         self._absorb_sessions(events)
 
+    def forget(self, events: EventTable, topic_of: np.ndarray) -> None:
+        """Take absorbed ``events`` back out: each one's decayed weight as of the row's last
+        update is subtracted from the user's topic count and the item's rates (exactly, up to
+        rounding; never below zero). Session counters restart with the next request."""
+        on_item = events.item >= 0
+        users, items = events.user[on_item], events.item[on_item]
+        times, kinds = events.time[on_item], events.kind[on_item]
+        counted = is_kind(kinds, (*REJECTIONS, Kind.CLICK))
+        weight = _decay(self._user_time[users] - times, self.half_life).astype(np.float32)
+        topics = topic_of[items]
+        negative = counted & (kinds != Kind.CLICK)
+        np.subtract.at(self._negative, (users[negative], topics[negative]), weight[negative])
+        clicks = kinds == Kind.CLICK
+        np.subtract.at(self._positive, (users[clicks], topics[clicks]), weight[clicks])
+        np.maximum(self._negative, 0, out=self._negative)
+        np.maximum(self._positive, 0, out=self._positive)
+        known = items < self._item_shown.shape[0]
+        items, times, rejected = items[known], times[known], is_kind(kinds[known], REJECTIONS)
+        item_weight = _decay(self._item_time[items] - times, self.item_half_life)
+        np.subtract.at(self._item_shown, items, item_weight)
+        np.subtract.at(self._item_negative, items[rejected], item_weight[rejected])
+        np.maximum(self._item_shown, 0, out=self._item_shown)
+        np.maximum(self._item_negative, 0, out=self._item_negative)
+
     def _absorb_sessions(self, events: EventTable) -> None:
         first_of_request = events.position == 0
         users, sessions = events.user[first_of_request], events.session[first_of_request]
@@ -253,6 +285,16 @@ class SessionContextStore:
             _, _, keep = _latest_sessions(events.user[rows], events.session[rows])
             kept[rows[keep]] = True
         return kept
+
+    def forget(self, events: EventTable, topic_of: np.ndarray) -> None:
+        """Take absorbed ``events`` back out of each user's current session's context."""
+        rejected = is_kind(events.kind, self._kinds) & (events.item >= 0)
+        current = rejected & (events.session == self._session[events.user])
+        users, items = events.user[current], events.item[current]
+        for user, item in zip(users.tolist(), items.tolist(), strict=True):
+            topic = topic_of[item]
+            self._topics[user, topic] = max(int(self._topics[user, topic]) - 1, 0)
+            self._items[user][self._items[user] == item] = -1
 
     def absorb(self, events: EventTable, topic_of: np.ndarray) -> None:
         rejected = is_kind(events.kind, self._kinds) & (events.item >= 0)

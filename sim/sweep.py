@@ -65,6 +65,8 @@ class RunPlan:
     replication: int
     scenario: Scenario
     folder: str  # relative to the results directory
+    #: The twin of a run with probes: the same run without the probe users' controls
+    twin: bool = False
 
 
 class Progress(Protocol):
@@ -191,6 +193,16 @@ def plan_runs(scenario: Scenario) -> tuple[list[str], str, list[RunPlan]]:
                     folder=f"variants/{index:02d}-{_slug(label)}/r{replication}",
                 )
             )
+            if scenario.probes:  # paired with its twin: same seed, the controls withheld
+                plans.append(
+                    RunPlan(
+                        variant=label,
+                        replication=replication,
+                        scenario=parse_scenario(dict(data, probes_withheld=True), label),
+                        folder=f"variants/{index:02d}-{_slug(label)}/r{replication}-twin",
+                        twin=True,
+                    )
+                )
     return all_labels, baseline, plans
 
 
@@ -617,7 +629,7 @@ def run_replications(
                 address,
                 pool,
             )
-            rows = [outcome.row for outcome in outcomes]
+            rows = [outcome.row for outcome in outcomes if not outcome.plan.twin]
             met = first_met(rows, measured, rule, done, done + count)
             done += count
             reached = met or precision(rows, measured, rule.until, done)

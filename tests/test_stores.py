@@ -187,3 +187,36 @@ def test_signal_scores_demote_rejected_items_and_topics():
         )
         is None
     )
+
+
+def test_feature_store_forgets_deleted_events_exactly():
+    rows = [
+        (0.0, 1, 2, Kind.DISMISS, 5),
+        (600.0, 1, 0, Kind.CLICK, 5),
+        (1800.0, 1, 3, Kind.THUMBS_DOWN, 5),
+        (3600.0, 2, 3, Kind.SKIP, 6),
+    ]
+    spec = RealtimeFeatures(half_life="1h", item_half_life="1h")
+    forgetting, never = FeatureStore(spec, 3, 3), FeatureStore(spec, 3, 3)
+    forgetting.absorb(events(rows), TOPIC_OF)
+    forgetting.forget(events([rows[0], rows[2]]), TOPIC_OF)  # user 1's negatives, deleted
+    never.absorb(events([rows[1], rows[3]]), TOPIC_OF)
+    for store in (forgetting, never):  # both at the same reference time
+        store.absorb(events([(3600.0, 0, 5, Kind.IMPRESSION, 7)]), TOPIC_OF)
+    for user in (1, 2):
+        ours, theirs = forgetting.user_topics(np.array([user]), 7200.0)
+        expected = never.user_topics(np.array([user]), 7200.0)
+        np.testing.assert_allclose(ours, expected[0], atol=1e-6)
+        np.testing.assert_allclose(theirs, expected[1], atol=1e-6)
+    np.testing.assert_allclose(
+        forgetting.item_negative_rate(6, 7200.0), never.item_negative_rate(6, 7200.0), atol=1e-9
+    )
+
+
+def test_session_context_forgets_deleted_rejections_of_the_current_session():
+    store = SessionContextStore(SessionContext(), 2, 3)
+    rows = [(0.0, 1, 2, Kind.DISMISS, 5), (10.0, 1, 4, Kind.DISMISS, 5)]
+    store.absorb(events(rows), TOPIC_OF)
+    store.forget(events(rows[:1]), TOPIC_OF)
+    topics, items = store.context(np.array([1]), np.array([5]))
+    assert topics[0].tolist() == [0, 0, 1] and sorted(items[0][items[0] >= 0].tolist()) == [4]
