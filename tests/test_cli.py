@@ -81,6 +81,7 @@ def test_run_respects_output_events_false(tmp_path):
     stale = out / "variants" / "00-default" / "r0" / "events.parquet"
     stale.parent.mkdir(parents=True)
     stale.write_text("from an earlier run")
+    (out / "scenario.yaml").write_text("name: tiny\n")  # an earlier run of the same scenario
     path = write_tiny(tmp_path, output={"events": False})
     assert main(["run", str(path), "--out", str(out), "-q"]) == 0
     assert run_folder(out) == stale.parent
