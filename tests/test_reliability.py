@@ -88,9 +88,14 @@ def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(
     else:
         assert process.returncode == -signal.SIGKILL
     assert not (out / "summary.json").exists()  # the sweep is not marked finished
+    runs = [path.parent for path in out.glob("variants/*/r*/summary.json")]
+    assert len(runs) >= finished
+    written = {path: path.stat().st_mtime_ns for run in runs for path in run.iterdir()}
     assert main(["run", "--resume", str(out)]) == 0
-    lines = [line for line in capsys.readouterr().err.splitlines() if "] " in line]
-    assert len(lines) <= 8 - finished + 1  # finished runs were not run again
+    lines = [line for line in capsys.readouterr().err.splitlines() if "recloop: [" in line]
+    assert len(lines) == 8 - len(runs)  # only the unfinished runs ran
+    # and the finished ones were not run again: not one of their files was rewritten
+    assert {path: path.stat().st_mtime_ns for path in written} == written
     for name in ("runs", "propagation", "exposure", "suppression", "timeseries", "layers"):
         pd.testing.assert_frame_equal(comparable(out, name), comparable(reference, name))
     assert not list(out.rglob("*.tmp"))
