@@ -70,10 +70,26 @@ def test_every_packaged_scenario_runs_quick_from_the_command_line(name, tmp_path
 
 
 def test_instagram_hourly_retrain_absorbs_in_30_to_90_minutes():
-    _, metrics = run(
+    """Logs 15 minutes late (d), 15 minutes of training (c), hourly (T), a 10-minute canary (r)
+    for 5% of users: an event is absorbed d + c + U(0, T) later for a canary user and r more
+    for everyone else; over events the run observes in full, the median of that mixture is
+    x with 0.95 (x - 2400) + 0.05 (x - 1800) = 1800, x = 4170 s (70 minutes)."""
+    result, metrics = run(
         "instagram-explore-hourly", "duration=8h", "warmup=2h", "interventions.0.at=6h"
     )
     assert 1800 <= metrics["absorption.retrain.median_seconds"] <= 5400
+    latency, compute, every, canary = 900.0, 900.0, 3600.0, 600.0
+    table = measure(result).tables["propagation"].to_pandas()
+    observable = table[table.time < result.scenario.end - (latency + compute + canary + every)]
+    delays = observable.delay_seconds.to_numpy()
+    assert observable.absorbed.all() and len(delays) > 200
+    in_canary = result.canary_users["retrain"][observable.user.to_numpy()]
+    fastest = latency + compute + np.where(in_canary, 0.0, canary)
+    assert (delays >= fastest).all() and (delays <= fastest + every).all()
+    # the sample median of a uniform of width T: standard error T / (2 sqrt(n)); events
+    # cluster in sessions, so 4 standard errors of a quarter of the sample
+    tolerance = 4 * every / (2 * np.sqrt(len(delays) / 4))
+    assert abs(np.median(delays) - 4170.0) < tolerance
 
 
 def test_netflix_live_events_features_absorb_in_under_a_second():
