@@ -4,7 +4,6 @@ results, and a results directory knows what wrote it."""
 from __future__ import annotations
 
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -241,12 +240,51 @@ def test_hostile_files_exit_2_quickly_with_one_line(content, message, tmp_path, 
     assert not (tmp_path / "o").exists()
 
 
+#: Columns whose values may be null (README, Results): a figure with no denominator or censored
+#: by the end of the run. Every scalar metric of runs.parquet may be, when the run lists it under
+#: ``missing``; the other tables' nulls are checked here against what makes them null.
+NULLABLE = {
+    "variants": {"ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high", "relative",
+                 "relative_ci_low", "relative_ci_high", "mean"},
+    "propagation": {"delay_seconds"},
+    "exposure": {"impressions_per_negative"},
+    "suppression": set(),
+    "timeseries": {"ctr", "mean_dwell_seconds", "explicit_negative_rate", "catalog_coverage",
+                   "topic_gini", "top1pct_item_share", "regret_per_request",
+                   "fresh_impression_share"},
+}  # fmt: skip
+
+
 def test_results_hold_no_nan_or_infinite_values(reference):
+    """Parquet keeps NaN and null apart (pandas does not): read with pyarrow, no float column
+    holds a NaN or an infinity, and nulls appear only where a figure cannot be computed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     for name in ("runs", "variants", "propagation", "exposure", "suppression", "timeseries"):
-        frame = pd.read_parquet(reference / f"{name}.parquet")
-        numbers = frame.select_dtypes("number")
-        assert not numbers.isin([math.inf, -math.inf]).any().any(), name
-        assert not (numbers.isna() & ~frame[numbers.columns].isnull()).any().any(), name
+        table = pq.read_table(reference / f"{name}.parquet")
+        for column_name in table.column_names:
+            column = table.column(column_name)
+            if pa.types.is_floating(column.type):
+                assert not pc.any(pc.is_nan(column)).as_py(), (name, column_name)
+                assert not pc.any(pc.is_inf(column)).as_py(), (name, column_name)
+            if name != "runs" and column_name not in NULLABLE[name]:
+                assert column.null_count == 0, (name, column_name)
+    propagation = pd.read_parquet(reference / "propagation.parquet")
+    assert (propagation.delay_seconds.isna() == ~propagation.absorbed).all()
+    assert (~propagation.absorbed).any()  # the end of the run censors some: nulls are tested
+    exposure = pd.read_parquet(reference / "exposure.parquet")
+    assert (exposure.impressions_per_negative.isna() == (exposure.negatives_observed == 0)).all()
+    # a run's null metric is one it lists as missing, with the reason
+    runs = pq.read_table(reference / "runs.parquet").to_pandas()
+    assert runs.isna().any().any()
+    for path in reference.glob("variants/*/r*/summary.json"):
+        run = json.loads(path.read_text())
+        row = runs[(runs.variant == run["row"]["variant"])
+                   & (runs.replication == run["row"]["replication"])]  # fmt: skip
+        null = {column for column in runs.columns if row[column].isna().all()}
+        assert null <= set(run["missing"]), (path, null - set(run["missing"]))
     summary = (reference / "summary.json").read_text()
     assert "NaN" not in summary and "Infinity" not in summary
 
