@@ -381,7 +381,9 @@ def test_the_memory_estimate_covers_the_measured_peak(tmp_path, event_log):
     )
     measured = int(done.stdout.strip().splitlines()[-1])
     estimate = estimate_run(load_scenario("quickstart", overrides)).total
-    assert measured <= estimate <= 3 * measured, (estimate / 2**20, measured / 2**20)
+    # README: 70-120% above the measured peak on small runs (measured: 2.09x with the log in
+    # memory, 1.85x on disk)
+    assert 1.7 * measured <= estimate <= 2.2 * measured, (estimate / 2**20, measured / 2**20)
     (run,) = (tmp_path / "o" / "variants").glob("*/r0/summary.json")
     assert json.loads(run.read_text())["event_log"] == event_log
 
