@@ -114,14 +114,24 @@ def test_tubi_feature_override_suppresses_with_the_model_frozen():
     assert all(v.origin != "update" for v in retrains)
     served = result.events.versions["retrain"][result.events.time >= warmup]
     assert np.unique(served).shape[0] == 1  # one model version all measured day
-    assert metrics["topic_aversion@6h.time_to_50pct_seconds"] is not None
+    halved = metrics["topic_aversion@6h.time_to_50pct_seconds"]
+    assert halved is not None
+    # by the features alone: the same run without them is not halved as soon, if at all
+    _, frozen = run(
+        "tubi-feature-override", "world.users.count=4000", "warmup=4h", "duration=10h",
+        "interventions.0.at=6h", "stack.layers.realtime_features.enabled=false",
+    )  # fmt: skip
+    without = frozen["topic_aversion@6h.time_to_50pct_seconds"]
+    assert without is None or without > halved
+    assert (
+        frozen["topic_aversion@6h.bad_impressions"] > metrics["topic_aversion@6h.bad_impressions"]
+    )
 
 
-def test_conversational_memory_suppresses_within_and_across_sessions_without_weights():
-    result, _ = run("conversational-memory", "warmup=4h", "duration=10h")
+def rejections_shown_again(result) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Impressions of an item after the user dismissed or thumbed it down in the measured
+    period, the impressions, and how many such rejections there were."""
     events = result.events
-    warmup = result.scenario.warmup
-    assert all(v.triggered_at <= warmup for v in result.versions if v.layer == "retrain")
     frame = pd.DataFrame(
         {
             "time": events.time,
@@ -133,12 +143,27 @@ def test_conversational_memory_suppresses_within_and_across_sessions_without_wei
     )
     shown = frame[frame.item >= 0]
     rejected = frame[frame.kind.isin([int(Kind.DISMISS), int(Kind.THUMBS_DOWN)])]
-    rejected = rejected[rejected.time >= warmup]
-    assert len(rejected) > 50
+    rejected = rejected[rejected.time >= result.scenario.warmup]
     later = shown.merge(rejected, on=["user", "item"], suffixes=("", "_no"))
-    later = later[later.time > later.time_no]
+    return later[later.time > later.time_no], shown, len(rejected)
+
+
+def test_conversational_memory_suppresses_within_and_across_sessions_without_weights():
+    result, _ = run("conversational-memory", "warmup=4h", "duration=10h")
+    warmup = result.scenario.warmup
+    assert all(v.triggered_at <= warmup for v in result.versions if v.layer == "retrain")
+    later, shown, rejections = rejections_shown_again(result)
+    assert rejections > 50
     same_session = later[later.session == later.session_no]
     assert len(same_session) == 0  # the prompt context demotes it at once
+    # the same world without the layers shows rejected items again in the session (the
+    # README's test configuration: 29 times)
+    plain, _ = run(
+        "conversational-memory", "warmup=4h", "duration=10h",
+        "stack.layers.session_context.enabled=false", "stack.layers.profile_memory.enabled=false",
+    )  # fmt: skip
+    again, _, _ = rejections_shown_again(plain)
+    assert (again.session == again.session_no).sum() > 10
     # sessions that start after the next profile refresh live after the rejection
     memory = sorted(v.live_at for v in result.versions if v.layer == "profile_memory")
     applied = np.searchsorted(memory, later.time_no.to_numpy() + 60, side="left")
