@@ -649,7 +649,9 @@ def test_residual_exposure_and_repeat_offences_of_a_hand_built_log():
     A (user 0, item 0, "this item", t=4000), B (user 1, item 2 of topic 1, "this topic",
     t=5000) and C (user 1, item 5 of creator 1, "this creator", t=12000, observed only for
     horizons up to 2,400 s). Every impression that follows one is placed by hand, so the
-    curves are step functions and the repeat offences a count."""
+    curves are step functions and the repeat offences a count. The curves are the mean
+    cumulative function: each grid step adds its impressions per negative observed through it
+    (three up to 2,400 s, two after)."""
     imp, skip, click = Kind.IMPRESSION, Kind.SKIP, Kind.CLICK
     item_scope, topic_scope, creator_scope = Scope.ITEM, Scope.TOPIC, Scope.CREATOR
     rows = [
@@ -664,6 +666,7 @@ def test_residual_exposure_and_repeat_offences_of_a_hand_built_log():
         (5100, 1, 4, skip, 0),  # B's creator, another topic
         (6000, 1, 2, click, 0),  # B's item and topic (+1000): an offence
         (7200, 1, 3, imp, 0),  # B's topic (+2200): an offence
+        (8000, 1, 3, imp, 0),  # B's topic (+3000, once C is censored): an offence
         (9000, 0, 0, imp, 0),  # A's item at +5000, past the one-hour horizon
         (12000, 1, 5, Kind.BLOCK_CREATOR, creator_scope),  # C
         (12100, 1, 1, imp, 0),  # C's creator: an offence
@@ -676,9 +679,10 @@ def test_residual_exposure_and_repeat_offences_of_a_hand_built_log():
     metrics = RunMetrics()
     sim.metrics._exposure(result, metrics)
     assert metrics.scalars["explicit_negatives"] == 3
-    # A: item 0 at 4100; B: topic 1 at 5060, 6000, 7200; C: creator 1 at 12100, 12200, 13000
-    assert metrics.scalars["repeat_offences"] == 1 + 3 + 3
-    assert metrics.scalars["repeat_offences_per_negative"] == pytest.approx(7 / 3, abs=1e-6)
+    # A: item 0 at 4100; B: topic 1 at 5060, 6000, 7200, 8000; C: creator 1 at 12100, 12200,
+    # 13000
+    assert metrics.scalars["repeat_offences"] == 1 + 4 + 3
+    assert metrics.scalars["repeat_offences_per_negative"] == pytest.approx(8 / 3, abs=1e-6)
 
     curves = metrics.tables["exposure"].to_pandas()
     item = curves[curves.match == "item"]
@@ -688,15 +692,16 @@ def test_residual_exposure_and_repeat_offences_of_a_hand_built_log():
     c_seen = s <= 2400  # C is observed this long before the run ends
     np.testing.assert_array_equal(item.negatives_observed, 2 + c_seen)
     np.testing.assert_array_equal(topic.negatives_observed, 2 + c_seen)
-    # item: A's at +100, B's at +1000, C's at +1000 while C is observed
-    same_item = (s >= 100) + 1.0 * (s >= 1000) + (s >= 1000) * c_seen
-    np.testing.assert_allclose(item.impressions_per_negative, same_item / (2 + c_seen))
-    # topic: A's at +100, +200; B's at +60, +1000, +2200; C's at +1000 while observed
-    same_topic = (
-        (s >= 100) + 1.0 * (s >= 200) + (s >= 60) + (s >= 1000) + (s >= 2200)
-        + (s >= 1000) * c_seen
-    )  # fmt: skip
-    np.testing.assert_allclose(topic.impressions_per_negative, same_topic / (2 + c_seen))
+    # item: A's at +100, B's and C's at +1000, each step over the three negatives
+    same_item = ((s >= 100) + 2.0 * (s >= 1000)) / 3
+    np.testing.assert_allclose(item.impressions_per_negative, same_item)
+    # topic: A's at +100, +200; B's at +60, +1000, +2200 and C's at +1000, over three; B's at
+    # +3000, after C's censoring, over two
+    same_topic = ((s >= 60) + 1.0 * (s >= 100) + (s >= 200) + 2 * (s >= 1000) + (s >= 2200)) / 3 + (
+        s >= 3000
+    ) / 2
+    assert (s >= 3000).any()
+    np.testing.assert_allclose(topic.impressions_per_negative, same_topic)
 
 
 def test_harm_of_a_topic_aversion_in_a_hand_built_log():
