@@ -277,8 +277,9 @@ def test_hostile_files_exit_2_quickly_with_one_line(content, message, tmp_path, 
 #: by the end of the run. Every scalar metric of runs.parquet may be, when the run lists it under
 #: ``missing``; the other tables' nulls are checked here against what makes them null.
 NULLABLE = {
-    "variants": {"ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high", "relative",
-                 "relative_ci_low", "relative_ci_high", "mean"},
+    "variants": {"mean", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high",
+                 "relative", "relative_ci_low", "relative_ci_high", "relative_method",
+                 "relative_missing"},
     "propagation": {"delay_seconds"},
     "exposure": {"impressions_per_negative"},
     "suppression": set(),
