@@ -81,7 +81,7 @@ def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(
     process.send_signal(kill)
     sent, heard = time.monotonic(), []
     if kill == signal.SIGINT:
-        for line in process.stderr:  # type: ignore[union-attr]
+        for line in process.stderr:
             heard.append(line)
             if "interrupted" in line:
                 break
