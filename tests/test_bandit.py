@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policies.bandit import BanditState
+from policies.bandit import BanditKind, BanditState
 from policies.builtin import RandomPolicy, _cold_start
+from sim.domain import EventTable, Kind, Scope
 from sim.metrics import measure
 from sim.runner import run_scenario
 from sim.spec import Bandit
@@ -106,6 +107,31 @@ def test_feedback_is_matched_to_the_decision_that_was_served():
     found, arms, _ = state.recall(np.array([3.0, 1.0]), np.array([9, 7]), 3.5)
     np.testing.assert_array_equal(found, [True, False])  # the old decisions were forgotten
     np.testing.assert_array_equal(arms, [1])
+
+
+def test_the_reward_is_the_feedback_on_the_bandits_own_slot():
+    """A bandit at position 2 learns whether *its* item was clicked, not the policy's item in
+    another slot of the same slate."""
+    spec = Bandit(arms="candidates", candidates=3, position=2, implementation="vectorized")
+    kind = BanditKind(spec, catalog=lambda: None, seed=0)
+    state = kind.initial_state()
+    # user 7 at t=1 was served arm 0, user 8 at t=2 arm 1
+    state.remember(np.array([1.0, 2.0]), np.array([7, 8]), np.array([0, 1]), np.zeros((2, 0)))
+    # user 7 clicked slot 0 and skipped the bandit's slot; user 8 the reverse
+    events = EventTable(
+        time=np.array([1.0, 1.0, 2.0, 2.0]),
+        user=np.array([7, 7, 8, 8], np.int32),
+        item=np.array([10, 11, 12, 13], np.int32),
+        position=np.array([0, 2, 0, 2], np.int16),
+        kind=np.array([Kind.CLICK, Kind.SKIP, Kind.SKIP, Kind.CLICK], np.int8),
+        scope=np.full(4, Scope.ITEM, np.int8),
+        dwell=np.zeros(4, np.float32),
+        session=np.array([1, 1, 2, 2], np.int64),
+    )
+    np.testing.assert_array_equal(kind.reflected(state, events), [False, True, False, True])
+    kind.absorb(state, events)
+    np.testing.assert_array_equal(state.trials, [1, 1, 0], err_msg="trials per arm")
+    np.testing.assert_array_equal(state.successes, [0, 1, 0], err_msg="clicks per arm")
 
 
 def test_linucb_over_candidates_learns_to_trust_the_rankers_top_item():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sim.runner import run_scenario
 from tests.conftest import tiny
@@ -61,10 +62,35 @@ def test_another_seed_gives_other_results():
     assert run_scenario(tiny()).summary["clicks"] != run_scenario(tiny("seed=4")).summary["clicks"]
 
 
-def test_a_smaller_tick_gives_bitwise_identical_events():
-    auto = run_scenario(tiny())
+#: Periodic layers: releases end a serving window, so their changes are exact at any tick. (A
+#: continuous layer acts at window starts instead, its timing error of at most one tick reported
+#: with the results, so a smaller tick may change what it serves.)
+EXACT_AT_ANY_TICK = "stack.layers={nearline_embeddings: {every: 20m}, retrain: {every: 1h}}"
+#: Periodic too, yet a smaller tick changes their event logs (found for issue 22, not yet
+#: explained): profile memory from the warm-up's first minutes, the bandit from its first
+#: update, a canary rollout from its first canary.
+NOT_YET_EXACT = {
+    "profile memory": "stack.layers.profile_memory={every: 2h}",
+    "bandit": "stack.layers.bandit={every: 5m}",
+    "canary": "stack.layers.retrain.rollout={canary: {fraction: 0.1, for: 10m}}",
+}
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        pytest.param((), id="retrain"),
+        pytest.param((EXACT_AT_ANY_TICK,), id="retrain and near-line"),
+        *(
+            pytest.param((override,), id=name, marks=pytest.mark.xfail(strict=True))
+            for name, override in NOT_YET_EXACT.items()
+        ),
+    ],
+)
+def test_a_smaller_tick_gives_bitwise_identical_events(layers):
+    auto = run_scenario(tiny(*layers))
     assert auto.summary["tick_seconds"] == 10.0
     for tick in ("1s", "3.7s"):
-        finer = run_scenario(tiny(f"tick={tick}"))
+        finer = run_scenario(tiny(*layers, f"tick={tick}"))
         assert finer.summary["windows"] > auto.summary["windows"]
         assert_same_events(auto, finer)

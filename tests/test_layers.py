@@ -180,3 +180,71 @@ def test_sparse_labels_reach_training_from_the_panel_only():
     np.testing.assert_array_equal(data.events.user, logged.user[:horizon])
     relabelled = np.isin(logged.kind[:horizon], LABELLED_NEGATIVES) & ~panel[logged.user[:horizon]]
     assert relabelled.any() and (data.events.kind[relabelled] == Kind.SKIP).all()
+
+
+class Recorder:
+    """A layer's math that keeps the event times each update read."""
+
+    def __init__(self, incremental: bool):
+        self.incremental = incremental
+        self.read: list[list[float]] = []
+
+    def initial_state(self):
+        return {}
+
+    def compute(self, data):
+        self.read.append(data.events.time.tolist())
+        return object()  # a new state: it changes everyone
+
+    def absorb(self, state, events):
+        self.read.append(events.time.tolist())
+
+
+def logged_at(*times: float):
+    """An event log with one impression at each of ``times``."""
+    from sim.domain import Kind, Requests, Responses, Scope
+    from sim.eventlog import EventLog
+
+    log = EventLog()
+    for user, time in enumerate(times):
+        log.append_slates(
+            Requests(np.array([time]), np.array([user], np.int32), np.array([user]), k=1),
+            np.array([[user]]),
+            Responses(
+                kind=np.full((1, 1), Kind.SKIP, np.int8),
+                scope=np.full((1, 1), Scope.ITEM, np.int8),
+                dwell=np.zeros((1, 1), np.float32),
+                abandoned=np.zeros(1, bool),
+            ),
+            versions={},
+        )
+    return log
+
+
+@pytest.mark.parametrize("incremental", [False, True], ids=["batch", "incremental"])
+def test_an_event_exactly_on_an_updates_horizon_waits_for_the_next_update(incremental):
+    """Updates every 10 s from 25 s with 5 s of latency read events before 20, 30 and 40 s: the
+    events at exactly 20 and 30 s (``t + latency == s``, not visible) each wait one update."""
+    from types import SimpleNamespace
+
+    import simpy
+
+    from sim.layers import LayerRuntime
+    from sim.spec import RetrainLayer
+
+    kind = Recorder(incremental)
+    world = SimpleNamespace(n_users=3, catalog_view=lambda: None)
+    spec = RetrainLayer(every=10.0, phase=25.0, latency=5.0)
+    layer = LayerRuntime(
+        "retrain", spec, kind, logged_at(10.0, 20.0, 30.0), world, lambda *_: None,
+        np.random.default_rng(0),
+    )  # fmt: skip
+    env = simpy.Environment()
+    layer.start(env)
+    env.run(until=46.0)
+    if incremental:  # each update reads only what became visible since the last
+        assert kind.read == [[10.0], [20.0], [30.0]]
+    else:
+        assert kind.read == [[10.0], [10.0, 20.0], [10.0, 20.0, 30.0]]
+    updates = [v for v in layer.history if v.origin == "update"]
+    assert [(v.triggered_at, v.horizon) for v in updates] == [(25, 20), (35, 30), (45, 40)]

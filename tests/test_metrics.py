@@ -12,7 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.domain import EVENT_COLUMNS, EXPLICIT_NEGATIVE_KINDS, EventTable, Kind
+import sim.metrics
+from sim.domain import EVENT_COLUMNS, EXPLICIT_NEGATIVE_KINDS, EventTable, Kind, Scope
+from sim.layers import Absorption, Version
 from sim.metrics import (
     KeyedTimes,
     RunMetrics,
@@ -25,6 +27,7 @@ from sim.metrics import (
 )
 from sim.propagation import absorption_delays
 from sim.runner import RunResult, run_scenario
+from sim.stores import ProfileMemoryKind
 from tests.conftest import tiny
 
 small_ints = st.lists(st.integers(0, 4), min_size=1, max_size=40)
@@ -605,3 +608,243 @@ def test_exposure_concentration_under_random_slates_matches_its_expectation():
         assert abs(metrics.scalars[name] - np.mean(null)) < 4 * np.std(null), name
     # small, but above the 1% of perfectly even exposure: about 1.5 impressions per item
     assert 0.01 < metrics.scalars["top1pct_item_share"] < 0.05
+
+
+# --- hand-built logs whose every figure is counted by hand ------------------------------------
+
+#: Items 0-5: topics 0, 0, 1, 1, 2, 2 and creators 0, 1, 0, 1, 0, 1.
+HAND_TOPIC = np.array([0, 0, 1, 1, 2, 2], np.int16)
+HAND_CREATOR = np.array([0, 1, 0, 1, 0, 1], np.int32)
+
+
+def _hand_log(rows, users, scenario, churned_at=None, sessions=None, **fields):
+    """A run whose log is ``rows`` of (time, user, item, kind, scope), in time order; every row
+    its own session unless ``sessions`` gives each row's."""
+    time, user, item, kind, scope = (np.array(column) for column in zip(*rows, strict=True))
+    n = len(rows)
+    events = EventTable(
+        time=time.astype(float),
+        user=user.astype(np.int32),
+        item=item.astype(np.int32),
+        position=np.zeros(n, np.int16),
+        kind=kind.astype(np.int8),
+        scope=scope.astype(np.int8),
+        dwell=np.zeros(n, np.float32),
+        session=np.arange(n, dtype=np.int64) if sessions is None else np.array(sessions, np.int64),
+    )
+    return RunResult(
+        scenario=scenario,
+        summary={},
+        events=events,
+        item_topic=HAND_TOPIC,
+        item_creator=HAND_CREATOR,
+        churned_at=np.full(users, np.inf) if churned_at is None else np.asarray(churned_at),
+        item_created_at=np.full(HAND_TOPIC.shape[0], -np.inf),
+        **fields,
+    )
+
+
+def test_residual_exposure_and_repeat_offences_of_a_hand_built_log():
+    """Three explicit negatives after a one-hour warm-up, in a run that ends at 4h (14,400 s):
+    A (user 0, item 0, "this item", t=4000), B (user 1, item 2 of topic 1, "this topic",
+    t=5000) and C (user 1, item 5 of creator 1, "this creator", t=12000, observed only for
+    horizons up to 2,400 s). Every impression that follows one is placed by hand, so the
+    curves are step functions and the repeat offences a count. The curves are the mean
+    cumulative function: each grid step adds its impressions per negative observed through it
+    (three up to 2,400 s, two after)."""
+    imp, skip, click = Kind.IMPRESSION, Kind.SKIP, Kind.CLICK
+    item_scope, topic_scope, creator_scope = Scope.ITEM, Scope.TOPIC, Scope.CREATOR
+    rows = [
+        (3000, 0, 1, Kind.DISMISS, item_scope),  # in the warm-up: not measured
+        (3700, 0, 0, imp, 0),  # before A
+        (4000, 0, 0, Kind.DISMISS, item_scope),  # A
+        (4100, 0, 0, imp, 0),  # A's item again (+100): a repeat offence
+        (4100, 2, 0, imp, 0),  # someone else's impression of it: not counted
+        (4200, 0, 1, imp, 0),  # A's topic (+200)
+        (5000, 1, 2, Kind.NOT_INTERESTED, topic_scope),  # B
+        (5060, 1, 3, imp, 0),  # B's topic (+60, on the first horizon): an offence
+        (5100, 1, 4, skip, 0),  # B's creator, another topic
+        (6000, 1, 2, click, 0),  # B's item and topic (+1000): an offence
+        (7200, 1, 3, imp, 0),  # B's topic (+2200): an offence
+        (8000, 1, 3, imp, 0),  # B's topic (+3000, once C is censored): an offence
+        (9000, 0, 0, imp, 0),  # A's item at +5000, past the one-hour horizon
+        (12000, 1, 5, Kind.BLOCK_CREATOR, creator_scope),  # C
+        (12100, 1, 1, imp, 0),  # C's creator: an offence
+        (12200, 1, 3, imp, 0),  # C's creator (an offence), B's topic at +7200
+        (13000, 1, 5, imp, 0),  # C's item, topic and creator (+1000): an offence
+        (13500, 1, -1, Kind.ABANDON, 0),
+    ]
+    scenario = tiny("warmup=1h", "duration=3h", "metrics.exposure_horizon=1h")
+    result = _hand_log(rows, 3, scenario)
+    metrics = RunMetrics()
+    sim.metrics._exposure(result, metrics)
+    assert metrics.scalars["explicit_negatives"] == 3
+    # A: item 0 at 4100; B: topic 1 at 5060, 6000, 7200, 8000; C: creator 1 at 12100, 12200,
+    # 13000
+    assert metrics.scalars["repeat_offences"] == 1 + 4 + 3
+    assert metrics.scalars["repeat_offences_per_negative"] == pytest.approx(8 / 3, abs=1e-6)
+
+    curves = metrics.tables["exposure"].to_pandas()
+    item = curves[curves.match == "item"]
+    topic = curves[curves.match == "topic"]
+    s = item.seconds_since_negative.to_numpy()
+    assert s[0] == 60 and s[-1] == 3600 and (2400 > s).any() and (2400 < s).any()
+    c_seen = s <= 2400  # C is observed this long before the run ends
+    np.testing.assert_array_equal(item.negatives_observed, 2 + c_seen)
+    np.testing.assert_array_equal(topic.negatives_observed, 2 + c_seen)
+    # item: A's at +100, B's and C's at +1000, each step over the three negatives
+    same_item = ((s >= 100) + 2.0 * (s >= 1000)) / 3
+    np.testing.assert_allclose(item.impressions_per_negative, same_item)
+    # topic: A's at +100, +200; B's at +60, +1000, +2200 and C's at +1000, over three; B's at
+    # +3000, after C's censoring, over two
+    same_topic = ((s >= 60) + 1.0 * (s >= 100) + (s >= 200) + 2 * (s >= 1000) + (s >= 2200)) / 3 + (
+        s >= 3000
+    ) / 2
+    assert (s >= 3000).any()
+    np.testing.assert_allclose(topic.impressions_per_negative, same_topic)
+
+
+def test_harm_of_a_topic_aversion_in_a_hand_built_log():
+    """Users 0 and 1 turn averse to topic 1 at 2h; user 2 does not. With one-hour bins and a
+    one-hour level window, bad impressions (topic 1 to an averse user) over the averse users'
+    impressions are 2/4 before (the level), then 2/4, 1/5 and 0/4 in the three bins of a run
+    that ends half-way through the third: the share falls to 50% of the level at the end of
+    the second bin and to 10% at the end of the run, not of the bin."""
+    imp, abandon = Kind.IMPRESSION, Kind.ABANDON
+    rows = [
+        (3000, 0, 2, imp, 0),  # before the level window
+        (3000, 0, 3, imp, 0),
+        (4000, 0, 2, imp, 0),  # level: 2 bad of 4
+        (4000, 0, 0, imp, 0),
+        (5000, 1, 3, imp, 0),
+        (5000, 1, 4, imp, 0),
+        (5000, 1, -1, abandon, 0),  # after a bad slate, but before the intervention
+        (5000, 2, 2, imp, 0),  # not averse: neither bad nor population
+        (8000, 0, 2, imp, 0),  # bin 0: 2 bad of 4
+        (8000, 0, 0, imp, 0),
+        (8000, 0, -1, abandon, 0),  # a session lost after a bad slate
+        (8500, 1, 3, imp, 0),
+        (8500, 1, 5, imp, 0),
+        (9500, 2, 2, imp, 0),
+        (9500, 2, -1, abandon, 0),  # not a bad slate for user 2
+        (11000, 1, 0, imp, 0),  # bin 1: 1 bad of 5
+        (11000, 1, 1, imp, 0),
+        (11000, 1, -1, abandon, 0),  # no bad impression in this slate
+        (12000, 1, 2, imp, 0),
+        (12000, 1, 4, imp, 0),
+        (12000, 1, 5, imp, 0),
+        (15000, 1, 0, imp, 0),  # bin 2 (cut at the end, 16,200 s): 0 bad of 4
+        (15000, 1, 4, imp, 0),
+        (16000, 1, 1, imp, 0),
+        (16000, 1, 5, imp, 0),
+    ]
+    from users.world import Affected
+
+    scenario = tiny(
+        "warmup=1h",
+        "duration=210m",
+        "metrics.suppression_bin=1h",
+        "metrics.level_window=1h",
+    )
+    aversion = Affected("topic_aversion", 7200.0, users=np.array([True, True, False]), topic=1)
+    # user 0 (exposed) churns after the intervention, user 2 (never exposed) too
+    result = _hand_log(
+        rows, 3, scenario, churned_at=[9000.0, np.inf, 9600.0], affected={"averse": aversion}
+    )
+    metrics = RunMetrics()
+    sim.metrics._suppression(result, metrics)
+    scalars = metrics.scalars
+    assert scalars["averse.level"] == 0.5
+    assert scalars["averse.bad_impressions"] == scalars["bad_impressions"] == 3
+    assert scalars["averse.time_to_50pct_seconds"] == 2 * 3600  # end of bin 1
+    assert scalars["averse.bad_before_50pct"] == 3
+    assert scalars["averse.time_to_10pct_seconds"] == 16200 - 7200  # end of the run
+    assert scalars["averse.bad_before_10pct"] == 3
+    assert scalars["averse.sessions_lost"] == scalars["sessions_lost"] == 1
+    assert scalars["averse.churned_exposed_users"] == scalars["churned_exposed_users"] == 1
+    table = metrics.tables["suppression"].to_pandas()
+    assert table.seconds_since_intervention.tolist() == [0, 3600, 7200]
+    assert table.bad_impressions.tolist() == [2, 1, 0]
+    assert table.population_impressions.tolist() == [4, 5, 4]
+
+
+def test_harm_not_suppressed_by_the_end_is_missing_with_its_reason():
+    from users.world import Affected
+
+    rows = [(4000, 0, 2, Kind.IMPRESSION, 0), (8000, 0, 2, Kind.IMPRESSION, 0)]
+    scenario = tiny("warmup=1h", "duration=2h", "metrics.suppression_bin=1h")
+    aversion = Affected("topic_aversion", 7200.0, users=np.array([True]), topic=1)
+    result = _hand_log(rows, 1, scenario, affected={"averse": aversion})
+    metrics = RunMetrics()
+    sim.metrics._suppression(result, metrics)
+    assert metrics.scalars["averse.level"] == 1.0
+    for percent in (50, 10):
+        assert metrics.scalars[f"averse.time_to_{percent}pct_seconds"] is None
+        assert metrics.missing[f"averse.time_to_{percent}pct_seconds"] == (
+            f"not suppressed to {percent}% of the level by the end of the run"
+        )
+        assert metrics.scalars[f"averse.bad_before_{percent}pct"] is None
+
+
+def test_a_profile_is_absorbed_at_the_users_next_session_start_once_it_is_live():
+    """One profile version covers events before 5000 s and goes live at 5000 s. User 0's dismiss
+    (4000 s, session 1) is absorbed when their next session starts (6000 s), user 1's (4500 s)
+    at 5000 s, where their next session starts as the version goes live; user 2, who starts no
+    session after it, is never served it."""
+    dismiss, imp, item = Kind.DISMISS, Kind.IMPRESSION, Scope.ITEM
+    rows = [
+        (4000, 0, 0, dismiss, item),
+        (4100, 0, 1, imp, 0),  # still session 1: the profile was not live when it started
+        (4500, 1, 2, dismiss, item),
+        (4800, 2, 3, dismiss, item),
+        (5000, 1, 4, imp, 0),  # user 1's session 4
+        (5500, 2, 5, imp, 0),  # user 2's session 5, which started before the version was live
+        (6000, 0, 1, imp, 0),  # user 0's session 2
+    ]
+    version = Version(
+        layer="profile_memory",
+        version=1,
+        triggered_at=5000.0,
+        horizon=5000.0,
+        live_at=5000.0,
+        cohort="all",
+        events=3,
+        cost=0.0,
+        wall_seconds=0.0,
+        since=0.0,
+    )
+    result = _hand_log(
+        rows,
+        3,
+        tiny("warmup=1h", "metrics.propagation_kinds=[dismiss]"),
+        sessions=[1, 1, 3, 5, 4, 5, 2],
+        versions=[version],
+        absorption={"profile_memory": Absorption(ProfileMemoryKind.reads, incremental=False)},
+    )
+    result.summary = {"layers": {"profile_memory": {}}}
+    metrics = RunMetrics()
+    sim.metrics._propagation(result, metrics)
+    table = metrics.tables["propagation"].to_pandas()
+    assert table.event.tolist() == [0, 2, 3]
+    assert table.absorbed.tolist() == [True, True, False]
+    assert table.delay_seconds[:2].tolist() == [6000 - 4000, 5000 - 4500]
+    assert metrics.scalars["absorption.profile_memory.absorbed_share"] == pytest.approx(2 / 3)
+
+
+def test_cost_per_day_counts_the_updates_triggered_while_measuring():
+    """Four measured hours (a sixth of a day): a retrain every 30 minutes triggers 8 times
+    whatever its phase (3 units each), a bandit every 10 minutes 24 times (0.5 each); the
+    warm-up's versions are not charged."""
+    result = run_scenario(
+        tiny(
+            "stack.layers.retrain={every: 30m, latency: 2m, compute_time: 0s, cost: {per_run: 3}}",
+            "stack.layers.bandit={every: 10m, cost: {per_run: 0.5}}",
+        )
+    )
+    metrics = RunMetrics()
+    sim.metrics._costs(result, metrics)
+    assert metrics.scalars == {
+        "cost_per_day.retrain": 8 * 3 * 6,
+        "cost_per_day.bandit": 24 * 0.5 * 6,
+        "cost_per_day": 8 * 3 * 6 + 24 * 0.5 * 6,
+    }

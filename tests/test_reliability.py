@@ -4,7 +4,6 @@ results, and a results directory knows what wrote it."""
 from __future__ import annotations
 
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -80,7 +79,17 @@ def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(
     process = start(["run", str(write(tmp_path, SWEEP)), "--out", str(out), "-q"], tmp_path)
     finished = wait_for_runs(out, 1, process)
     process.send_signal(kill)
-    _, err = process.communicate(timeout=60)
+    sent, heard = time.monotonic(), []
+    if kill == signal.SIGINT:
+        for line in process.stderr:
+            heard.append(line)
+            if "interrupted" in line:
+                break
+        # at once (measured: within 10 ms), not after the run in progress (a second or two);
+        # the interpreter's own exit then takes about 3 s more
+        assert time.monotonic() - sent < 1.0, heard
+    _, rest = process.communicate(timeout=60)
+    err = "".join(heard) + rest
     if kill == signal.SIGINT:
         assert process.returncode == 130, err  # the stderr says why, if this ever fails
         assert f"Resume with: recloop run --resume {out}" in err and "Traceback" not in err, err
@@ -88,9 +97,14 @@ def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(
     else:
         assert process.returncode == -signal.SIGKILL
     assert not (out / "summary.json").exists()  # the sweep is not marked finished
+    runs = [path.parent for path in out.glob("variants/*/r*/summary.json")]
+    assert len(runs) >= finished
+    written = {path: path.stat().st_mtime_ns for run in runs for path in run.iterdir()}
     assert main(["run", "--resume", str(out)]) == 0
-    lines = [line for line in capsys.readouterr().err.splitlines() if "] " in line]
-    assert len(lines) <= 8 - finished + 1  # finished runs were not run again
+    lines = [line for line in capsys.readouterr().err.splitlines() if "recloop: [" in line]
+    assert len(lines) == 8 - len(runs)  # only the unfinished runs ran
+    # and the finished ones were not run again: not one of their files was rewritten
+    assert {path: path.stat().st_mtime_ns for path in written} == written
     for name in ("runs", "propagation", "exposure", "suppression", "timeseries", "layers"):
         pd.testing.assert_frame_equal(comparable(out, name), comparable(reference, name))
     assert not list(out.rglob("*.tmp"))
@@ -106,8 +120,13 @@ def test_workers_and_serial_give_identical_results(reference, tmp_path):
     assert (
         main(["run", str(write(tmp_path, SWEEP)), "--out", str(out), "-q", "--workers", "2"]) == 0
     )
-    for name in ("runs", "propagation", "timeseries"):
+    for name in ("runs", "variants", "propagation", "exposure", "suppression", "timeseries"):
         pd.testing.assert_frame_equal(comparable(out, name), comparable(reference, name))
+    layers = pd.read_parquet(out / "layers.parquet").drop(columns="wall_seconds")
+    expected = pd.read_parquet(reference / "layers.parquet").drop(columns="wall_seconds")
+    pd.testing.assert_frame_equal(layers, expected)
+    summary, serial = (json.loads((path / "summary.json").read_text()) for path in (out, reference))
+    assert summary["comparisons"] == serial["comparisons"]
 
 
 def test_resume_never_mixes_two_scenarios(reference, tmp_path, capsys):
@@ -177,6 +196,8 @@ def test_mutated_scenarios_exit_2_with_one_line_per_problem_never_a_traceback(
     data, tmp_path_factory, capsys
 ):
     scenario = json.loads(json.dumps(VALID))
+    changed = []  # the dotted paths mutated
+    plain = True  # no key added holds a control character
     for _ in range(data.draw(st.integers(1, 3))):
         path = data.draw(st.sampled_from(paths(scenario)))
         node = scenario
@@ -187,8 +208,12 @@ def test_mutated_scenarios_exit_2_with_one_line_per_problem_never_a_traceback(
             node[path[-1]] = data.draw(NASTY)
         elif action == "delete":
             del node[path[-1]]
-        else:
-            node[data.draw(st.text(min_size=1, max_size=10))] = data.draw(NASTY)
+        else:  # named by its section
+            key = data.draw(st.text(min_size=1, max_size=10))
+            node[key] = data.draw(NASTY)
+            path = path[:-1]
+            plain &= key.isprintable()
+        changed.append(".".join(map(str, path)))
     folder = tmp_path_factory.mktemp("fuzz")
     text = yaml.safe_dump(scenario, allow_unicode=True)
     (folder / "s.yaml").write_text(text)
@@ -200,6 +225,18 @@ def test_mutated_scenarios_exit_2_with_one_line_per_problem_never_a_traceback(
         assert line.startswith("recloop: error: "), line
     if code == 2:
         assert captured.err.strip()
+    # every line names the file and the path of what was changed (or of the field inside it
+    # that is wrong, or the section that holds it); a key with a line break in it is printed
+    # as it is, over two lines (left to issue 23)
+    if code == 2 and plain:
+        for line in captured.err.splitlines():
+            where = line.removeprefix(f"recloop: error: {folder / 's.yaml'}: ")
+            assert where != line, line
+            assert any(
+                where.startswith(path) or path.startswith(where.split(":")[0]) for path in changed
+            ), (line, changed)
+    if code == 0:
+        assert captured.out.strip().endswith("ok")
 
 
 @pytest.mark.parametrize(
@@ -236,12 +273,52 @@ def test_hostile_files_exit_2_quickly_with_one_line(content, message, tmp_path, 
     assert not (tmp_path / "o").exists()
 
 
+#: Columns whose values may be null (README, Results): a figure with no denominator or censored
+#: by the end of the run. Every scalar metric of runs.parquet may be, when the run lists it under
+#: ``missing``; the other tables' nulls are checked here against what makes them null.
+NULLABLE = {
+    "variants": {"mean", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high",
+                 "relative", "relative_ci_low", "relative_ci_high", "relative_method",
+                 "relative_missing"},
+    "propagation": {"delay_seconds"},
+    "exposure": {"impressions_per_negative"},
+    "suppression": set(),
+    "timeseries": {"ctr", "mean_dwell_seconds", "explicit_negative_rate", "catalog_coverage",
+                   "topic_gini", "top1pct_item_share", "regret_per_request",
+                   "fresh_impression_share"},
+}  # fmt: skip
+
+
 def test_results_hold_no_nan_or_infinite_values(reference):
+    """Parquet keeps NaN and null apart (pandas does not): read with pyarrow, no float column
+    holds a NaN or an infinity, and nulls appear only where a figure cannot be computed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     for name in ("runs", "variants", "propagation", "exposure", "suppression", "timeseries"):
-        frame = pd.read_parquet(reference / f"{name}.parquet")
-        numbers = frame.select_dtypes("number")
-        assert not numbers.isin([math.inf, -math.inf]).any().any(), name
-        assert not (numbers.isna() & ~frame[numbers.columns].isnull()).any().any(), name
+        table = pq.read_table(reference / f"{name}.parquet")
+        for column_name in table.column_names:
+            column = table.column(column_name)
+            if pa.types.is_floating(column.type):
+                assert not pc.any(pc.is_nan(column)).as_py(), (name, column_name)
+                assert not pc.any(pc.is_inf(column)).as_py(), (name, column_name)
+            if name != "runs" and column_name not in NULLABLE[name]:
+                assert column.null_count == 0, (name, column_name)
+    propagation = pd.read_parquet(reference / "propagation.parquet")
+    assert (propagation.delay_seconds.isna() == ~propagation.absorbed).all()
+    assert (~propagation.absorbed).any()  # the end of the run censors some: nulls are tested
+    exposure = pd.read_parquet(reference / "exposure.parquet")
+    assert (exposure.impressions_per_negative.isna() == (exposure.negatives_observed == 0)).all()
+    # a run's null metric is one it lists as missing, with the reason
+    runs = pq.read_table(reference / "runs.parquet").to_pandas()
+    assert runs.isna().any().any()
+    for path in reference.glob("variants/*/r*/summary.json"):
+        run = json.loads(path.read_text())
+        row = runs[(runs.variant == run["row"]["variant"])
+                   & (runs.replication == run["row"]["replication"])]  # fmt: skip
+        null = {column for column in runs.columns if row[column].isna().all()}
+        assert null <= set(run["missing"]), (path, null - set(run["missing"]))
     summary = (reference / "summary.json").read_text()
     assert "NaN" not in summary and "Infinity" not in summary
 
@@ -323,7 +400,9 @@ def test_the_memory_estimate_covers_the_measured_peak(tmp_path, event_log):
     )
     measured = int(done.stdout.strip().splitlines()[-1])
     estimate = estimate_run(load_scenario("quickstart", overrides)).total
-    assert measured <= estimate <= 3 * measured, (estimate / 2**20, measured / 2**20)
+    # README: 70-120% above the measured peak on small runs (measured: 2.09x with the log in
+    # memory, 1.85x on disk)
+    assert 1.7 * measured <= estimate <= 2.2 * measured, (estimate / 2**20, measured / 2**20)
     (run,) = (tmp_path / "o" / "variants").glob("*/r0/summary.json")
     assert json.loads(run.read_text())["event_log"] == event_log
 

@@ -177,11 +177,17 @@ def test_faster_retrain_suppresses_an_aversion_no_worse_and_bounds_enclose_every
     order = ["instant", "15m", "1h", "3h", "frozen"]
     means = bad[order].mean()
     assert list(means) == sorted(means), means
-    # paired: within each replication, the faster variant never does worse on average
-    for faster, slower in zip(order, order[1:], strict=False):
-        assert (bad[faster] - bad[slower]).mean() <= 0, (faster, slower)
-    efficiency = runs.set_index("variant")["propagation_efficiency"]
+    efficiency = runs.pivot(index="replication", columns="variant", values="propagation_efficiency")
     assert (efficiency["instant"] == 1.0).all() and (efficiency["frozen"] == 0.0).all()
+    # in between, the share of the instant bound's reduction each cadence buys, by hand from
+    # the same runs' bad impressions (the instant bound is each replication's best run)
+    assert (bad[order].min(axis=1) == bad["instant"]).all()
+    for cadence in ("15m", "1h", "3h"):
+        share = (bad["frozen"] - bad[cadence]) / (bad["frozen"] - bad["instant"])
+        np.testing.assert_allclose(efficiency[cadence], share, atol=1e-6, err_msg=cadence)
+    assert (
+        ((efficiency[["15m", "1h", "3h"]] > 0) & (efficiency[["15m", "1h", "3h"]] < 1)).any().any()
+    )
     assert summary["comparisons"]["3h"]["bad_impressions"]["delta"]["mean"] > 0
 
 
