@@ -209,7 +209,7 @@ def test_best_member_is_the_first_best_item_of_the_chosen_group(seed, levels):
 def test_slate_check_names_policy_time_and_problem(slates, message):
     with pytest.raises(PolicyError) as caught:
         check_slates(slates, 2, 2, 10, "mine", 3600.0)
-    assert "policy 'mine' rank at simulated time 1h" in str(caught.value)
+    assert "policy 'mine' rank at simulated time 60m" in str(caught.value)
     assert message in str(caught.value)
 
 
