@@ -88,7 +88,8 @@ def load_scenario_with_notes(
     if told and isinstance(data, dict):
         # The description was written for the file's values: say what changed, so that the
         # resolved scenario, the summary and the report do not describe another run.
-        description = "\n\n".join([str(data.get("description") or "").rstrip(), *told]).strip()
+        # what changed comes first: the report's first screen shows the first paragraph
+        description = "\n\n".join([*told, str(data.get("description") or "").rstrip()]).strip()
         if len(description) <= MAX_DESCRIPTION:
             data = {**data, "description": description}
     return parse_scenario(data, label), [dropped.strip()] if dropped else []

@@ -301,9 +301,13 @@ def test_command_line_overrides_are_named_in_the_description():
 
     plain = load_scenario("quickstart")
     changed = load_scenario("quickstart", ["duration=2h", "world.users.count=100"])
-    assert changed.description.startswith(plain.description.rstrip())
-    assert changed.description.endswith(
-        "Changed on the command line: duration=2h; world.users.count=100."
+    # what changed first: the report's first screen shows the first paragraph
+    assert changed.description == (
+        "Changed on the command line: duration=2h; world.users.count=100.\n\n"
+        + plain.description.rstrip()
     )
+    quick = load_scenario("quickstart", ["duration=2h"], quick=True)
+    assert quick.description.startswith("Quick configuration (--quick), not the scenario's own")
+    assert "\n\nChanged on the command line: duration=2h.\n\n" in quick.description
     again = parse_scenario(changed.model_dump(mode="json"), "resolved")
     assert again.description == changed.description
