@@ -210,6 +210,14 @@ def _run(args: argparse.Namespace) -> int:
             raise RecloopError(
                 f"--resume {args.resume}: no scenario.yaml (not a results directory)"
             )
+        finished = _finished_summary(Path(args.resume))
+        if finished is not None:  # nothing to run: leave its files, wall time included, as they are
+            print(
+                f"recloop: {args.resume} is finished ({finished} runs, none failed): nothing to "
+                "resume",
+                file=sys.stderr,
+            )
+            return 0
         args.out = args.resume
         scenario = load_scenario(str(Path(args.resume) / "scenario.yaml"))
         notes: list[str] = []
@@ -509,6 +517,17 @@ def _check_memory(plans: list[Any], workers: int) -> None:
 
 #: What ``recloop run`` writes at the top of a results directory (the runs go under variants/).
 RESULT_FILES = ("scenario.yaml", "summary.json", "report.html", "variants")
+
+
+def _finished_summary(out: Path) -> int | None:
+    """How many runs a finished sweep in ``out`` has (``None``: unfinished, or some failed)."""
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if summary.get("failed_runs"):
+        return None
+    return len(summary.get("run_folders", {})) or None
 
 
 def _prepare_output(out: Path, name: str, resume: bool, force: bool) -> None:

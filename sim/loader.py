@@ -120,6 +120,8 @@ def _read_source(source: str) -> tuple[str, str]:
     raise ScenarioError(f"{source}: no such file or packaged scenario{hint}; packaged: {names}")
 
 
+#: Problems listed for one scenario; a file with thousands of bad keys gets the first ones.
+MAX_PROBLEMS = 50
 #: libyaml's safe loader when installed (fast, and it bounds nesting depth), else PyYAML's own.
 SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 #: Values a scenario may hold once YAML aliases are expanded; an alias bomb (nested aliases)
@@ -323,9 +325,11 @@ def parse_scenario(data: dict[str, Any], label: str = "scenario") -> Scenario:
     except ValidationError as error:
         items = _without_other_union_members(error.errors())
         # a whole-scenario check may name several problems, one line each
-        raise ScenarioError(
-            [line for item in items for line in _describe(item).splitlines()]
-        ) from None
+        lines = [line for item in items for line in _describe(item).splitlines()]
+        if len(lines) > MAX_PROBLEMS:
+            more = len(lines) - MAX_PROBLEMS
+            lines = [*lines[:MAX_PROBLEMS], f"{label}: ... and {more:,} more problems"]
+        raise ScenarioError(lines) from None
     except RecursionError:
         raise ScenarioError(f"{label}: nested too deeply to be a scenario") from None
 

@@ -252,3 +252,21 @@ def test_damaged_results_files_are_one_line_and_a_damaged_run_is_run_again(tmp_p
     assert main(["run", "--resume", str(out), "-q"]) == 0
     assert json.loads(damaged.read_text())["row"]["replication"] == 1
     assert kept.stat().st_mtime_ns == kept_mtime
+
+
+def test_thousands_of_bad_keys_are_summed_up_after_the_first_fifty(tmp_path, capsys):
+    keys = "\n".join(f"bogus_{index}: 1" for index in range(5000))
+    path = tmp_path / "many.yaml"
+    path.write_text(f"name: many\nduration: 1h\nstack: {{policy: random}}\n{keys}\n")
+    assert main(["validate", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 51 and lines[-1].endswith("... and 4,950 more problems")
+
+
+def test_resuming_a_finished_sweep_changes_nothing_and_says_so(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", "quickstart", *TINY_RUN, "--set", "replications=2", "--out", str(out)]) == 0
+    before = (out / "summary.json").read_bytes()
+    assert main(["run", "--resume", str(out)]) == 0
+    assert f"{out} is finished (2 runs, none failed): nothing to resume" in capsys.readouterr().err
+    assert (out / "summary.json").read_bytes() == before  # its wall time included
