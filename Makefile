@@ -53,11 +53,15 @@ schema: $(STAMP)
 
 # The documentation site: the scenario reference regenerated from the schema, then every page
 # built with --strict (a broken link or anchor fails). `make test` does not need mkdocs.
-docs: $(STAMP)
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
 	$(BIN)/python docs/gen_reference.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
-	@echo "site/index.html"
+	@echo "built: site/index.html"
 
 clean:
 	rm -rf $(VENV) runs build site *.egg-info
