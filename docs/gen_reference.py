@@ -9,6 +9,7 @@ differs from what this script writes, as the schema test does for scenarios/scen
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -68,7 +69,8 @@ def type_of(schema: dict) -> str:
 
 def cell(text: str) -> str:
     """Text that fits one Markdown table cell."""
-    return " ".join(text.replace("``", "`").split()).replace("|", "\\|")
+    text = re.sub(r":\w+:`", "`", text.replace("``", "`"))  # Sphinx roles read as code
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def section(name: str, schema: dict, path: str = "") -> list[str]:
