@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench bench-simulators schema clean
+.PHONY: demo test test-slow bench bench-simulators schema docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,5 +51,17 @@ bench-simulators: $(STAMP) $(BENCH_VENV)/.installed
 schema: $(STAMP)
 	$(BIN)/recloop schema > scenarios/scenario.schema.json
 
+# The documentation site: the scenario reference regenerated from the schema, then every page
+# built with --strict (a broken link or anchor fails). `make test` does not need mkdocs.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/python docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "built: site/index.html"
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build site *.egg-info
