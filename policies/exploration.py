@@ -19,7 +19,8 @@ knobs, both on by default:
 
 Both draw their randomness per request, a fixed number of uniforms in request order from the
 policy's generator, so how requests are grouped into serving windows never changes a slate. The
-bandit layer's slot is left alone. "Exposure concentration" in the README has the measurements.
+bandit layer's slot is left alone. "Exposure concentration" in docs/findings.md has the
+measurements.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def score_noise_field(default: float) -> Any:
         "the average user's scores, i.e. of how much items differ for everyone (0: a "
         "deterministic top-k). It spreads a consensus and leaves personal taste in place; "
         "without it every user who shares the model's first component gets the same slate. "
-        "The default brings the packaged sweep's top-1% impression share below 0.5 (README, "
-        "Exposure concentration)",
+        "The default brings the packaged sweep's top-1% impression share below 0.5 "
+        "(docs/findings.md, Exposure concentration)",
     )
 
 

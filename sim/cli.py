@@ -698,9 +698,11 @@ def first_sentence(text: str) -> str:
 
     >>> first_sentence("Retrain every 1h or 1d, with  near-line on. Half a day in, users turn.")
     'Retrain every 1h or 1d, with near-line on.'
+    >>> first_sentence("As Chaney et al. (2018) found, e.g. Netflix. Then more.")
+    'As Chaney et al. (2018) found, e.g. Netflix.'
     """
     words = " ".join(text.split())
-    match = re.search(r"\.(?=\s+[A-Z(]|$)", words)
+    match = re.search(r"(?<! al)(?<!e\.g)(?<!i\.e)(?<! vs)\.(?=\s+[A-Z(]|$)", words)
     return words[: match.end()] if match else words
 
 
