@@ -1,7 +1,7 @@
 """Wall time of every packaged scenario's quick configuration (and, with ``--full``, of the
 scenario itself), run as a user runs it: ``recloop run NAME --quick`` in a fresh process.
 
-    python bench/presets.py [NAME ...] [--full] [--workers 1]
+    python bench/presets.py [NAME ...] [--full] [--workers 2]
 
 Prints a Markdown table and writes the times to ``scenarios/timings.json`` (shipped with the
 scenarios: ``recloop scenarios`` shows them) and ``bench/results/presets.json``. Names default to
@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="packaged scenarios (default: all)")
     parser.add_argument("--full", action="store_true", help="also time the full scenarios")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2, help="as users run sweeps (default 2)")
     args = parser.parse_args()
     names = args.names or sorted(packaged_scenarios())
     timings = json.loads(TIMINGS.read_text()) if TIMINGS.is_file() else {"scenarios": {}}

@@ -678,7 +678,7 @@ def _scenarios(args: argparse.Namespace) -> int:
 
     timings_file = importlib.resources.files("sim.scenarios") / "timings.json"
     timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
-    print("recloop run NAME [--quick]; wall times on a 2-core machine, one worker", end="")
+    print("recloop run NAME [--quick]; wall times on a 2-core machine with --workers 2", end="")
     print(" (python bench/presets.py re-measures them)\n")
     for name in sorted(packaged_scenarios()):
         scenario = load_scenario(name)
