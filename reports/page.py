@@ -510,6 +510,21 @@ def full_table(data: ReportData) -> str:
 # --- responsiveness ----------------------------------------------------------------------------
 
 
+SHARE_NOTE = (
+    "<p class='how'>The share of the probe users' impressions of their target (the item they "
+    "were shown most in the hour before the control, its topic or its creator, as the control "
+    "is about) that the control prevented, against their twin run without it: 1 − with / "
+    "without, over the time since the control; mean and 95% interval over replications. A "
+    "negative share: the control's users saw more of it.</p>"
+)
+DELETION_NOTE = (
+    "<p class='how'>The deletion delay runs from the deletion to the moment the layer's served "
+    "state no longer depends on the deleted events: for a batch layer, its first version "
+    "trained without them going live for everyone; for a store, when the entries are dropped. "
+    "Mean and 95% interval over replications.</p>"
+)
+
+
 def responsiveness_section(data: ReportData, chart: str = "") -> str:
     """The Responsiveness section: per variant the prevented-share table (cells from
     ``responsiveness.parquet``), the deletion delay per layer of each remove_from_history
@@ -519,11 +534,20 @@ def responsiveness_section(data: ReportData, chart: str = "") -> str:
     parts = ["<section id='responsiveness'><h2>Responsiveness</h2>"]
     method = data.summary.get("responsiveness_method")
     several = len(data.probes) > 1
+    explained: set[str] = set()  # each note once, under the first table it explains
     for variant, probes in data.probes.items():
         if several:
             parts.append(f"<h3>{_swatch(data, variant)}{esc(variant)}</h3>")
         parts.append(_prevented_table(data, variant, probes))
-        parts += [_deletion_table(name, entry) for name, entry in probes.items()]
+        if "shares" not in explained:
+            parts.append(SHARE_NOTE)
+            explained.add("shares")
+        for name, entry in probes.items():
+            table = _deletion_table(name, entry)
+            parts.append(table)
+            if table and "deletion" not in explained:
+                parts.append(DELETION_NOTE)
+                explained.add("deletion")
     if method:
         parts.append(f"<p class='how'>How: {esc(method)}.</p>")
     parts.append(f"{chart}</section>")
@@ -549,6 +573,9 @@ def _prevented_table(data: ReportData, variant: str, probes: dict[str, Any]) -> 
     # the summary names the horizons; the parquet has a row per horizon, in the same order
     horizons = list(dict.fromkeys(h for entry in probes.values() for h in entry["prevented_share"]))
     titles = [HORIZON_TITLES.get(horizon, f"within {horizon}") for horizon in horizons]
+    if "end" in horizons and len(shares):  # the end row's time: the run's end after the control
+        end = duration(float(shares["since_seconds"].max())).replace(" ", "\u00a0")
+        titles[horizons.index("end")] += f" ({end})"
     head = (
         "<th class='level'>control</th><th class='level'>share counts exposure to</th>"
         + "".join(f"<th>{esc(title)}</th>" for title in ("probe users", *titles))
@@ -569,11 +596,6 @@ def _prevented_table(data: ReportData, variant: str, probes: dict[str, Any]) -> 
     return (
         f"<table class='compact responsiveness' data-variant='{esc(variant)}'><thead><tr>{head}"
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        "<p class='how'>The share of the probe users' impressions of their target (the item "
-        "they were shown most in the hour before the control, its topic or its creator, as the "
-        "control is about) that the control prevented, against their twin run without it: "
-        "1 − with / without, over the time since the control; mean and 95% interval over "
-        "replications. A negative share: the control's users saw more of it.</p>"
     )
 
 
@@ -639,7 +661,7 @@ def _deletion_table(name: str, entry: dict[str, Any]) -> str:
         rows.append(f"<tr data-layer='{esc(layer)}'><th scope='row'>{esc(layer)}</th>{cell}</tr>")
     deleted = entry.get("deleted_events") or []
     count = (
-        f" It deleted {_join([f'{n:,}' for n in deleted])} events"
+        f"It deleted {_join([f'{n:,}' for n in deleted])} events"
         f"{' (per replication)' if len(deleted) > 1 else ''}."
         if deleted
         else ""
@@ -649,11 +671,7 @@ def _deletion_table(name: str, entry: dict[str, Any]) -> str:
         f"<table class='compact deletion' data-probe='{esc(name)}'><thead><tr>"
         "<th class='level'>layer</th>"
         "<th>served state free of the deleted events after</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
-        "<p class='how'>From the deletion to the moment the layer's served state no longer "
-        "depends on the deleted events: for a batch layer, its first version trained without "
-        "them going live for everyone; for a store, when the entries are dropped. Mean and 95% "
-        f"interval over replications.{count}</p>"
+        f"<tbody>{''.join(rows)}</tbody></table>" + (f"<p class='how'>{count}</p>" if count else "")
     )
 
 

@@ -419,6 +419,19 @@ def test_the_responsiveness_section_shows_the_prevented_shares_of_the_parquet(pr
     assert f"It deleted {deleted[0]:,} and {deleted[1]:,} events (per replication)." in page
 
 
+def test_a_layer_the_deletion_never_reached_says_why(probed, tmp_path):
+    summary = json.loads((probed / "summary.json").read_text())["responsiveness"]
+    entry = summary["default"]["remove_from_history@2h"]
+    reason = "its state was updated in place and cannot take events back"
+    entry["deletion_delay_seconds"]["online_learning"] = {"missing": reason}
+    page = build_report(_with_summary(probed, tmp_path, responsiveness=summary))
+    assert _cells(page, "<tr data-layer='online_learning'>") == [
+        "online_learning",
+        f"never ({reason})",
+    ]
+    assert "<th>to the run&#x27;s end (3\u00a0h)</th>" in page  # kept on one line
+
+
 def test_the_twin_curves_are_the_cumulative_exposures_of_each_twin_per_probe_user(probed):
     data = load_report_data(probed)
     figure = twin_exposure_figure(data)
