@@ -7,6 +7,6 @@
 'demo'
 """
 
-from reports.results import ResultsError, read_events, read_layers, read_summary
+from reports.results import ResultsError, read_events, read_layers, read_probes, read_summary
 
-__all__ = ["read_summary", "read_events", "read_layers", "ResultsError"]
+__all__ = ["read_summary", "read_events", "read_layers", "read_probes", "ResultsError"]

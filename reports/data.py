@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from reports.encoding import BOUNDS, Axis, Style, grid_axes, variant_styles
-from reports.results import ResultsError, read_summary, read_table
+from reports.results import ResultsError, read_probes, read_summary, read_table, run_folder
 
 __all__ = ["ReportData", "load_report_data", "duration", "time_text"]
 
@@ -29,6 +29,17 @@ class ReportData:
     layers: pd.DataFrame
     axes: list[Axis] = field(default_factory=list)
     styles: dict[str, Style] = field(default_factory=dict)
+    #: ``responsiveness.parquet`` (empty without probes)
+    responsiveness: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Every paired run's and twin's ``probes.parquet``, with ``variant`` and ``replication``
+    #: (empty without probes)
+    probe_exposure: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def probes(self) -> dict[str, Any]:
+        """``summary["responsiveness"]``: per variant, per probe, its control, what its share
+        counts, its users and prevented shares (empty without probes)."""
+        return dict(self.summary.get("responsiveness") or {})
 
     @property
     def variants(self) -> list[str]:
@@ -72,9 +83,29 @@ def load_report_data(folder: str | Path) -> ReportData:
         timeseries=table("timeseries"),
         layers=table("layers"),
     )
+    if data.probes:
+        data.responsiveness = table("responsiveness")
+        data.probe_exposure = _probe_exposure(folder, summary)
     data.axes = grid_axes(data.variants, summary, data.scenario_yaml)
     data.styles = variant_styles(data.variants, data.axes)
     return data
+
+
+def _probe_exposure(folder: Path, summary: dict[str, Any]) -> pd.DataFrame:
+    """The probe exposures of every run whose twin finished too (the pairs the sweep measured
+    responsiveness on), one frame with ``variant`` and ``replication``."""
+    frames = []
+    for key in summary.get("run_folders", {}):
+        variant, _, replication = key.rpartition(" r")
+        if not replication.isdigit():  # a twin: read with its run
+            continue
+        pair = [run_folder(folder, variant, int(replication), twin) for twin in (False, True)]
+        if not all((run / "probes.parquet").is_file() for run in pair):
+            continue  # a failed run or twin: not paired
+        for twin in (False, True):
+            frame = read_probes(folder, variant, int(replication), twin).to_pandas()
+            frames.append(frame.assign(variant=variant, replication=int(replication)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def duration(seconds: float) -> str:

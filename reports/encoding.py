@@ -27,6 +27,7 @@ __all__ = [
     "channels",
     "encoding_key",
     "plot_text",
+    "lighter",
     "variant_styles",
 ]
 
@@ -109,6 +110,17 @@ def _shade(color: str, shade: int) -> str:
         round(int(color[i : i + 2], 16) * (1 - amount) + int(toward[i : i + 2], 16) * amount)
         for i in (1, 3, 5)
     ]
+    return "#" + "".join(f"{value:02x}" for value in mixed)
+
+
+def lighter(color: str) -> str:
+    """A variant's colour for its twin run (without the probe users' controls): lighter than any
+    shade a grid axis uses, so no variant's own line takes it.
+
+    >>> lighter("#1f77b4")
+    '#a5c9e1'
+    """
+    mixed = [round(int(color[i : i + 2], 16) * 0.4 + 255 * 0.6) for i in (1, 3, 5)]
     return "#" + "".join(f"{value:02x}" for value in mixed)
 
 

@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from reports.data import ReportData, duration
-from reports.encoding import Style, merged_label, plot_text
+from reports.encoding import Style, lighter, merged_label, plot_text
 
 __all__ = [
     "absorption_figure",
@@ -24,6 +24,7 @@ __all__ = [
     "suppression_figure",
     "cost_harm_figure",
     "timeseries_figure",
+    "twin_exposure_figure",
     "pareto_front",
     "time_ticks",
 ]
@@ -172,6 +173,7 @@ def _band_traces(
             go.Scatter(
                 x=np.concatenate([x, x[::-1]]),
                 y=np.concatenate([band["high"].to_numpy(), band["low"].to_numpy()[::-1]]),
+                mode="lines",
                 fill="toself",
                 fillcolor="rgba({}, {}, {}, 0.12)".format(*rgb),
                 line={"width": 0},
@@ -319,6 +321,160 @@ def suppression_figure(data: ReportData, intervention: str) -> go.Figure | None:
         figure.update_yaxes(title_text="releases", row=1, col=1)
     return _finish(
         figure, data, f"Bad impressions per hour after “{plot_text(intervention)}”", height=460
+    )
+
+
+# --- responsiveness ----------------------------------------------------------------------------
+
+#: Panels per row of the twin exposure chart.
+TWIN_COLUMNS = 3
+
+
+def twin_curves(data: ReportData) -> pd.DataFrame:
+    """Per variant, probe, replication and twin (``taken``), the probe users' cumulative
+    impressions of their target (the item, its topic or its creator, as the control is about)
+    per user, at the end of each bin since the control (``hours``), starting from 0 at 0."""
+    frame = data.probe_exposure
+    if not len(frame):
+        return pd.DataFrame()
+    frame = frame[(frame["exposure_to"] == frame["about"]) & (frame["users"] > 0)]
+    curves = []
+    for (variant, probe, replication, taken), rows in frame.groupby(
+        ["variant", "probe", "replication", "taken"], sort=False
+    ):
+        rows = rows.sort_values("since_seconds")
+        ends = (rows["since_seconds"] + rows["bin_seconds"]).to_numpy() / 3600.0
+        per_user = rows["exposures"].cumsum().to_numpy() / rows["users"].to_numpy()
+        curves.append(
+            pd.DataFrame(
+                {
+                    "variant": variant,
+                    "probe": probe,
+                    "control": rows["control"].iloc[0],
+                    "about": rows["about"].iloc[0],
+                    "replication": replication,
+                    "taken": taken,
+                    "hours": np.r_[0.0, ends],
+                    "per_user": np.r_[0.0, per_user],
+                }
+            )
+        )
+    return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+
+
+def twin_exposure_figure(data: ReportData) -> go.Figure | None:
+    """One panel per probe: the probe users' cumulative exposure to their target since the
+    control, per user, with the control and in the twin run without it (means over
+    replications, the range shaded). ``None`` without probes."""
+    curves = twin_curves(data)
+    if not len(curves):
+        return None
+    probes = list(dict.fromkeys(curves["probe"]))
+    titles = []
+    for probe in probes:
+        first = curves[curves["probe"] == probe].iloc[0]
+        control, about = str(first["control"]), str(first["about"])
+        label = control if probe.startswith(control + "@") else probe
+        titles.append(plot_text(f"{label}: exposure to the {about}"))
+    grid_rows = math.ceil(len(probes) / TWIN_COLUMNS)
+    columns = min(len(probes), TWIN_COLUMNS)
+    figure = make_subplots(
+        rows=grid_rows,
+        cols=columns,
+        subplot_titles=titles,
+        vertical_spacing=0.3 / grid_rows if grid_rows > 1 else 0.2,
+        horizontal_spacing=0.07,
+    )
+    several = len(data.variants) > 1
+    for index, probe in enumerate(probes):
+        row, col = index // columns + 1, index % columns + 1
+        for variant in data.variants:
+            style = data.styles[variant]
+            for taken in (True, False):
+                rows = curves[
+                    (curves["probe"] == probe)
+                    & (curves["variant"] == variant)
+                    & (curves["taken"] == taken)
+                ]
+                if not len(rows):
+                    continue
+                band = _mean_band(rows, "hours", "per_user")
+                twin = "with the control" if taken else "without it (twin run)"
+                name = f"{plot_text(variant)}: {twin}" if several else twin
+                color = style.color if taken else lighter(style.color)
+                _twin_traces(figure, data, variant, band, name, color, taken, index == 0, row, col)
+        figure.update_xaxes(
+            title_text="hours since the control" if row == grid_rows else "",
+            rangemode="tozero",
+            row=row,
+            col=col,
+        )
+        figure.update_yaxes(
+            title_text="impressions per probe user" if col == 1 else "",
+            rangemode="tozero",
+            row=row,
+            col=col,
+        )
+    return _finish(
+        figure,
+        data,
+        "What each control prevented: the probe users' cumulative exposure to their target",
+        height=300 * grid_rows + 80,
+    )
+
+
+def _twin_traces(
+    figure: go.Figure,
+    data: ReportData,
+    variant: str,
+    band: pd.DataFrame,
+    name: str,
+    color: str,
+    taken: bool,
+    legend: bool,
+    row: int,
+    col: int,
+) -> None:
+    """One twin's mean line and, over several replications, its range band."""
+    x = band.index.to_numpy()
+    meta = {"variant": variant, "taken": taken}
+    if data.replications > 1:
+        rgb = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
+        figure.add_trace(
+            go.Scatter(
+                x=np.concatenate([x, x[::-1]]),
+                y=np.concatenate([band["high"].to_numpy(), band["low"].to_numpy()[::-1]]),
+                mode="lines",
+                fill="toself",
+                fillcolor="rgba({}, {}, {}, 0.15)".format(*rgb),
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup=name,
+                name=name + " (range)",
+                meta=meta | {"band": True},
+            ),
+            row=row,
+            col=col,
+        )
+    figure.add_trace(
+        go.Scatter(
+            x=x,
+            y=band["mean"],
+            mode="lines",
+            name=name,
+            legendgroup=name,
+            showlegend=legend,
+            meta=meta,
+            line={
+                "color": color,
+                "dash": data.styles[variant].dash if taken else "dot",
+                "width": 2.5,
+            },
+            hovertemplate="%{x:.0f} h: %{y:.2f} per user<extra>" + name + "</extra>",
+        ),
+        row=row,
+        col=col,
     )
 
 

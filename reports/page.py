@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -26,9 +27,17 @@ from reports.figures import (
     exposure_figure,
     suppression_figure,
     timeseries_figure,
+    twin_exposure_figure,
 )
 
-__all__ = ["ReportData", "load_report_data", "build_report", "headline", "reliability"]
+__all__ = [
+    "ReportData",
+    "load_report_data",
+    "build_report",
+    "headline",
+    "reliability",
+    "responsiveness_section",
+]
 
 #: Full table: metric, title, format, direction (-1: lower is better, 1: higher is better).
 TABLE_METRICS = (
@@ -81,6 +90,10 @@ def headline(data: ReportData) -> list[str]:
     effects = data.summary.get("effects") or {}
     if effects.get("headline"):
         return [str(sentence) for sentence in effects["headline"]]
+    if data.probes and len(data.declared) < 2:  # probes on one stack: their answer is the controls
+        sentences = _responsiveness_headline(data)
+        if sentences:
+            return sentences
     if data.single:
         return _single_headline(data)
     return _sweep_headline(data)
@@ -163,6 +176,96 @@ def _sweep_headline(data: ReportData) -> list[str]:
         f"({baseline}){_cost_phrase(comparisons, best, baseline)}.",
         _verdict(relative, n),
     ]
+
+
+#: Column titles of the prevented share's horizons (``summary["responsiveness"]`` keys).
+HORIZON_TITLES = {
+    "1h": "within 1 h",
+    "1d": "within 1 day",
+    "1w": "within 1 week",
+    "end": "to the run's end",
+}
+
+
+def _responsiveness_headline(data: ReportData) -> list[str]:
+    """The most and the least effective control, by the share of exposure to their target
+    prevented within a day (by the run's end when it ends sooner)."""
+    variant = data.summary["baseline"]
+    probes = data.probes.get(variant) or next(iter(data.probes.values()))
+    horizon = "1d"
+    measured = {name: e["prevented_share"].get(horizon, {}) for name, e in probes.items()}
+    if not any("value" in share for share in measured.values()):
+        horizon = "end"
+        measured = {name: e["prevented_share"].get(horizon, {}) for name, e in probes.items()}
+    shares = {name: share for name, share in measured.items() if "value" in share}
+    if not shares:
+        return []
+    within = "within a day"
+    if horizon == "end":
+        frame = data.responsiveness
+        ends = frame.loc[
+            (frame["variant"] == variant) & (frame["measure"] == "prevented_share"),
+            "since_seconds",
+        ]
+        after = f", {duration(float(ends.max()))} after the control" if len(ends) else ""
+        within = f"by the run's end{after}"
+    n = data.replications
+    twins = f"against twin runs without the control, {n} replication{'s' if n > 1 else ''}"
+    ranked = sorted(shares, key=lambda name: -shares[name]["value"])
+    best, worst = ranked[0], ranked[-1]
+
+    def share_of(name: str) -> str:
+        return (
+            f"{_share_text(shares[name])} of their impressions of the {probes[name]['exposure_to']}"
+        )
+
+    if len(ranked) == 1:
+        return [
+            f"{_probe_label(best, probes[best])} prevented {share_of(best)} {within} ({twins})."
+        ]
+    if shares[best]["value"] == shares[worst]["value"]:
+        return [
+            f"All {len(ranked)} controls measured prevented {_share_text(shares[best])} of the "
+            f"probe users' exposure to what they rejected {within} ({twins})."
+        ]
+    first = (
+        f"Of {len(probes)} controls, {_probe_label(best, probes[best])} prevented the most of the "
+        f"probe users' exposure to what they rejected {within}: {share_of(best)}; "
+        f"{_probe_label(worst, probes[worst])} the least: {share_of(worst)} ({twins})."
+    )
+    sentences = [first]
+    low, high = shares[best].get("ci_low"), shares[worst].get("ci_high")
+    if low is not None and high is not None and low <= high:
+        sentences.append(
+            "Their 95% intervals overlap: these runs do not tell the two apart; more replications "
+            "may."
+        )
+    unmeasured = [_probe_label(name, probes[name]) for name in probes if name not in shares]
+    if unmeasured:
+        sentences.append(f"Not measured {within}: {_join(unmeasured)} (see Responsiveness).")
+    return sentences
+
+
+def _probe_label(name: str, entry: dict[str, Any]) -> str:
+    """A probe by its control when its name is the default (control@time)."""
+    return str(entry["control"]) if name.startswith(f"{entry['control']}@") else name
+
+
+def _share_text(share: dict[str, Any]) -> str:
+    text = _percent_value(share["value"])
+    if share.get("ci_low") is not None:
+        text += f" [{_percent_value(share['ci_low'])}, {_percent_value(share['ci_high'])}]"
+    return text
+
+
+def _percent_value(value: float) -> str:
+    """A share as a percentage with at most one decimal.
+
+    >>> _percent_value(0.995342), _percent_value(1.0), _percent_value(-1.163734)
+    ('99.5%', '100%', '-116.4%')
+    """
+    text = f"{100 * value:.1f}".removesuffix(".0")
+    return ("0" if text == "-0" else text) + "%"
 
 
 def _cost_phrase(comparisons: dict[str, Any], variant: str, baseline: str) -> str:
@@ -404,6 +507,174 @@ def full_table(data: ReportData) -> str:
     )
 
 
+# --- responsiveness ----------------------------------------------------------------------------
+
+
+SHARE_NOTE = (
+    "<p class='how'>The share of the probe users' impressions of their target (the item they "
+    "were shown most in the hour before the control, its topic or its creator, as the control "
+    "is about) that the control prevented, against their twin run without it: 1 − with / "
+    "without, over the time since the control; mean and 95% interval over replications. A "
+    "negative share: the control's users saw more of it.</p>"
+)
+DELETION_NOTE = (
+    "<p class='how'>The deletion delay runs from the deletion to the moment the layer's served "
+    "state no longer depends on the deleted events: for a batch layer, its first version "
+    "trained without them going live for everyone; for a store, when the entries are dropped. "
+    "Mean and 95% interval over replications.</p>"
+)
+
+
+def responsiveness_section(data: ReportData, chart: str = "") -> str:
+    """The Responsiveness section: per variant the prevented-share table (cells from
+    ``responsiveness.parquet``), the deletion delay per layer of each remove_from_history
+    probe, then ``chart`` (the twin exposure chart's HTML); "" without probes."""
+    if not data.probes:
+        return ""
+    parts = ["<section id='responsiveness'><h2>Responsiveness</h2>"]
+    method = data.summary.get("responsiveness_method")
+    several = len(data.probes) > 1
+    explained: set[str] = set()  # each note once, under the first table it explains
+    for variant, probes in data.probes.items():
+        if several:
+            parts.append(f"<h3>{_swatch(data, variant)}{esc(variant)}</h3>")
+        parts.append(_prevented_table(data, variant, probes))
+        if "shares" not in explained:
+            parts.append(SHARE_NOTE)
+            explained.add("shares")
+        for name, entry in probes.items():
+            table = _deletion_table(name, entry)
+            parts.append(table)
+            if table and "deletion" not in explained:
+                parts.append(DELETION_NOTE)
+                explained.add("deletion")
+    if method:
+        parts.append(f"<p class='how'>How: {esc(method)}.</p>")
+    parts.append(f"{chart}</section>")
+    return "".join(parts)
+
+
+def _twin_how(data: ReportData) -> str:
+    several = len(data.variants) > 1
+    return (
+        "One panel per control: the probe users' impressions of their target (the item, its "
+        "topic or its creator, as the control is about), per user, cumulated over the hours "
+        "since the control, with the control (solid) and in the twin run without it (dotted, "
+        "lighter)"
+        + (", each variant in its colour" if several else "")
+        + ("; means over replications, the range shaded" if data.replications > 1 else "")
+        + ". The gap between the two lines is the exposure the control prevented."
+    )
+
+
+def _prevented_table(data: ReportData, variant: str, probes: dict[str, Any]) -> str:
+    frame = data.responsiveness
+    shares = frame[(frame["variant"] == variant) & (frame["measure"] == "prevented_share")]
+    # the summary names the horizons; the parquet has a row per horizon, in the same order
+    horizons = list(dict.fromkeys(h for entry in probes.values() for h in entry["prevented_share"]))
+    titles = [HORIZON_TITLES.get(horizon, f"within {horizon}") for horizon in horizons]
+    if "end" in horizons and len(shares):  # the end row's time: the run's end after the control
+        end = duration(float(shares["since_seconds"].max())).replace(" ", "\u00a0")
+        titles[horizons.index("end")] += f" ({end})"
+    head = (
+        "<th class='level'>control</th><th class='level'>share counts exposure to</th>"
+        + "".join(f"<th>{esc(title)}</th>" for title in ("probe users", *titles))
+    )
+    rows = []
+    for name, entry in probes.items():
+        level = entry["exposure_to"]
+        mine = shares[(shares["probe"] == name) & (shares["exposure_to"] == level)]
+        cells = [
+            f"<th scope='row' title='{esc(name)}'>{esc(_probe_label(name, entry))}</th>",
+            f"<td class='level'>the {esc(level)}</td>",
+            f"<td>{esc(_probe_users(data, variant, name, entry))}</td>",
+        ]
+        for index, _ in enumerate(horizons):
+            row = mine.iloc[index] if len(mine) == len(horizons) else None
+            cells.append(_share_cell(data, row, entry.get("missing")))
+        rows.append(f"<tr data-probe='{esc(name)}'>{''.join(cells)}</tr>")
+    return (
+        f"<table class='compact responsiveness' data-variant='{esc(variant)}'><thead><tr>{head}"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _probe_users(data: ReportData, variant: str, name: str, entry: dict[str, Any]) -> str:
+    """How many users took the control: the same in every replication, or the range (fewer
+    users than asked were eligible in some)."""
+    frame = data.probe_exposure
+    if not len(frame):
+        return str(entry.get("users"))
+    users = frame.loc[(frame["variant"] == variant) & (frame["probe"] == name), "users"]
+    low, high = int(users.min()), int(users.max())
+    return str(low) if low == high else f"{low} to {high}"
+
+
+def _share_cell(data: ReportData, row: Any, missing: str | None) -> str:
+    """A prevented share, its interval and in how many replications it was measured; or n/a
+    and why."""
+    if row is None or pd.isna(row["value"]):
+        reason = None if row is None or pd.isna(row["missing"]) else row["missing"]
+        reason = reason or missing or "not in responsiveness.parquet"
+        return f"<td class='na'>n/a <small class='reason'>({esc(reason)})</small></td>"
+    text = _percent_value(float(row["value"]))
+    if not pd.isna(row["ci_low"]):
+        text += (
+            f" <small>[{_percent_value(float(row['ci_low']))}, "
+            f"{_percent_value(float(row['ci_high']))}]</small>"
+        )
+    if int(row["n"]) < data.replications:
+        text += (
+            f" <small class='partial' title='the twin run without the control showed the "
+            f"target no impression in the others'>(in {int(row['n'])} of "
+            f"{data.replications})</small>"
+        )
+    tip = (
+        f"impressions of the target within {duration(float(row['since_seconds']))} of the "
+        f"control, summed over the probe users, mean over replications: "
+        f"{float(row['with_control']):,.1f} with the control, "
+        f"{float(row['without_control']):,.1f} without"
+    )
+    return f"<td title='{esc(tip)}'>{text}</td>"
+
+
+def _deletion_table(name: str, entry: dict[str, Any]) -> str:
+    """How long a remove_from_history probe's deletion took to leave each layer's served state
+    ("" for another control)."""
+    delays = entry.get("deletion_delay_seconds")
+    if not delays:
+        return ""
+    rows = []
+    for layer, delay in delays.items():
+        if "mean" in delay:
+            text = esc(duration(float(delay["mean"])))
+            if delay.get("ci_low") is not None:
+                text += (
+                    f" <small>[{esc(duration(float(delay['ci_low'])))}, "
+                    f"{esc(duration(float(delay['ci_high'])))}]</small>"
+                )
+            cell = f"<td>{text}</td>"
+        else:
+            cell = (
+                f"<td class='na'>never <small class='reason'>({esc(delay['missing'])})</small></td>"
+            )
+        rows.append(f"<tr data-layer='{esc(layer)}'><th scope='row'>{esc(layer)}</th>{cell}</tr>")
+    deleted = entry.get("deleted_events") or []
+    count = (
+        f"It deleted {_join([f'{n:,}' for n in deleted])} events"
+        f"{' (per replication)' if len(deleted) > 1 else ''}."
+        if deleted
+        else ""
+    )
+    return (
+        f"<h3>Deletion delay: {esc(name)}</h3>"
+        f"<table class='compact deletion' data-probe='{esc(name)}'><thead><tr>"
+        "<th class='level'>layer</th>"
+        "<th>served state free of the deleted events after</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>" + (f"<p class='how'>{count}</p>" if count else "")
+    )
+
+
 # --- the page ----------------------------------------------------------------------------------
 
 CSS = """
@@ -432,6 +703,8 @@ overflow-wrap:anywhere}
 .how{color:#555;font-size:.9rem;margin-top:.4rem}.switch{font-size:.85rem;color:#333}
 pre{background:#f7f7f7;padding:1rem;overflow:auto;font-size:.8rem}.chart{margin:1.2rem 0 2rem}
 .scroll{overflow-x:auto}
+.responsiveness td.level,.compact th.level,.deletion th.level{text-align:left}
+.reason{color:#777;white-space:normal}
 """
 
 
@@ -536,8 +809,12 @@ def build_report(folder: str | Path, plotlyjs: str = "inline") -> str:
         raise ValueError(f"plotlyjs must be inline or cdn, got {plotlyjs!r}")
     data = load_report_data(folder)
     summary = data.summary
+    twin = twin_exposure_figure(data)
+    charts = _charts(data)
+    if twin is not None:  # first on the page: it carries plotly.js
+        charts.insert(0, (twin, _twin_how(data)))
     blocks = []
-    for index, (figure, how) in enumerate(_charts(data)):
+    for index, (figure, how) in enumerate(charts):
         body = pio.to_html(
             figure,
             full_html=False,
@@ -546,6 +823,7 @@ def build_report(folder: str | Path, plotlyjs: str = "inline") -> str:
             config={"displaylogo": False, "responsive": True},
         )
         blocks.append(f"<section class='chart'>{body}<p class='how'>{esc(how)}</p></section>")
+    twin_chart = blocks.pop(0) if twin is not None else ""
     description = str(summary.get("description") or "").strip()
     first, _, rest = description.partition("\n\n")
     question = " ".join(first.split()) or (
@@ -563,7 +841,8 @@ def build_report(folder: str | Path, plotlyjs: str = "inline") -> str:
     runs = (
         "one run"
         if data.single
-        else f"{len(data.variants)} variants × {data.replications} replications"
+        else f"{len(data.variants)} variant{'s' if len(data.variants) > 1 else ''} × "
+        f"{data.replications} replications"
     )
     plan = summary.get("replication_plan") or {}
     if plan.get("stopped") and plan["stopped"] != "fixed":  # replications until a precision
@@ -617,6 +896,7 @@ def build_report(folder: str | Path, plotlyjs: str = "inline") -> str:
 {"<ul class='how'>" + notes_html + "</ul>" if notes_html else ""}
 <details><summary>Every metric{"" if data.single else " with intervals and paired deltas"}</summary>
 <div class="scroll">{full_table(data)}</div></details>
+{responsiveness_section(data, twin_chart)}
 <h2>Propagation, exposure and cost</h2>
 {_encoding_text(data)}
 {"".join(blocks)}

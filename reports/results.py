@@ -22,6 +22,7 @@ __all__ = [
     "read_run_summary",
     "read_events",
     "read_layers",
+    "read_probes",
 ]
 
 
@@ -40,11 +41,14 @@ def read_table(folder: str | Path, name: str, columns: list[str] | None = None) 
     return _parquet(Path(folder) / f"{name}.parquet", columns)
 
 
-def run_folder(folder: str | Path, variant: str | None = None, replication: int = 0) -> Path:
-    """The folder of one run: ``variant`` (default: the baseline) and ``replication``."""
+def run_folder(
+    folder: str | Path, variant: str | None = None, replication: int = 0, twin: bool = False
+) -> Path:
+    """The folder of one run: ``variant`` (default: the baseline) and ``replication``; with
+    ``twin``, the run's twin without the probe users' controls (a sweep with probes)."""
     summary = read_summary(folder)
     variant = summary["baseline"] if variant is None else variant
-    key = f"{variant} r{replication}"
+    key = f"{variant} r{replication}" + (" twin" if twin else "")
     try:
         return Path(folder) / summary["run_folders"][key]
     except KeyError:
@@ -73,6 +77,14 @@ def read_events(
 def read_layers(folder: str | Path) -> pa.Table:
     """``layers.parquet``: one row per published layer version, of every run."""
     return read_table(folder, "layers")
+
+
+def read_probes(
+    folder: str | Path, variant: str | None = None, replication: int = 0, twin: bool = False
+) -> pa.Table:
+    """One run's ``probes.parquet`` (or its twin's): per probe and bin of time since the
+    control, the probe users' impressions of their target item, its topic and its creator."""
+    return _parquet(run_folder(folder, variant, replication, twin) / "probes.parquet", None)
 
 
 def _json(path: Path, folder: str | Path) -> dict[str, Any]:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import html
 import itertools
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from reports.data import duration, load_report_data, time_text
@@ -25,8 +28,9 @@ from reports.figures import (
     exposure_figure,
     suppression_figure,
     timeseries_figure,
+    twin_exposure_figure,
 )
-from reports.page import build_report, headline, reliability
+from reports.page import build_report, headline, reliability, responsiveness_section
 from sim.cli import main
 from sim.results import write_report
 from sim.sweep import run_sweep
@@ -77,6 +81,25 @@ def single(tmp_path_factory) -> Path:
             "stack.layers.realtime_features={}",
             INTERVENTIONS,
             "metrics.exposure_horizon=1h",
+        ),
+        out,
+    )
+    write_report(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory) -> Path:
+    """Three controls probed on 30 users each (as many in every replication), each run paired
+    with its twin, two replications; the run ends 3 h after the controls (no share in a day)."""
+    out = tmp_path_factory.mktemp("probed")
+    run_sweep(
+        tiny(
+            "probes=[{control: dismiss, at: +1h, users: 30}, "
+            "{control: not_interested, at: +1h, users: 30}, "
+            "{control: remove_from_history, at: +1h, users: 30}]",
+            "stack.layers.realtime_features={}",
+            "replications=2",
         ),
         out,
     )
@@ -353,6 +376,131 @@ def test_user_text_is_escaped_everywhere(sweep):
         assert any('every "20m" &lt;b&gt;' in name for name in names)
 
 
+# --- responsiveness -------------------------------------------------------------------------------
+
+PERCENT = re.compile(r"-?\d+(?:\.\d+)?(?=%)")
+
+
+def _cells(page: str, row: str) -> list[str]:
+    """The text of each cell of the table row opened by ``row``, tags stripped."""
+    body = page.split(row, 1)[1].split("</tr>", 1)[0]
+    cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", body, re.S)
+    return [html.unescape(re.sub(r"<[^>]+>", "", cell)) for cell in cells]
+
+
+def test_the_responsiveness_section_shows_the_prevented_shares_of_the_parquet(probed):
+    page = build_report(probed)
+    table = pq.read_table(probed / "responsiveness.parquet").to_pandas()
+    shares = table[table.measure == "prevented_share"]
+    summary = json.loads((probed / "summary.json").read_text())["responsiveness"]["default"]
+    assert list(summary) == ["dismiss@2h", "not_interested@2h", "remove_from_history@2h"]
+    for name, entry in summary.items():
+        cells = _cells(page, f"<tr data-probe='{name}'>")
+        assert cells[:3] == [entry["control"], f"the {entry['exposure_to']}", "30"]
+        rows = shares[(shares.probe == name) & (shares.exposure_to == entry["exposure_to"])]
+        assert len(rows) == len(cells) - 3 == 3  # 1 h, 1 day, the end
+        for cell, (_, row) in zip(cells[3:], rows.iterrows(), strict=True):
+            if pd.isna(row.value):  # the run ends 3 h after the controls: no day
+                assert cell == f"n/a ({row.missing})"
+                assert "the run ends 3h after the control" in cell
+                continue
+            value, low, high = (float(x) / 100 for x in PERCENT.findall(cell))
+            assert value == pytest.approx(row.value, abs=5e-4)
+            assert (low, high) == pytest.approx((row.ci_low, row.ci_high), abs=5e-4)
+    # the deletion: per layer, the mean delay and its interval over the replications
+    delays = summary["remove_from_history@2h"]["deletion_delay_seconds"]
+    assert set(delays) == {"realtime_features", "retrain"}
+    for layer, delay in delays.items():
+        cell = _cells(page, f"<tr data-layer='{layer}'>")[1]
+        assert cell == (
+            f"{duration(delay['mean'])} [{duration(delay['ci_low'])}, {duration(delay['ci_high'])}]"
+        )
+    deleted = summary["remove_from_history@2h"]["deleted_events"]
+    assert f"It deleted {deleted[0]:,} and {deleted[1]:,} events (per replication)." in page
+
+
+def test_a_layer_the_deletion_never_reached_says_why(probed, tmp_path):
+    summary = json.loads((probed / "summary.json").read_text())["responsiveness"]
+    entry = summary["default"]["remove_from_history@2h"]
+    reason = "its state was updated in place and cannot take events back"
+    entry["deletion_delay_seconds"]["online_learning"] = {"missing": reason}
+    page = build_report(_with_summary(probed, tmp_path, responsiveness=summary))
+    assert _cells(page, "<tr data-layer='online_learning'>") == [
+        "online_learning",
+        f"never ({reason})",
+    ]
+    assert "<th>to the run&#x27;s end (3\u00a0h)</th>" in page  # kept on one line
+
+
+def test_the_twin_curves_are_the_cumulative_exposures_of_each_twin_per_probe_user(probed):
+    data = load_report_data(probed)
+    figure = twin_exposure_figure(data)
+    assert [a.text for a in figure.layout.annotations] == [
+        "dismiss: exposure to the item",
+        "not_interested: exposure to the topic",
+        "remove_from_history: exposure to the item",
+    ]
+    table = pq.read_table(probed / "responsiveness.parquet").to_pandas()
+    curves = table[table.measure == "exposure_difference"]
+    lines = _variant_traces(figure)
+    assert len(lines) == 3 * 2
+    for name, entry in data.probes["default"].items():
+        rows = curves[(curves.probe == name) & (curves.exposure_to == entry["exposure_to"])]
+        users = data.probe_exposure.loc[data.probe_exposure.probe == name, "users"].unique()
+        assert users.tolist() == [30]  # the same in every run: a mean per user is the parquet's
+        for taken, column in ((True, "with_control"), (False, "without_control")):
+            line = next(
+                t for t in lines if t.meta["taken"] == taken and t.xaxis == _axis_of(figure, name)
+            )
+            expected = np.r_[0.0, rows[column].cumsum().to_numpy() / 30]
+            np.testing.assert_allclose(line.y, expected)
+            assert line.x[0] == 0 and line.x[-1] == pytest.approx(3.0)  # hours since
+    assert figure.layout.xaxis.title.text == "hours since the control"
+    assert figure.layout.yaxis.title.text == "impressions per probe user"
+    bands = [t for t in figure.data if (t.meta or {}).get("band")]
+    assert len(bands) == 6  # two replications: each twin's range
+
+
+def _axis_of(figure, probe: str) -> str:
+    """The x axis of a probe's panel (its title's position among the panels)."""
+    titles = [a.text.split(":")[0] for a in figure.layout.annotations]
+    index = titles.index(probe.split("@")[0]) + 1
+    return "x" if index == 1 else f"x{index}"
+
+
+def test_the_headline_of_probes_on_one_stack_names_the_most_and_least_effective_control(
+    probed, tmp_path
+):
+    data = load_report_data(probed)
+    probes = data.probes["default"]
+    ends = {name: entry["prevented_share"]["end"]["value"] for name, entry in probes.items()}
+    best, worst = max(ends, key=ends.get), min(ends, key=ends.get)
+    text = " ".join(headline(data))
+    assert "by the run's end, 3 h after the control" in text  # no day measured: the end
+    assert f"{best.split('@')[0]} prevented the most" in text
+    assert f"; {worst.split('@')[0]} the least" in text
+    # with a day measured, the day's shares decide (here, made to reverse the order)
+    summary = json.loads((probed / "summary.json").read_text())
+    day = summary["responsiveness"]["default"]
+    day[best]["prevented_share"]["1d"] = {"value": 0.1, "ci_low": 0.05, "ci_high": 0.15, "n": 2}
+    day[worst]["prevented_share"]["1d"] = {"value": 0.9, "ci_low": 0.8, "ci_high": 1.0, "n": 2}
+    copy = _with_summary(probed, tmp_path, responsiveness=summary["responsiveness"])
+    sentences = headline(load_report_data(copy))
+    assert sentences[0].startswith(
+        f"Of 3 controls, {worst.split('@')[0]} prevented the most of the probe users' exposure "
+        f"to what they rejected within a day: 90% [80%, 100%] of their impressions of the "
+    )
+    assert f"; {best.split('@')[0]} the least: 10% [5%, 15%]" in sentences[0]
+    assert sentences[1].startswith("Not measured within a day:")  # the third
+
+
+def test_without_probes_there_is_no_responsiveness_section(single, sweep):
+    for folder in (single, sweep):
+        data = load_report_data(folder)
+        assert responsiveness_section(data) == "" and twin_exposure_figure(data) is None
+        assert "id='responsiveness'" not in (folder / "report.html").read_text()
+
+
 # --- the command ----------------------------------------------------------------------------------
 
 
@@ -461,4 +609,44 @@ def test_the_report_renders_in_chromium_and_answers_on_the_first_screen(kind, re
     if kind == "sweep":
         legend = {text for chart in charts for text in chart["legend"]}
         assert f"{QUOTED} · features on" in legend  # shown as written, escaped once
+    assert shots[0].stat().st_size > 20_000
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs the system Chromium (apt-get install chromium)"
+)
+def test_the_responsiveness_section_renders_in_chromium_with_titled_ticked_axes(probed, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    shots = [tmp_path / "report-responsiveness.png", ROOT / "test-artifacts"]
+    shots[1].mkdir(exist_ok=True)
+    shots[1] = shots[1] / shots[0].name
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        errors: list[str] = []
+        page.on(
+            "console",
+            lambda message: errors.append(message.text) if message.type == "error" else None,
+        )
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto((probed / "report.html").as_uri())
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
+        charts = page.eval_on_selector_all("#responsiveness .js-plotly-plot", READ_CHARTS)
+        answer = page.inner_text("#answer")
+        for shot in shots:
+            page.locator("#responsiveness").screenshot(path=str(shot))
+        browser.close()
+    print(f"the responsiveness section: {shots[0]} and {shots[1]}")
+    assert errors == []
+    assert answer.startswith("Of 3 controls, ")
+    [chart] = charts
+    assert chart["title"].startswith("What each control prevented")
+    for axis in chart["axes"]:
+        assert axis["ticks"], axis  # every panel keeps its own ticks (their scales differ)
+    assert all(a["title"] == "hours since the control" for a in chart["axes"] if a["id"][0] == "x")
+    titles = {axis["id"]: axis["title"] for axis in chart["axes"]}
+    assert titles["y"] == "impressions per probe user"  # the first panel's
+    assert chart["legend"] == ["with the control", "without it (twin run)"]
     assert shots[0].stat().st_size > 20_000
