@@ -210,7 +210,10 @@ def _run(args: argparse.Namespace) -> int:
             raise RecloopError(
                 f"--resume {args.resume}: no scenario.yaml (not a results directory)"
             )
-        finished = _finished_summary(Path(args.resume))
+        args.out = args.resume
+        scenario = load_scenario(str(Path(args.resume) / "scenario.yaml"))
+        notes: list[str] = []
+        finished = _finished_summary(Path(args.resume), scenario)
         if finished is not None:  # nothing to run: leave its files, wall time included, as they are
             print(
                 f"recloop: {args.resume} is finished ({finished} runs, none failed): nothing to "
@@ -218,9 +221,6 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 0
-        args.out = args.resume
-        scenario = load_scenario(str(Path(args.resume) / "scenario.yaml"))
-        notes: list[str] = []
     elif args.scenario is None:
         raise RecloopError("run: give a scenario (a file or a packaged name), or --resume DIR")
     else:
@@ -519,13 +519,16 @@ def _check_memory(plans: list[Any], workers: int) -> None:
 RESULT_FILES = ("scenario.yaml", "summary.json", "report.html", "variants")
 
 
-def _finished_summary(out: Path) -> int | None:
-    """How many runs a finished sweep in ``out`` has (``None``: unfinished, or some failed)."""
+def _finished_summary(out: Path, scenario: Scenario) -> int | None:
+    """How many runs a finished sweep of ``scenario`` in ``out`` has (``None``: unfinished, some
+    runs failed, or the sweep there was of another scenario, which resuming refuses)."""
+    from sim.results import scenario_hash
+
     try:
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if summary.get("failed_runs"):
+    if summary.get("failed_runs") or summary.get("scenario_hash") != scenario_hash(scenario):
         return None
     return len(summary.get("run_folders", {})) or None
 
