@@ -258,7 +258,10 @@ def _quick(data: Any, label: str) -> tuple[Any, list[str]]:
         )
     for path, value in changes.items():
         data = set_path(data, str(path), value, f"quick.set.{path}")
-    listed = "; ".join(f"{path}={value}" for path, value in changes.items())
+    listed = "; ".join(  # a whole section (a smaller grid) is in the resolved scenario
+        f"its own {path}" if isinstance(value, (dict, list)) else f"{path}={value}"
+        for path, value in changes.items()
+    )
     data = {**data, "name": f"{data.get('name', label)}-quick"}
     return data, [f"Quick configuration (--quick), not the scenario's own size: {listed}."]
 
