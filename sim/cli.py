@@ -194,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     from sim.results import atomic_write, write_report, write_sweep
     from sim.runner import check_scenario
     from sim.spec import AdaptiveReplications
-    from sim.sweep import describe_plan, plan_runs, run_replications
+    from sim.sweep import describe_plan, plan_runs, remove_stray_files, run_replications
 
     if args.workers < 1:
         raise RecloopError(f"--workers {args.workers}: must be at least 1")
@@ -241,8 +241,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / _safe_name(scenario.name)
     _prepare_output(out, scenario.name, bool(args.resume), args.force)  # before simulating
     if args.resume:
-        for stray in out.rglob(".*.tmp"):  # a killed writer's temporary file, never a result
-            stray.unlink()
+        remove_stray_files(out)  # a killed writer's temporary files, never a result
     # the sweep's scenario first, so that an interrupted sweep can be resumed from it
     try:
         atomic_write(out / "scenario.yaml", lambda path: path.write_text(resolved_yaml(scenario)))

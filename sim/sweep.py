@@ -408,6 +408,7 @@ def run_plans(
                 record(pending.pop(future), future.result())
     except BaseException:
         stop_pool(pool)  # an interrupt stops every run at once, the running ones too
+        remove_stray_files(out)  # a stopped worker's half-written temporary files
         raise
     if own:
         pool.shutdown()
@@ -437,6 +438,13 @@ def _worker_signals() -> None:
 
 #: prctl(2) option: the signal a process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
+
+
+def remove_stray_files(out: str | Path) -> None:
+    """Delete the temporary files of writers that were stopped: ``atomic_write`` writes
+    ``.NAME.*.tmp`` then renames it, so such a file is never a result."""
+    for stray in Path(out).rglob(".*.tmp"):
+        stray.unlink(missing_ok=True)
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:
