@@ -64,13 +64,15 @@ class Catalog:
         )
         self.vectors = (self.centroids[self.topic] + scatter).astype(np.float32)
         self.quality = (rng.standard_normal(capacity) * spec.quality_sd).astype(np.float32)
-        # Zipf-like prior: a random popularity rank per item, log(1/rank^s) standardized.
+        # Zipf-like prior: a random popularity rank per item, log(1/rank^s) centred and divided
+        # by the sd of log(rank), not of s * log(rank), so that the exponent s scales the skew
+        # (s = 1 gives the standardized log prior, bit for bit as before s took effect).
         ranks = rng.permutation(capacity) + 1.0
-        log_prior = -spec.zipf_exponent * np.log(ranks)
-        spread = log_prior.std()
-        self.appeal = ((log_prior - log_prior.mean()) / (spread if spread > 0 else 1.0)).astype(
-            np.float32
-        )
+        log_rank = np.log(ranks)
+        spread = log_rank.std()
+        self.appeal = (
+            spec.zipf_exponent * (log_rank.mean() - log_rank) / (spread if spread > 0 else 1.0)
+        ).astype(np.float32)
         # The starting catalogue is old: its age is unknown and long (no freshness).
         self.created_at = np.concatenate([np.full(spec.items, -np.inf), self.arrival_times])
         self.n_live = spec.items
