@@ -168,7 +168,145 @@ def _parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("scenarios", help="list the packaged scenarios")
     listing.set_defaults(handler=_scenarios)
+    _add_calibrate(commands)
     return parser
+
+
+def _add_calibrate(commands: Any) -> None:
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="fit a world to an event log (Parquet or CSV) and write it as a scenario",
+        description="Fit the parametric world to LOG (columns user, item, time, kind; optionally "
+        "position, session, topic, creator, dwell) and write a scenario that runs as is, a "
+        "comment per fitted value naming its source and standard error.",
+    )
+    calibrate.add_argument("log", help="the event log: a .parquet or .csv file")
+    calibrate.add_argument("--out", "-o", required=True, help="the scenario file to write")
+    calibrate.add_argument(
+        "--report",
+        help="also write a fit report (HTML) comparing the log with a log simulated from the "
+        "fitted world",
+    )
+    calibrate.add_argument(
+        "--map",
+        dest="kind_map",
+        metavar="KIND=VALUE,...",
+        help="the log's kind values as recloop kinds, e.g. click=1,dismiss=dislike",
+    )
+    calibrate.add_argument(
+        "--policy",
+        default="random",
+        help="the policy the written scenario serves with (default random: the logging policy "
+        "calibration assumes)",
+    )
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of the fit and simulations")
+    calibrate.add_argument(
+        "--replications",
+        type=int,
+        default=3,
+        help="with --report: simulated logs the log is compared with (default 3)",
+    )
+    calibrate.add_argument(
+        "--no-factorization", action="store_true", help="skip the preference factorization"
+    )
+    calibrate.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="skip the simulation that corrects the activity for sessions lost to churn",
+    )
+    calibrate.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    calibrate.set_defaults(handler=_calibrate)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from sim.calibrate import STEPS, calibrate, parse_kind_map
+
+    kind_map = parse_kind_map(args.kind_map)
+    if args.seed < 0:
+        raise RecloopError(f"--seed {args.seed}: must be at least 0")
+    if args.replications < 1:
+        raise RecloopError(f"--replications {args.replications}: must be at least 1")
+    steps = [step for step in STEPS if not (args.no_refine and step.startswith("refining"))]
+    if not args.report:
+        steps = steps[: steps.index("simulating the fitted world")]
+    bar = _StepProgress(steps, enabled=not args.quiet, terminal=sys.stderr.isatty())
+    try:
+        outcome = calibrate(
+            args.log,
+            args.out,
+            report=args.report,
+            kind_map=kind_map,
+            policy=args.policy,
+            seed=args.seed,
+            factorize=not args.no_factorization,
+            refine=not args.no_refine,
+            progress=bar.step,
+            replications=args.replications,
+        )
+    finally:
+        bar.close()
+    if not args.quiet:
+        calibration = outcome.calibration
+        print(
+            f"recloop: calibrated {len(calibration.fitted)} parameters from "
+            f"{outcome.statistics.n_rows:,} rows in {humanize_duration(outcome.seconds)}; "
+            f"{len(calibration.not_identified)} groups keep their defaults (listed in the file)",
+            file=sys.stderr,
+        )
+        for note in calibration.notes:
+            print(f"recloop: note: {note}", file=sys.stderr)
+        if outcome.comparison:
+            differing = [
+                row["statistic"]
+                for row in outcome.comparison["rows"]
+                if row["p_value"] is not None and row["p_value"] < 0.01
+            ]
+            print(
+                f"recloop: simulated log vs the log: {len(differing)} of "
+                f"{len(outcome.comparison['rows'])} statistics differ at p < 0.01"
+                + (f" ({', '.join(differing)})" if differing else ""),
+                file=sys.stderr,
+            )
+    print(f"scenario: {args.out}")
+    if args.report:
+        print(f"report: {args.report}")
+    return 0
+
+
+class _StepProgress:
+    """The calibration's steps as a bar on a terminal, as lines elsewhere (after a while)."""
+
+    def __init__(self, steps: list[str], enabled: bool, terminal: bool):
+        self._steps = steps
+        self._bar = None
+        self._lines = enabled and not terminal
+        self._started = time.monotonic()
+        self._done = -1
+        if enabled and terminal:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=len(steps),
+                bar_format="{desc}: {bar}| step {n}/{total} [{elapsed}]",
+                file=sys.stderr,
+            )
+
+    def step(self, name: str) -> None:
+        main_step = name.split(" (")[0]
+        index = self._steps.index(main_step) if main_step in self._steps else self._done
+        if self._bar is not None:
+            self._bar.set_description_str(name)
+            if index > self._done:
+                self._bar.update(index - max(self._done, 0) if self._done >= 0 else index)
+        elif self._lines and index > self._done:
+            elapsed = humanize_duration(time.monotonic() - self._started)
+            print(f"recloop: calibrate: {name} ({elapsed})", file=sys.stderr, flush=True)
+        self._done = max(self._done, index)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.update(len(self._steps) - self._bar.n)
+            self._bar.close()
 
 
 def _add_overrides(command: argparse.ArgumentParser) -> None:
