@@ -79,7 +79,7 @@ def of(language: str) -> list[Any]:
 def _runs_a_simulation(block: Block) -> bool:
     if block.language == "python":
         return "runs/" in block.text or "run_scenario(" in block.text
-    simulating = (["recloop", "run"], ["recloop", "report"])
+    simulating = (["recloop", "run"], ["recloop", "report"], ["recloop", "calibrate"])
     return any(command[:2] in simulating for command in commands(block))
 
 
@@ -114,8 +114,10 @@ def module_files(page: Path) -> dict[str, str]:
 
 @pytest.fixture
 def reader_folder(tmp_path, monkeypatch):
-    """A reader's working folder: the packaged scenarios as scenarios/, the folder current."""
+    """A reader's working folder: the packaged scenarios as scenarios/ and the examples as
+    examples/, the folder current."""
     (tmp_path / "scenarios").symlink_to(ROOT / "scenarios")
+    (tmp_path / "examples").symlink_to(ROOT / "examples")  # the example log calibrate reads
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
