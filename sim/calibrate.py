@@ -32,6 +32,7 @@ import math
 import time as wallclock
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ __all__ = [
     "fit_world",
     "scenario_text",
     "simulate_log",
+    "refine_activity",
     "compare_logs",
     "calibrate",
 ]
@@ -706,10 +708,10 @@ def fit_world(
 
     step("negatives and dwell")
     draws = _utility_draws(behavior, sample, clicks, stats.n_items, seed)
-    for path, value, se, source in _fit_negatives(stats, behavior, draws, notes):
-        put(path, value, source, se)
-    for path, value, se, source, is_duration in _fit_dwell(stats, behavior, draws, notes):
-        put(path, value, source, se, duration=is_duration)
+    for path, value, error, source in _fit_negatives(stats, behavior, draws, notes):
+        put(path, value, source, error)
+    for path, value, error, source, is_duration in _fit_dwell(stats, behavior, draws, notes):
+        put(path, value, source, error, duration=is_duration)
     if stats.click_dwell is None:
         not_identified.append("world.behavior dwell (no dwell column)")
     calibration = Calibration(
@@ -1501,25 +1503,16 @@ def compare_logs(log: Statistics, replications: list[Statistics]) -> dict[str, A
             "Kolmogorov-Smirnov on hour of day",
             ks_2samp(log.session_start % DAY, starts).pvalue,
         )
-    rate(
-        "abandoned sessions (share)",
-        lambda s: (int(s.session_abandoned.sum()), s.session_abandoned.shape[0]),
-    )
+    rate("abandoned sessions (share)", _abandoned_counts)
     positions = min(s.position_shown.shape[0] for s in (log, *replications))
     for p in range(positions):
-        rate(
-            f"CTR at position {p}",
-            lambda s, p=p: (int(s.position_clicked[p]), int(s.position_shown[p])),
-        )
+        rate(f"CTR at position {p}", partial(_position_counts, p))
     for name in KIND_NAMES:
         if name in ("impression", "abandon"):
             continue
         if log.kind_counts[name] == 0 and all(s.kind_counts[name] == 0 for s in replications):
             continue
-        rate(
-            f"{name} rate per impression",
-            lambda s, name=name: (s.kind_counts[name], s.impressions),
-        )
+        rate(f"{name} rate per impression", partial(_kind_counts, name))
     top = [_top_share(s.item_clicked) for s in replications]
     add(
         "clicks on the top 10% of items (share)",
@@ -1583,6 +1576,18 @@ def compare_logs(log: Statistics, replications: list[Statistics]) -> dict[str, A
     }
 
 
+def _abandoned_counts(stats: Statistics) -> tuple[int, int]:
+    return int(stats.session_abandoned.sum()), int(stats.session_abandoned.shape[0])
+
+
+def _position_counts(position: int, stats: Statistics) -> tuple[int, int]:
+    return int(stats.position_clicked[position]), int(stats.position_shown[position])
+
+
+def _kind_counts(name: str, stats: Statistics) -> tuple[int, int]:
+    return stats.kind_counts[name], stats.impressions
+
+
 def _mean_hour(seconds: np.ndarray) -> float:
     angle = 2 * np.pi * seconds / DAY
     return float(math.atan2(np.sin(angle).mean(), np.cos(angle).mean()) * 24 / (2 * np.pi)) % 24
@@ -1634,20 +1639,47 @@ class Outcome:
     seconds: float
 
 
-def _refine_activity(calibration: Calibration, simulated: Statistics) -> None:
-    """One indirect-inference step on the activity: churn ends some users' sessions early, so a
-    session count fit understates the rate; the same fit on a log simulated from the fitted world
-    shows by how much, and the rate and spread move by that difference."""
-    fit = _fit_sessions_per_day(simulated.sessions_per_user, simulated.days)
-    median = calibration.fitted["world.users.sessions_per_day.median"]
-    sigma = calibration.fitted["world.users.sessions_per_day.sigma"]
-    note = "; corrected by one simulation of the fitted world for sessions lost to churn"
-    calibration.fitted[median.path] = Fitted(
-        median.path, median.value**2 / fit["median"], median.source + note, median.se
-    )
-    calibration.fitted[sigma.path] = Fitted(
-        sigma.path, max(2 * sigma.value - fit["sigma"], 1e-3), sigma.source + note, sigma.se
-    )
+#: Indirect-inference steps of the activity correction (each simulates the fitted world once).
+REFINE_STEPS = 2
+
+
+def refine_activity(
+    calibration: Calibration,
+    stats: Statistics,
+    render: Callable[[Calibration], Any],
+    rows: int = SIMULATION_ROWS,
+    on_simulated: Callable[[float], None] | None = None,
+    seed: int = 0,
+    steps: int = REFINE_STEPS,
+) -> None:
+    """Indirect inference on the activity: churn ends some users' sessions early, so the session
+    count fit understates the rate. The same fit on a log simulated from the fitted world
+    (``render`` makes its scenario) shows by how much; the rate moves by that ratio and the
+    spread by that difference, ``steps`` times."""
+    path = "world.users.sessions_per_day"
+    observed = {name: calibration.fitted[f"{path}.{name}"].value for name in ("median", "sigma")}
+    for step in range(steps):
+        scenario = render(calibration).model_copy(update={"seed": seed + 1000 + step})
+        simulated = log_statistics(
+            simulate_log(simulation_scenario(scenario, stats, rows), on_simulated)
+        )
+        fit = _fit_sessions_per_day(simulated.sessions_per_user, simulated.days)
+        median = calibration.fitted[f"{path}.median"]
+        sigma = calibration.fitted[f"{path}.sigma"]
+        note = (
+            f"; corrected for sessions lost to churn by {steps} simulations of the fitted world "
+            "(indirect inference)"
+        )
+        source = median.source.split("; corrected")[0]
+        calibration.fitted[median.path] = Fitted(
+            median.path, median.value * observed["median"] / fit["median"], source + note, median.se
+        )
+        calibration.fitted[sigma.path] = Fitted(
+            sigma.path,
+            max(sigma.value + observed["sigma"] - fit["sigma"], 1e-3),
+            sigma.source.split("; corrected")[0] + note,
+            sigma.se,
+        )
 
 
 def calibrate(
@@ -1716,16 +1748,19 @@ def _calibrate(
     scenario = parse_text(text, str(out))
     if refine and "world.users.sessions_per_day.median" in calibration.fitted:
         step("refining the activity by simulation")
-        simulated = log_statistics(
-            simulate_log(simulation_scenario(scenario, stats, simulation_rows), on_simulated)
-        )
-        _refine_activity(calibration, simulated)
+
+        def render(fitted: Calibration) -> Any:
+            return parse_text(
+                scenario_text(fitted, name, str(log), stats.n_rows, policy, seed), str(out)
+            )
+
+        refine_activity(calibration, stats, render, simulation_rows, on_simulated, seed)
         text = scenario_text(calibration, name, str(log), stats.n_rows, policy, seed)
         scenario = parse_text(text, str(out))
     comparison = None
     if report is not None:
         small = simulation_scenario(scenario, stats, simulation_rows)
-        simulated = []
+        simulated: list[Statistics] = []
         for replication in range(replications):
             step(f"simulating the fitted world (replication {replication + 1} of {replications})")
             seeded = small.model_copy(update={"seed": seed + 1 + replication})

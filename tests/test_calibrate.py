@@ -13,7 +13,6 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-import sim.calibrate as calibrate_module
 from sim.calibrate import (
     DAY,
     _fit_diurnal,
@@ -26,6 +25,7 @@ from sim.calibrate import (
     log_statistics,
     parse_text,
     read_log,
+    refine_activity,
     scenario_text,
     simulate_log,
     simulation_scenario,
@@ -149,10 +149,11 @@ def example_fit():
     """The shipped example log, fitted (without the factorization, with the churn refinement)."""
     stats = log_statistics(read_log(EXAMPLE / "log.parquet"))
     calibration = fit_world(stats, seed=0, factorize=False)
-    text = scenario_text(calibration, "roundtrip", "log.parquet", stats.n_rows)
-    scenario = parse_text(text, "roundtrip")
-    refined = log_statistics(simulate_log(simulation_scenario(scenario, stats, 400_000)))
-    calibrate_module._refine_activity(calibration, refined)
+
+    def render(fitted):
+        return parse_text(scenario_text(fitted, "roundtrip", "log.parquet", stats.n_rows), "rt")
+
+    refine_activity(calibration, stats, render, rows=400_000)
     text = scenario_text(calibration, "roundtrip", "log.parquet", stats.n_rows)
     return stats, calibration, parse_text(text, "roundtrip"), text
 
