@@ -23,7 +23,8 @@ identifies is fitted and mapped onto the parametric world's own parameters (see
 What the log cannot identify keeps its default and is listed. Identification assumes what the
 recloop world assumes: slates drawn independently of the user's response (a uniformly random
 logging policy identifies everything above; a ranking policy confounds position with relevance
-and item popularity with exposure, and the report says so when positions are not exchangeable).
+and item popularity with exposure, and the fitted values then describe the logging policy as much
+as the users).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ __all__ = [
     "log_statistics",
     "fit_world",
     "scenario_text",
+    "parse_text",
     "simulate_log",
     "refine_activity",
     "compare_logs",
@@ -75,10 +77,8 @@ STEPS = (
 )
 KIND_NAMES = tuple(kind.name.lower() for kind in Kind)
 REQUIRED = ("user", "item", "time", "kind")
-OPTIONAL = ("position", "session", "topic", "creator", "dwell")
 #: Without a session column, a user's requests more than this apart start a new session.
 SESSION_GAP = 1800.0
-EXPLICIT = (Kind.DISMISS, Kind.NOT_INTERESTED, Kind.THUMBS_DOWN, Kind.BLOCK_CREATOR)
 EXPLICIT_NAMES = ("dismiss", "not_interested", "thumbs_down", "block_creator")
 #: Examined impressions the preference factorization trains on at most (a uniform sample).
 FACTORIZATION_ROWS = 500_000
@@ -530,8 +530,8 @@ def fit_world(
     step = progress or (lambda _: None)
     fitted: dict[str, Fitted] = {}
     not_identified: list[str] = [
-        "world.users.topic_concentration, idiosyncrasy and drift (preference structure beyond "
-        "the factorization's spread)",
+        "world.users.topic_concentration, idiosyncrasy and drift (preference structure: the "
+        "factorization reports it)",
         "world.catalog.dim and topic_spread (the factorization's dimension is reported, not "
         "mapped: item vectors live around topic centroids)",
         "world.behavior.noise_sd, click_temperature, quality_weight and popularity_weight (they "
@@ -1222,8 +1222,8 @@ def _factorize(
 ) -> tuple[list[dict[str, float]], tuple[float, float, int] | None]:
     """A logistic factorization of clicks on examined impressions for each dimension in
     :data:`FACTORIZATION_DIMS`, scored by held-out log-likelihood; the chosen one's interaction
-    spread, on the utility scale, over the default preference structure's affinity spread is
-    ``affinity_weight``."""
+    spread, on the utility scale, over the default preference structure's affinity spread: the
+    ``affinity_weight`` it implies (a lower bound: the prior shrinks the spread)."""
     import torch
 
     from users.behavior import click_probability
