@@ -60,7 +60,7 @@ def bench(rows: int, base_users: int, keep: Path | None) -> dict:
     folder = keep or Path(tempfile.mkdtemp(prefix="recloop-calibrate-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / f"log-{rows}.parquet"
-    generated = 0.0
+    generated = None  # the log of an earlier run, reused
     if not log.is_file():
         generated = generate(log, rows, base_users)
     started = time.perf_counter()
@@ -76,7 +76,7 @@ def bench(rows: int, base_users: int, keep: Path | None) -> dict:
     return {
         "rows": pq.ParquetFile(log).metadata.num_rows,
         "log_mb": round(log.stat().st_size / 1e6, 1),
-        "generate_seconds": round(generated, 1),
+        "generate_seconds": None if generated is None else round(generated, 1),
         "calibrate_seconds": round(seconds, 1),
         "folder": str(folder),
     }
@@ -89,10 +89,12 @@ if __name__ == "__main__":
     parser.add_argument("--keep", type=Path, help="keep the log and outputs here (reused if there)")
     args = parser.parse_args()
     row = bench(args.rows, args.base_users, args.keep)
+    made = row["generate_seconds"]
     print(
-        f"calibrate: {row['rows']:,} rows ({row['log_mb']} MB) in {row['calibrate_seconds']:.0f} s "
-        f"(the log took {row['generate_seconds']:.0f} s to generate)"
+        f"calibrate: {row['rows']:,} rows ({row['log_mb']} MB) in {row['calibrate_seconds']:.0f} s"
+        + (f" (the log took {made:.0f} s to generate)" if made is not None else " (log reused)")
     )
+    del row["folder"]
     path = write_results(
         "calibrate",
         0,
