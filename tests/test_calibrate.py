@@ -310,3 +310,15 @@ def test_bad_input_is_one_line_naming_path_column_and_value(tmp_path, capsys, se
     assert code == 2
     assert len(err) == 1 and err[0].startswith("recloop: error: ") and message in err[0], err
     assert not (tmp_path / "w.yaml").exists()
+
+
+def test_id_codes_are_dense_ranks_for_compact_integers_and_any_other_ids():
+    from sim.calibrate import _codes
+
+    drop = np.array([False, False, True, False, False])
+    compact = pa.chunked_array([pa.array([7, 3, 99, 7, 5])])
+    assert _codes(compact, drop).tolist() == [2, 0, -1, 2, 1]
+    spread = pa.chunked_array([pa.array([10**15, 3, 99, 10**15, 5])])  # a sort, not a table
+    assert _codes(spread, drop).tolist() == [2, 0, -1, 2, 1]
+    strings = pa.chunked_array([pa.array(["b", "a", None, "b", "c"])])
+    assert _codes(strings).tolist() == [1, 0, -1, 1, 2]
