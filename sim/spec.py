@@ -183,12 +183,7 @@ class Catalog(Spec):
     dim: int = Field(16, ge=2, le=512, description="dimension of latent vectors")
     topic_spread: float = Field(0.5, ge=0, le=10, description="item scatter around its topic")
     quality_sd: float = Field(0.5, ge=0, le=10, description="sd of item quality")
-    zipf_exponent: float = Field(
-        1.0,
-        ge=0,
-        le=5,
-        description="popularity prior ~ 1/rank^s: s times the standardized log prior",
-    )
+    zipf_exponent: float = Field(1.0, ge=0, le=5, description="popularity prior ~ 1/rank^s")
     new_items_per_day: float = Field(100.0, ge=0, le=10_000_000, description="arrival rate")
 
 
