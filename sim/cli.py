@@ -349,6 +349,13 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _user_range(entry: dict[str, Any]) -> str:
+    """How many users took a probe's control: one count, or the range over replications."""
+    if "users_max" in entry:
+        return f"{entry['users']} to {entry['users_max']}"
+    return str(entry["users"])
+
+
 def responsiveness_table(responsiveness: dict[str, Any]) -> str:
     """Per variant, each probe's control and the share of the probe users' exposure to what
     they rejected that it prevented, against the twin run without it; then how long a deletion
@@ -378,7 +385,7 @@ def responsiveness_table(responsiveness: dict[str, Any]) -> str:
                 (
                     label,
                     entry["exposure_to"],
-                    str(entry["users"]),
+                    _user_range(entry),
                     *(cell(shares.get(h, {})) for h in ("1h", "1d", "end")),
                 )
             )
