@@ -324,8 +324,11 @@ def _layer_summary(layer: LayerRuntime, scenario: Scenario) -> dict[str, Any]:
     if layer.name not in scenario.stack.layers.active():
         trigger = "none: the warm-up's model serves unchanged"
     updates = {v.version for v in layer.history if v.origin == "update"}
-    # what measuring cost: updates triggered in the measured period, per measured day
+    # what measuring cost: updates triggered in the measured period, per measured day, with
+    # those still computing at the end (their compute is spent)
     measured = sum(v.cost for v in layer.history if v.triggered_at >= scenario.warmup)
+    unfinished, unfinished_cost = layer.unfinished_cost(scenario.warmup)
+    _, unfinished_total = layer.unfinished_cost()
     describe = getattr(layer.state, "describe", None)
     return {
         **(describe() if callable(describe) else {}),
@@ -334,8 +337,11 @@ def _layer_summary(layer: LayerRuntime, scenario: Scenario) -> dict[str, Any]:
         "compute_time_seconds": spec.compute_time,
         "updates": len(updates),
         "warmup_versions": sum(v.origin != "update" for v in layer.history),
-        "cost_units": round(layer.cost_units, 6),
-        "cost_units_per_day": round(measured / (scenario.duration / 86400.0), 6),
+        "unfinished_updates": unfinished,
+        "cost_units": round(layer.cost_units + unfinished_total, 6),
+        "cost_units_per_day": round(
+            (measured + unfinished_cost) / (scenario.duration / 86400.0), 6
+        ),
     }
 
 
