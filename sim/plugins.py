@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from sim.errors import USER_CODE_ERRORS, ScenarioError, said
 from sim.loader import LOCAL_FOLDERS
 
-__all__ = ["Registry", "summary_line", "validate_params"]
+__all__ = ["Registry", "summary_line", "validate_params", "own_name"]
 
 
 class Registry:
@@ -102,6 +102,14 @@ class Registry:
             f"{path}: unknown {self.kind} {name!r}{hint} (available: "
             f"{', '.join(sorted(options))}; or a 'module:Class' target)"
         )
+
+
+def own_name(obj: Any) -> str:
+    """How a plug-in instance is named in errors: its class's own ``name``, or
+    ``module:Class`` for a class that inherits its name (a subclass of a built-in is not it)."""
+    cls = type(obj)
+    own = cls.__dict__.get("name")
+    return str(own) if isinstance(own, str) else f"{cls.__module__}:{cls.__qualname__}"
 
 
 def validate_params(cls: type, params: dict[str, Any], path: str, what: str) -> Any:
