@@ -16,15 +16,16 @@ import importlib.machinery
 import importlib.metadata
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from sim.errors import USER_CODE_ERRORS, ScenarioError, said
+from sim.errors import USER_CODE_ERRORS, RecloopError, ScenarioError, said
 from sim.loader import LOCAL_FOLDERS
 
-__all__ = ["Registry", "summary_line", "validate_params", "own_name"]
+__all__ = ["Registry", "CheckReport", "summary_line", "validate_params", "own_name"]
 
 
 class Registry:
@@ -102,6 +103,43 @@ class Registry:
             f"{path}: unknown {self.kind} {name!r}{hint} (available: "
             f"{', '.join(sorted(options))}; or a 'module:Class' target)"
         )
+
+
+@dataclass
+class CheckReport:
+    """A conformance suite's results (``suite``, e.g. ``check_policy``, on ``subject``): each
+    check's name and ``None`` if it passed, else why it failed."""
+
+    suite: str
+    subject: str
+    results: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(reason is None for reason in self.results.values())
+
+    def run(self, name: str, test: Callable[[], str | None]) -> None:
+        """Record check ``name``: what ``test`` returns, or the error it raised (a plug-in's own
+        failure is reported, not raised)."""
+        try:
+            self.results[name] = test()
+        except RecloopError as error:
+            self.results[name] = str(error)
+        except Exception as error:
+            self.results[name] = f"{type(error).__name__}: {error}"
+
+    def raise_if_failed(self) -> None:
+        if not self.ok:
+            raise AssertionError(str(self))
+
+    def __str__(self) -> str:
+        lines = [f"{self.suite}({self.subject}): {'passed' if self.ok else 'FAILED'}"]
+        for name, reason in self.results.items():
+            lines.append(
+                f"  {'ok  ' if reason is None else 'FAIL'} {name}"
+                + (f": {reason}" if reason else "")
+            )
+        return "\n".join(lines)
 
 
 def own_name(obj: Any) -> str:
