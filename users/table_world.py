@@ -43,8 +43,12 @@ __all__ = ["TableWorld"]
 
 
 class TableWorld(SimulatedWorld):
-    """Items from ``world.catalog.table``; with its ``click_prob`` column, an examined item is
-    clicked with exactly that probability (optionally scaled per user segment)."""
+    """Items from a table; with its click_prob, each examined item's exact click chance.
+
+    The items are ``world.catalog.table``'s rows; with its ``click_prob`` column an examined item
+    is clicked with exactly that probability (times the user's segment's ``click_scale`` with
+    ``world.users.segments``), else users respond as in the parametric world.
+    """
 
     name = "table"
 
