@@ -110,6 +110,11 @@ def read_items(path: str, scenario: Scenario) -> ItemTable:
         values = _numbers(table, name, where, integer=integer)
         _within(values, low, high, where, name, scenario)
         columns[name] = values[order]
+    if columns["negative_prob"] is not None and columns["click_prob"] is None:
+        raise ScenarioError(
+            f"{where}: column negative_prob: it needs click_prob (without it, negatives follow "
+            "the parametric behaviour's utilities)"
+        )
     created = columns["created_at"]
     n_start = n
     if created is not None:
