@@ -202,23 +202,57 @@ GOOD = "item,click_prob\n0,0.1\n1,0.2\n2,0.3\n3,0.4\n"
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("item,clik_prob\n0,0.1\n", "column 'clik_prob': unknown column; did you mean 'click_prob'?"),
+        (
+            "item,clik_prob\n0,0.1\n",
+            "column 'clik_prob': unknown column; did you mean 'click_prob'?",
+        ),
         ("click_prob\n0.1\n", "no column 'item'"),
         ("item,click_prob\n", "no rows"),
-        ("item,click_prob\n0,0.1\n1,0.2\n0,0.3\n", "row 3 (line 4), column item: item 0 appears again (first in row 1)"),
-        ("item,click_prob\n0,0.1\n1,0.2\n5,0.3\n", "row 3 (line 4), column item: 5 is not an item id of this table: ids are 0 to 2"),
-        ("item,click_prob\n0,0.1\n1,1.4\n2,0.3\n", "row 2 (line 3), column click_prob: 1.4 not a probability (0 to 1)"),
+        (
+            "item,click_prob\n0,0.1\n1,0.2\n0,0.3\n",
+            "row 3 (line 4), column item: item 0 appears again (first in row 1)",
+        ),
+        (
+            "item,click_prob\n0,0.1\n1,0.2\n5,0.3\n",
+            "row 3 (line 4), column item: 5 is not an item id of this table: ids are 0 to 2",
+        ),
+        (
+            "item,click_prob\n0,0.1\n1,1.4\n2,0.3\n",
+            "row 2 (line 3), column click_prob: 1.4 is not a probability (0 to 1)",
+        ),
         ("item,click_prob\n0,0.1\n1,\n2,0.3\n", "row 2 (line 3), column click_prob: missing value"),
-        ("item,click_prob\n0,0.1\n1,high\n2,0.3\n", "row 2 (line 3), column click_prob: 'high' is not a number"),
-        ("item,click_prob\n0,0.1\n1.5,0.2\n2,0.3\n", "row 2 (line 3), column item: 1.5 is not a whole number"),
-        ("item,click_prob,topic\n0,0.1,0\n1,0.2,3\n2,0.3,1\n", "row 2 (line 3), column topic: 3 does not exist (world.catalog.topics is 3"),
-        ("item,creator\n0,0\n1,1\n2,9\n", "row 3 (line 4), column creator: 9 does not exist (world.catalog.creators is 4"),
-        ("item,created_at\n0,0\n1,60\n2,0\n3,0\n", "row 2 (line 3), column created_at: item 1 arrives during the run (at 60 s) but item 3 (row 4) is live from the start"),
-        ("item,created_at\n0,0\n1,0\n2,0\n3,120\n4,60\n", "row 5 (line 6), column created_at: item 4 arrives at 60 s, before item 3"),
-        ("item,click_prob\n0,0.1\n1,0.2\n", "2 items are live at the start, fewer than stack.slate_size (3)"),
+        (
+            "item,click_prob\n0,0.1\n1,high\n2,0.3\n",
+            "row 2 (line 3), column click_prob: 'high' is not a number",
+        ),
+        (
+            "item,click_prob\n0,0.1\n1.5,0.2\n2,0.3\n",
+            "row 2 (line 3), column item: 1.5 is not a whole number",
+        ),
+        (
+            "item,click_prob,topic\n0,0.1,0\n1,0.2,3\n2,0.3,1\n",
+            "row 2 (line 3), column topic: 3 does not exist (world.catalog.topics is 3",
+        ),
+        (
+            "item,creator\n0,0\n1,1\n2,9\n",
+            "row 3 (line 4), column creator: 9 does not exist (world.catalog.creators is 4",
+        ),
+        (
+            "item,created_at\n0,0\n1,60\n2,0\n3,0\n",
+            "row 2 (line 3), column created_at: item 1 arrives during the run (at 60 s) but "
+            "item 3 (row 4) is live from the start",
+        ),
+        (
+            "item,created_at\n0,0\n1,0\n2,0\n3,120\n4,60\n",
+            "row 5 (line 6), column created_at: item 4 arrives at 60 s, before item 3",
+        ),
+        (
+            "item,click_prob\n0,0.1\n1,0.2\n",
+            "2 items are live at the start, fewer than stack.slate_size (3)",
+        ),
         ("item,negative_prob\n0,0.1\n1,0.2\n2,0.3\n", "column negative_prob: it needs click_prob"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_item_table_is_one_line_naming_file_row_and_column(tmp_path, text, message):
     scenario = load_scenario(items_with(tmp_path, text))
     with pytest.raises(ScenarioError) as error:
@@ -233,7 +267,7 @@ def test_a_bad_table_exits_2_with_one_line_through_the_cli(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         f"recloop: error: {path}: {tmp_path / 'items.csv'}: row 2 (line 3), column click_prob: "
-        "1.4 not a probability (0 to 1)"
+        "1.4 is not a probability (0 to 1)"
     ]
     assert main(["run", str(path), "-q", "--out", str(tmp_path / "out")]) == 2
     assert "column click_prob" in capsys.readouterr().err
@@ -243,12 +277,22 @@ def test_a_bad_table_exits_2_with_one_line_through_the_cli(tmp_path, capsys):
     "segments, message",
     [
         ("segment,share,click_scale\na,0.5,1\nb,0.4,1\n", "column share sums to 0.9, not 1"),
-        ("segment,share,click_scale\na,0.5,1\nb,0.5,3\n", "row 2 (line 3), column click_scale: 3 times item 3's click_prob 0.4 is 1.2, not a probability"),
-        ("segment,share,click_scale\na,0.5,1\na,0.5,1\n", "row 2 (line 3), column segment: segment 'a' appears again"),
+        (
+            "segment,share,click_scale\na,0.5,1\nb,0.5,3\n",
+            "row 2 (line 3), column click_scale: 3 times item 3's click_prob 0.4 is 1.2, not "
+            "a probability",
+        ),
+        (
+            "segment,share,click_scale\na,0.5,1\na,0.5,1\n",
+            "row 2 (line 3), column segment: segment 'a' appears again",
+        ),
         ("segment,share\na,1\n", "no column 'click_scale'"),
-        ("segment,share,click_scale\na,1,-1\n", "row 1 (line 2), column click_scale: -1 must not be negative"),
+        (
+            "segment,share,click_scale\na,1,-1\n",
+            "row 1 (line 2), column click_scale: -1 must not be negative",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_segment_table_names_file_row_and_column(tmp_path, segments, message):
     (tmp_path / "segments.csv").write_text(segments)
     path = items_with(tmp_path, GOOD, world={"users": {"segments": "segments.csv"}})
@@ -261,14 +305,30 @@ def test_a_bad_segment_table_names_file_row_and_column(tmp_path, segments, messa
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"world": {"catalog": {"table": "items.csv", "items": 10}}}, "world.catalog: items: a table's rows are the catalogue"),
-        ({"world": {"catalog": {"table": "items.csv"}, "model": "parametric"}}, "catalog.table: the parametric user model draws its world and reads no table"),
-        ({"world": {"catalog": {"table": "items.xlsx"}}}, "a table is a .parquet or .csv file, not .xlsx"),
+        (
+            {"world": {"catalog": {"table": "items.csv", "items": 10}}},
+            "world.catalog: items: a table's rows are the catalogue",
+        ),
+        (
+            {"world": {"catalog": {"table": "items.csv"}, "model": "parametric"}},
+            "catalog.table: the parametric user model draws its world and reads no table",
+        ),
+        (
+            {"world": {"catalog": {"table": "items.xlsx"}}},
+            "a table is a .parquet or .csv file, not .xlsx",
+        ),
         ({"world": {"catalog": {"table": "missing.csv"}}}, "missing.csv: no such file"),
-        ({"interventions": [{"kind": "topic_aversion", "at": "1h", "topic": 0}]}, "interventions.0: topic_aversion changes utilities, which a world of given click probabilities"),
-        ({"interventions": [{"kind": "catalog_burst", "at": "1h", "items": 5}]}, "interventions.0: a catalog_burst draws new items"),
+        (
+            {"interventions": [{"kind": "topic_aversion", "at": "1h", "topic": 0}]},
+            "interventions.0: topic_aversion changes utilities, which a world of given click "
+            "probabilities",
+        ),
+        (
+            {"interventions": [{"kind": "catalog_burst", "at": "1h", "items": 5}]},
+            "interventions.0: a catalog_burst draws new items",
+        ),
     ],
-)  # fmt: skip
+)
 def test_what_a_table_world_cannot_do_is_refused(tmp_path, change, message):
     (tmp_path / "items.csv").write_text(GOOD)
     (tmp_path / "items.xlsx").write_text("")

@@ -268,7 +268,7 @@ def _within(
     row = int(np.flatnonzero(outside)[0])
     value = values[row]
     if name in ("click_prob", "negative_prob", "share"):
-        reason = "not a probability (0 to 1)"
+        reason = "is not a probability (0 to 1)"
     elif name in ("topic", "creator"):
         count = high + 1 if high is not None else 0
         plural = "topics" if name == "topic" else "creators"

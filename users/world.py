@@ -56,9 +56,10 @@ class SimulatedWorld:
     """Users and items drawn from distributions; clicks and negatives follow utilities.
 
     Users have latent preferences around topics, items latent vectors, quality and a Zipf
-    popularity (``world.users``, ``world.catalog``, ``world.behavior``). The built-in user model, and the base of the others: it draws the catalogue, the users and
-    their arrivals, and keeps sessions, abandonment and churn; :meth:`react` is what users do
-    with the slates served, the one method a user model that keeps the rest overrides.
+    popularity (``world.users``, ``world.catalog``, ``world.behavior``). The built-in user
+    model, and the base of the others: it draws the catalogue, the users and their arrivals,
+    and keeps sessions, abandonment and churn; :meth:`react` is what users do with the slates
+    served, the one method a user model that keeps the rest overrides.
     """
 
     name = "parametric"
