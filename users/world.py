@@ -319,15 +319,17 @@ class SimulatedWorld:
         Driven by the request's pre-drawn randomness only (``block.slot_uniform``,
         ``block.slot_normal``), so that every variant of a replication sees the same draws.
         """
-        value = self._slate_utility(block, slates, block.slot_normal[..., 0])
+        value = self.slate_utility(block, slates, block.slot_normal[..., 0])
         spec = self.behavior
         hype = spec.popularity_weight * self.catalog.appeal[slates] if spec.letdown_prob else 0.0
         return respond_to_slates(spec, value, block.slot_uniform, block.slot_normal[..., 1], hype)
 
-    def _slate_utility(
+    def slate_utility(
         self, block: RequestBlock, slates: np.ndarray, noise: np.ndarray | float
     ) -> np.ndarray:
-        """Each served item's utility for its user at the request's time, ``(n, k)``."""
+        """Each served item's utility for its user at the request's time, ``(n, k)``, with
+        ``noise`` standard normal ``(n, k)`` (``block.slot_normal[..., 0]``), or 0 for the
+        expected utility."""
         users, catalog, spec = block.user, self.catalog, self.behavior
         value = utility(
             spec,
@@ -350,7 +352,7 @@ class SimulatedWorld:
         utility, best first). A model that overrides :meth:`react` overrides this too, or its
         regret is not measured."""
         k = slates.shape[1]
-        served = expected_clicks(self.behavior, self._slate_utility(block, slates, 0.0))
+        served = expected_clicks(self.behavior, self.slate_utility(block, slates, 0.0))
         every = self.utility(block.user, block.time)
         best = -np.partition(-every, k - 1, axis=1)[:, :k]
         best = expected_clicks(self.behavior, -np.sort(-best, axis=1))
