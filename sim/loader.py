@@ -84,7 +84,7 @@ def load_scenario_with_notes(
     path = Path(str(source))
     # tables named in the file are relative to the file, those on the command line to the
     # current directory, as a shell's paths are
-    data = resolve_table_paths(data, path.parent if path.is_file() else Path.cwd())
+    data = resolve_table_paths(data, path.resolve().parent if path.is_file() else Path.cwd())
     for override in overrides:
         data = apply_override(data, override)
     data = resolve_table_paths(data, Path.cwd())

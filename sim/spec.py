@@ -327,7 +327,7 @@ class World(Spec):
     catalog: Catalog = Catalog()
     behavior: Behavior = Behavior()
     model: UserModelSpec = Field(
-        default_factory=UserModelSpec,
+        UserModelSpec(),
         description="the user model: parametric unless world.catalog.table is given (then "
         "table), or a plug-in (docs/worlds.md)",
     )

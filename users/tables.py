@@ -187,7 +187,7 @@ def read_segments(path: str, items: ItemTable) -> SegmentTable:
 def _read(path: str, field: str, known: dict[str, str]) -> tuple[pa.Table, str]:
     """The table at ``path`` and how errors name it; unknown columns are refused."""
     file = Path(path)
-    where = str(path)
+    where = _shown(file)
     if not file.is_file():
         what = "is a directory" if file.is_dir() else "no such file"
         raise ScenarioError(f"{field}: {where}: {what}")
@@ -216,6 +216,14 @@ def _read(path: str, field: str, known: dict[str, str]) -> tuple[pa.Table, str]:
                 f"{where}: column {name!r}: unknown column{hint} (columns: {', '.join(known)})"
             )
     return table, where
+
+
+def _shown(file: Path) -> str:
+    """``file`` as errors show it: relative to the current directory when inside it."""
+    try:
+        return str(file.relative_to(Path.cwd()))
+    except ValueError:
+        return str(file)
 
 
 def _at(where: str, row: int | np.integer, column: str) -> str:
