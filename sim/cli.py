@@ -656,15 +656,23 @@ def scenario_schema() -> dict[str, Any]:
 def _policies(args: argparse.Namespace) -> int:
     from policies.registry import available, resolve, summary_line
 
-    if args.name:
-        return _policy_parameters(resolve(args.name, "policy"))
-    for name, origin in sorted(available().items()):
+    return _plugins(args.name, "policy", "stack.policy.name", available, resolve, summary_line)
+
+
+def _plugins(
+    name: str | None, kind: str, field: str, available: Any, resolve: Any, summary: Any
+) -> int:
+    """``recloop policies`` and ``recloop users``: every plug-in of a kind that resolves, with
+    where it comes from and its summary; or, given ``name``, that one's parameters."""
+    if name:
+        return _policy_parameters(resolve(name, kind))
+    for found, origin in sorted(available().items()):
         try:
-            line = summary_line(resolve(name))
+            line = summary(resolve(found))
         except RecloopError as error:
             line = f"(cannot load: {error})"
-        print(f"{name:16s} {origin:28s} {line}")
-    print("or any 'module:Class' as stack.policy.name")
+        print(f"{found:16s} {origin:28s} {line}")
+    print(f"or any 'module:Class' as {field}")
     return 0
 
 
@@ -688,16 +696,7 @@ def _user_models(args: argparse.Namespace) -> int:
     from sim.plugins import summary_line
     from users.registry import available, resolve
 
-    if args.name:
-        return _policy_parameters(resolve(args.name, "user model"))
-    for name, origin in sorted(available().items()):
-        try:
-            line = summary_line(resolve(name))
-        except RecloopError as error:
-            line = f"(cannot load: {error})"
-        print(f"{name:16s} {origin:28s} {line}")
-    print("or any 'module:Class' as world.model.name")
-    return 0
+    return _plugins(args.name, "user model", "world.model.name", available, resolve, summary_line)
 
 
 def _scenarios(args: argparse.Namespace) -> int:

@@ -181,6 +181,7 @@ def test_tables_are_read_relative_to_the_scenario_file(tmp_path, monkeypatch):
     assert resolved["world"]["catalog"] == {**resolved["world"]["catalog"],
                                             "table": str(folder / "items.csv")}  # fmt: skip
     assert "items" not in resolved["world"]["catalog"]  # the table's rows are the items
+    assert load_scenario(str(elsewhere / "out" / "scenario.yaml")).world == scenario.world
     # a path on the command line is the shell's: relative to the current directory
     write_items(elsewhere / "mine.csv", {"item": range(5), "click_prob": [0.1] * 5})
     again = load_scenario(str(path), ["world.catalog.table=mine.csv"])
