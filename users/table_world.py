@@ -68,7 +68,13 @@ class TableWorld(SimulatedWorld):
     def check(cls, scenario: Scenario) -> list[str]:
         """Reads and checks the tables (one line per problem, naming file, row and column)."""
         table, segments = _tables(scenario)
-        given = "click_prob given" if table.click_prob is not None else "no click_prob"
+        given = "no click_prob: parametric behaviour"
+        if table.click_prob is not None:
+            given = "click_prob given" + (
+                ""
+                if table.negative_prob is not None
+                else ", no negative_prob: no explicit negatives"
+            )
         arriving = table.n_items - table.n_start
         later = f", {arriving} arriving later" if arriving else ""
         by = f", {len(segments.labels)} user segments" if segments is not None else ""
