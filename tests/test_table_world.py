@@ -352,3 +352,21 @@ def test_a_parquet_table_reads_like_its_csv(tmp_path):
     path = scenario_file(tmp_path, world)
     with pytest.raises(ScenarioError, match=r"items.parquet: row 3, column click_prob: 1.4"):
         check_scenario(load_scenario(path))
+
+
+def test_a_sweep_over_tables_reads_each_relative_to_the_scenario(tmp_path, monkeypatch):
+    from sim.sweep import plan_runs
+
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (tmp_path / name).write_text(GOOD)
+    world = {"catalog": {"table": "a.csv"}}
+    variants = {"grid": {"world.catalog.table": {"low": "a.csv", "high": "b.csv"}}}
+    path = scenario_file(tmp_path, world, variants=variants)
+    monkeypatch.chdir(tmp_path.parent)
+    labels, _, plans = plan_runs(load_scenario(str(path)))
+    tables = {plan.variant: plan.scenario.world.catalog.table for plan in plans}
+    assert tables == {"low": str(tmp_path / "a.csv"), "high": str(tmp_path / "b.csv")}
+    cases = {"cases": [{"label": "c", "set": {"world.catalog.table": "c.csv"}}]}
+    path = scenario_file(tmp_path, world, name="cases", variants=cases)
+    (plan,) = plan_runs(load_scenario(str(path)))[2]
+    assert plan.scenario.world.catalog.table == str(tmp_path / "c.csv")
