@@ -208,3 +208,14 @@ def test_the_parametric_world_is_the_default_and_its_yaml_is_unchanged():
     scenario = tiny()
     assert scenario.world.model.name == "parametric" and scenario.world.model.params == {}
     assert tiny("world.model=parametric") == scenario == tiny("world.model={name: parametric}")
+
+
+def test_a_model_that_reads_no_table_refuses_one(cascade, tmp_path):
+    (tmp_path / "items.csv").write_text("item,click_prob\n0,0.1\n1,0.2\n2,0.3\n3,0.4\n4,0.5\n")
+    table = f"world.catalog={{table: {tmp_path / 'items.csv'}}}"
+    scenario = tiny("world.model=my_cascade:Cascade", table)
+    message = "world.catalog.table: user model 'my_cascade:Cascade' draws its world and reads no"
+    with pytest.raises(ScenarioError, match=message):
+        check_scenario(scenario)
+    with pytest.raises(ScenarioError, match=message):
+        run_scenario(scenario)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from sim.domain import CatalogView, Kind, Requests, Responses
+from sim.errors import ScenarioError
 from sim.rng import Streams
 from sim.spec import (
     CatalogBurst,
@@ -112,6 +113,7 @@ class SimulatedWorld:
 
     def build_catalog(self, scenario: Scenario, rng: np.random.Generator) -> Catalog:
         """Every item of the run, drawn from ``world.catalog`` with the ``catalog`` stream."""
+        self.check(scenario)
         return Catalog(
             scenario.world.catalog,
             scenario.end,
@@ -122,7 +124,17 @@ class SimulatedWorld:
     @classmethod
     def check(cls, scenario: Scenario) -> list[str]:
         """Checks of ``scenario`` that need this model (before anything runs); returns notes,
-        raises :class:`sim.errors.ScenarioError` for a problem."""
+        raises :class:`sim.errors.ScenarioError` for a problem: here, a table the model would
+        not read (a subclass of :class:`users.TableWorld` reads them)."""
+        for path, table in (
+            ("world.catalog.table", scenario.world.catalog.table),
+            ("world.users.segments", scenario.world.users.segments),
+        ):
+            if table is not None:
+                raise ScenarioError(
+                    f"{path}: user model {scenario.world.model.name!r} draws its world and reads "
+                    "no table; a model that reads one subclasses users.TableWorld"
+                )
         return []
 
     @property
