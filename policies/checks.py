@@ -15,11 +15,11 @@ never raises for a failing policy: the report lists each check with the reason i
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from sim.plugins import CheckReport
 
 __all__ = ["check_policy", "CheckReport"]
 
@@ -39,31 +39,6 @@ CHECK_SCENARIO: dict[str, Any] = {
 FUTURE_AT = 7200.0
 
 
-@dataclass
-class CheckReport:
-    """Each check's name and ``None`` if it passed, else why it failed."""
-
-    policy: str
-    results: dict[str, str | None] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return all(reason is None for reason in self.results.values())
-
-    def raise_if_failed(self) -> None:
-        if not self.ok:
-            raise AssertionError(str(self))
-
-    def __str__(self) -> str:
-        lines = [f"check_policy({self.policy}): {'passed' if self.ok else 'FAILED'}"]
-        for name, reason in self.results.items():
-            lines.append(
-                f"  {'ok  ' if reason is None else 'FAIL'} {name}"
-                + (f": {reason}" if reason else "")
-            )
-        return "\n".join(lines)
-
-
 def check_policy(
     cls: type, params: dict[str, Any] | None = None, *, target: str | None = None
 ) -> CheckReport:
@@ -71,12 +46,11 @@ def check_policy(
 
     ``target`` is how a scenario names it (default ``module:QualifiedName`` of ``cls``).
     """
-    from sim.errors import RecloopError
     from sim.loader import apply_override, parse_scenario
     from sim.runner import build_policy, run_scenario
 
     target = target or f"{cls.__module__}:{cls.__qualname__}"
-    report = CheckReport(policy=target)
+    report = CheckReport("check_policy", target)
     layers: dict[str, Any] = {}
     if callable(getattr(cls, "fit", None)):
         layers["retrain"] = {"every": "20m", "latency": "1m", "compute_time": "2m"}
@@ -96,14 +70,6 @@ def check_policy(
         for override in overrides:
             data = apply_override(data, override)
         return parse_scenario(data, "check_policy")
-
-    def check(name: str, test: Callable[[], str | None]) -> Any:
-        try:
-            report.results[name] = test()
-        except RecloopError as error:
-            report.results[name] = str(error)
-        except Exception as error:  # the policy's own failure, reported, not raised
-            report.results[name] = f"{type(error).__name__}: {error}"
 
     runs: dict[str, Any] = {}
 
@@ -162,9 +128,9 @@ def check_policy(
                 return f"the {layer} layer published no version"
         return None
 
-    check("constructs from validated params and clones", constructs)
-    check("returns k distinct live items per request", serves)
-    check("is deterministic under a seed", deterministic)
-    check("never reads the future", causal)
-    check("hooks (fit, refresh) run and their models serve", hooks)
+    report.run("constructs from validated params and clones", constructs)
+    report.run("returns k distinct live items per request", serves)
+    report.run("is deterministic under a seed", deterministic)
+    report.run("never reads the future", causal)
+    report.run("hooks (fit, refresh) run and their models serve", hooks)
     return report

@@ -58,11 +58,16 @@ def _find_policy(scenario: Scenario, source: str) -> None:
     """Import a ``module:Class`` policy now, looking next to the scenario file first: a clear
     error before anything runs, and the folder it was found in is on ``sys.path`` for the
     sweep's workers (spawned workers inherit it)."""
+    path = Path(source)
+    near = path.parent if path.is_file() else None
     if ":" in scenario.stack.policy.name:
         from policies.registry import resolve
 
-        path = Path(source)
-        resolve(scenario.stack.policy.name, near=path.parent if path.is_file() else None)
+        resolve(scenario.stack.policy.name, near=near)
+    if ":" in scenario.world.model.name:  # a user model's module, found the same way
+        from users.registry import resolve as resolve_user_model
+
+        resolve_user_model(scenario.world.model.name, near=near)
 
 
 def _stop_on_sigterm() -> Any:
@@ -165,6 +170,14 @@ def _parser() -> argparse.ArgumentParser:
         "name", nargs="?", help="a policy: list its parameters, defaults and descriptions"
     )
     policies.set_defaults(handler=_policies)
+
+    users = commands.add_parser(
+        "users", help="list the available user models and where each comes from"
+    )
+    users.add_argument(
+        "name", nargs="?", help="a user model: list its parameters, defaults and descriptions"
+    )
+    users.set_defaults(handler=_user_models)
 
     listing = commands.add_parser("scenarios", help="list the packaged scenarios")
     listing.set_defaults(handler=_scenarios)
@@ -487,6 +500,13 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _user_range(entry: dict[str, Any]) -> str:
+    """How many users took a probe's control: one count, or the range over replications."""
+    if "users_max" in entry:
+        return f"{entry['users']} to {entry['users_max']}"
+    return str(entry["users"])
+
+
 def responsiveness_table(responsiveness: dict[str, Any]) -> str:
     """Per variant, each probe's control and the share of the probe users' exposure to what
     they rejected that it prevented, against the twin run without it; then how long a deletion
@@ -516,7 +536,7 @@ def responsiveness_table(responsiveness: dict[str, Any]) -> str:
                 (
                     label,
                     entry["exposure_to"],
-                    str(entry["users"]),
+                    _user_range(entry),
                     *(cell(shares.get(h, {})) for h in ("1h", "1d", "end")),
                 )
             )
@@ -781,20 +801,29 @@ def scenario_schema() -> dict[str, Any]:
 def _policies(args: argparse.Namespace) -> int:
     from policies.registry import available, resolve, summary_line
 
-    if args.name:
-        return _policy_parameters(resolve(args.name, "policy"))
-    for name, origin in sorted(available().items()):
+    return _plugins(args.name, "policy", "stack.policy.name", available, resolve, summary_line)
+
+
+def _plugins(
+    name: str | None, kind: str, field: str, available: Any, resolve: Any, summary: Any
+) -> int:
+    """``recloop policies`` and ``recloop users``: every plug-in of a kind that resolves, with
+    where it comes from and its summary; or, given ``name``, that one's parameters."""
+    if name:
+        return _policy_parameters(resolve(name, kind))
+    for found, origin in sorted(available().items()):
         try:
-            line = summary_line(resolve(name))
+            line = summary(resolve(found))
         except RecloopError as error:
             line = f"(cannot load: {error})"
-        print(f"{name:16s} {origin:28s} {line}")
-    print("or any 'module:Class' as stack.policy.name")
+        print(f"{found:16s} {origin:28s} {line}")
+    print(f"or any 'module:Class' as {field}")
     return 0
 
 
 def _policy_parameters(cls: type) -> int:
-    """Each parameter of a policy (its ``Params`` model) with its default and description."""
+    """Each parameter of a policy or user model (its ``Params`` model) with its default and
+    description."""
     print(f"{getattr(cls, 'name', cls.__name__)}: {(cls.__doc__ or '').strip().splitlines()[0]}")
     params = getattr(cls, "Params", None)
     if params is None or not params.model_fields:
@@ -806,6 +835,13 @@ def _policy_parameters(cls: type) -> int:
         )
         print(f"  {field:20s} {default:12s} {info.description or ''}")
     return 0
+
+
+def _user_models(args: argparse.Namespace) -> int:
+    from sim.plugins import summary_line
+    from users.registry import available, resolve
+
+    return _plugins(args.name, "user model", "world.model.name", available, resolve, summary_line)
 
 
 def _scenarios(args: argparse.Namespace) -> int:
@@ -854,8 +890,13 @@ def _safe_name(name: str) -> str:
 def _headline(scenario: Scenario) -> str:
     world = scenario.world
     warmup = f" after {format_duration(scenario.warmup)} warm-up" if scenario.warmup else ""
+    items = (
+        f"{world.catalog.items:,} items"
+        if world.catalog.table is None
+        else f"items of {Path(world.catalog.table).name}"
+    )
     return (
-        f"recloop: {scenario.name}: {world.users.count:,} users, {world.catalog.items:,} items, "
+        f"recloop: {scenario.name}: {world.users.count:,} users, {items}, "
         f"{format_duration(scenario.duration)} measured{warmup}, "
         f"policy {scenario.stack.policy.name}, tick {format_duration(scenario.tick_seconds)}"
     )

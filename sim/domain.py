@@ -28,6 +28,7 @@ __all__ = [
     "View",
     "Responses",
     "World",
+    "UserModel",
     "readonly",
 ]
 
@@ -293,3 +294,30 @@ class World(Protocol):
         """Remove and return the requests due before ``until`` (an object with ``.requests``)."""
 
     def respond(self, batch: Any, slates: np.ndarray) -> Responses: ...
+
+
+class UserModel(World, Protocol):
+    """A user model: the ground truth of one run, as the engine drives it (:class:`World`) and
+    as the runner reads it when the run ends. Plug-ins are constructed as ``cls(scenario,
+    streams, params)`` (``params``: ``world.model.params`` validated by the class's ``Params``,
+    or None); ``users.SimulatedWorld`` implements all of it and is the base to subclass.
+    """
+
+    #: Per user: the simulated time they quit, ``inf`` if they stayed.
+    churned_at: np.ndarray
+    #: Per intervention name: whom and what it touched (for the metrics).
+    affected: dict[str, Any]
+
+    def respond(self, batch: Any, slates: np.ndarray) -> Responses:
+        """Every user's answer to the slate served to them, vectorized over the batch:
+        ``(n, k)`` kinds, scopes and dwell, and who abandoned their session."""
+
+    def items(self) -> CatalogView:
+        """Every item that exists by the end of the run, live or not yet (labels events)."""
+
+    def session_start_times(self) -> np.ndarray:
+        """Start times of every session that was served at least one slate."""
+
+    def expected_clicks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """With ``metrics.regret``: per request, its time and the expected clicks on the slate
+        served and on an oracle's; None when the model does not measure them."""

@@ -13,14 +13,18 @@ import time as wallclock
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import simpy
 from simpy.events import Event, EventPriority
 
-from sim.domain import World
+from sim.domain import Kind, Responses, Scope, World
+from sim.durations import humanize_duration
+from sim.errors import USER_CODE_ERRORS, UserModelError, said
 from sim.eventlog import EventLog
+from sim.plugins import own_name
 from sim.stack import Stack
 
-__all__ = ["Engine", "LATE"]
+__all__ = ["Engine", "LATE", "check_responses"]
 
 #: SimPy priority of the serving step: after every URGENT (0) and NORMAL (1) event at the same
 #: instant, so that releases and triggers at time t are in force for requests at t.
@@ -102,7 +106,14 @@ class Engine:
             requests, self.world.catalog_view(), self.world.n_users, now
         )
         t2 = clock()
-        responses = self.world.respond(batch, slates)
+        try:
+            responses = self.world.respond(batch, slates)
+        except USER_CODE_ERRORS as error:
+            raise UserModelError(
+                f"user model {own_name(self.world)!r} failed in respond at simulated time "
+                f"{humanize_duration(now)}: {said(error)}"
+            ) from error
+        responses = check_responses(responses, len(requests), requests.k, self.world, now)
         t3 = clock()
         self.log.append_slates(requests, slates, responses, versions)
         self.wall["ranking"] += t2 - t1
@@ -110,3 +121,44 @@ class Engine:
         self.wall["logging"] += clock() - t3
         self.windows += 1
         self.requests += len(requests)
+
+
+#: What a response may say about one impression (an abandon is the session's, logged apart).
+_IMPRESSION_KINDS = (0, int(Kind.BLOCK_CREATOR))
+_IMPRESSION_SCOPES = (0, int(Scope.CREATOR))
+
+
+def check_responses(responses: Any, n: int, k: int, world: Any, now: float) -> Responses:
+    """``responses`` with the shapes and dtypes the event log holds, or a
+    :class:`UserModelError` naming the model, the field and the simulated time."""
+
+    def refused(problem: str) -> UserModelError:  # formatted only on failure: runs per window
+        return UserModelError(
+            f"user model {own_name(world)!r} respond at simulated time "
+            f"{humanize_duration(now)}: {problem}"
+        )
+
+    if not isinstance(responses, Responses):
+        raise refused(f"returned {type(responses).__name__}, expected sim.domain.Responses")
+    checked = {}
+    for name, shape, dtype, bounds in (
+        ("kind", (n, k), np.int8, _IMPRESSION_KINDS),
+        ("scope", (n, k), np.int8, _IMPRESSION_SCOPES),
+        ("dwell", (n, k), np.float32, None),
+        ("abandoned", (n,), np.bool_, None),
+    ):
+        array = np.asarray(getattr(responses, name))
+        if array.shape != shape:
+            raise refused(f"{name} has shape {array.shape}, expected {shape}")
+        if bounds is not None:
+            if not np.issubdtype(array.dtype, np.integer):
+                raise refused(f"{name} has dtype {array.dtype}, expected integer codes")
+            if n and (int(array.min()) < bounds[0] or int(array.max()) > bounds[1]):
+                bad = int(array.min()) if int(array.min()) < bounds[0] else int(array.max())
+                raise refused(f"{name} code {bad} is not one of {bounds[0]}..{bounds[1]}")
+        elif name == "dwell" and n and not (np.isfinite(array).all() and array.min() >= 0):
+            raise refused("dwell must be finite seconds, at least 0")
+        elif name == "abandoned" and array.dtype != np.bool_:
+            raise refused(f"abandoned has dtype {array.dtype}, expected bool")
+        checked[name] = array.astype(dtype, copy=False)
+    return Responses(**checked)

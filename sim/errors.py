@@ -6,7 +6,14 @@ the CLI prints its message on one line and exits 2. Anything else is a bug in re
 
 from __future__ import annotations
 
-__all__ = ["RecloopError", "ScenarioError", "PolicyError", "USER_CODE_ERRORS", "said"]
+__all__ = [
+    "RecloopError",
+    "ScenarioError",
+    "PolicyError",
+    "UserModelError",
+    "USER_CODE_ERRORS",
+    "said",
+]
 
 
 class RecloopError(Exception):
@@ -26,6 +33,10 @@ class ScenarioError(RecloopError):
 
 class PolicyError(RecloopError):
     """A policy is unknown, misconfigured, or returned something serving cannot use."""
+
+
+class UserModelError(RecloopError):
+    """A user model failed, or answered slates with something the event log cannot hold."""
 
 
 #: What user code (a policy's module, constructor or hook) may raise that must fail the run, not

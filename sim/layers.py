@@ -267,6 +267,9 @@ class LayerRuntime:
         self._why_not: dict[int, str] = {}
         self.cost_units = 0.0
         self.wall_seconds = 0.0
+        #: Updates still computing: (trigger time, events read). Their compute is spent, so one
+        #: the run ends before it goes live is still charged (see :meth:`unfinished_cost`).
+        self._computing: list[tuple[float, int]] = []
         self._updates = 0
         self._absorbed_until = 0  # log index up to which an incremental state is computed
         self._read_from = 0.0  # event time from which the next incremental update reads
@@ -402,7 +405,10 @@ class LayerRuntime:
         horizon = triggered - self.spec.latency
         if self.kind.incremental:
             start, since, events = self._take_new(triggered)
+            computing = (triggered, len(events))
+            self._computing.append(computing)
             yield env.timeout(self.spec.compute_time)
+            self._computing.remove(computing)
             self._absorb(triggered, horizon, start, since, events)
             return
         data = self._training_data(triggered, horizon, self._published_state)
@@ -411,7 +417,10 @@ class LayerRuntime:
         spent = wallclock.perf_counter() - started
         self._updates += 1
         version = self._updates
+        computing = (triggered, len(data.events))
+        self._computing.append(computing)
         yield env.timeout(self.spec.compute_time)
+        self._computing.remove(computing)
         # against what serves everyone when it goes live
         effect = self._batch_effect(version, state)
         since = self._since(horizon)
@@ -565,6 +574,13 @@ class LayerRuntime:
         window = None if whole_log else getattr(self.spec, "window", None)
         spans = [span for span in (window, getattr(self.kind, "retention", None)) if span]
         return max(horizon - min(spans), 0.0) if spans else 0.0
+
+    def unfinished_cost(self, triggered_from: float = 0.0) -> tuple[int, float]:
+        """The updates triggered from ``triggered_from`` still computing (the run ended before
+        they went live) and the compute units they spent."""
+        events = [n for at, n in self._computing if at >= triggered_from]
+        cost = self.spec.cost
+        return len(events), sum(cost.per_run + cost.per_event * n for n in events)
 
     def absorption(self) -> Absorption:
         """What this layer's versions reflected, for the propagation metrics."""

@@ -29,6 +29,8 @@ __all__ = [
     "apply_override",
     "set_path",
     "resolved_yaml",
+    "resolve_table_paths",
+    "TABLE_PATHS",
     "MAX_SCENARIO_BYTES",
     "LOCAL_FOLDERS",
 ]
@@ -79,8 +81,13 @@ def load_scenario_with_notes(
     told: list[str] = []  # what the description will say changed
     if quick:
         data, told = _quick(data, label)
+    path = Path(str(source))
+    # tables named in the file are relative to the file, those on the command line to the
+    # current directory, as a shell's paths are
+    data = resolve_table_paths(data, path.resolve().parent if path.is_file() else Path.cwd())
     for override in overrides:
         data = apply_override(data, override)
+    data = resolve_table_paths(data, Path.cwd())
     paths = [override.partition("=")[0].strip() for override in overrides]
     data, dropped = drop_other_policys_params(original, data, paths)
     if overrides:
@@ -93,6 +100,66 @@ def load_scenario_with_notes(
         if len(description) <= MAX_DESCRIPTION:
             data = {**data, "description": description}
     return parse_scenario(data, label), [dropped.strip()] if dropped else []
+
+
+#: Scenario fields that name a data file, read relative to the scenario file.
+TABLE_PATHS = ("world.catalog.table", "world.users.segments")
+
+
+def resolve_table_paths(data: Any, folder: Path) -> Any:
+    """``data`` with every relative table path (:data:`TABLE_PATHS`, also as a variant's value)
+    made absolute against ``folder``: the resolved scenario then runs from any directory, in a
+    sweep's workers and on ``--resume``.
+
+    >>> resolve_table_paths({"world": {"catalog": {"table": "items.csv"}}}, Path("/data"))
+    {'world': {'catalog': {'table': '/data/items.csv'}}}
+    """
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            return str(folder / value)
+        return value
+
+    if not isinstance(data, dict):
+        return data
+    for dotted in TABLE_PATHS:
+        node: Any = data
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, str) and absolute(node) != node:
+            data = set_path(data, dotted, absolute(node), dotted)
+    variants = data.get("variants")
+    if not isinstance(variants, dict):
+        return data
+    grid, cases = variants.get("grid"), variants.get("cases")
+    changed = dict(variants)
+    if isinstance(grid, dict):
+        changed["grid"] = {
+            axis: (
+                values
+                if axis not in TABLE_PATHS
+                else [absolute(v) for v in values]
+                if isinstance(values, list)
+                else {label: absolute(v) for label, v in values.items()}
+                if isinstance(values, dict)
+                else values
+            )
+            for axis, values in grid.items()
+        }
+    if isinstance(cases, list):
+        changed["cases"] = [
+            {
+                **case,
+                "set": {
+                    key: absolute(value) if key in TABLE_PATHS else value
+                    for key, value in case["set"].items()
+                },
+            }
+            if isinstance(case, dict) and isinstance(case.get("set"), dict)
+            else case
+            for case in cases
+        ]
+    return {**data, "variants": changed}
 
 
 def _read_source(source: str) -> tuple[str, str]:

@@ -424,8 +424,13 @@ def responsiveness(
                     (_curve(taken, probe, level), _curve(withheld, probe, level))
                     for taken, withheld in pairs
                 ]
-                since, widths, users = curves[0][0][0], curves[0][0][2], curves[0][0][3]
-                entry["users"] = users
+                since, widths = curves[0][0][0], curves[0][0][2]
+                if level == level_of:
+                    # Users who took the control, per replication: fewer may be eligible in some.
+                    users = [taken[3] for taken, _ in curves]
+                    entry["users"] = min(users)
+                    if max(users) != min(users):
+                        entry["users_max"] = max(users)
                 with_bins = np.array([c[0][1] for c in curves], np.float64)
                 without_bins = np.array([c[1][1] for c in curves], np.float64)
                 for b, start in enumerate(since):
@@ -462,7 +467,7 @@ def responsiveness(
                             for key in ("value", "ci_low", "ci_high", "n", "missing")
                             if share.get(key) is not None
                         }
-            if not entry["users"]:
+            if not entry["users"] and "users_max" not in entry:
                 entry["missing"] = (
                     "no user was eligible: none was shown anything in the hour before who had not "
                     "taken an earlier probe's control"

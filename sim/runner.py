@@ -20,7 +20,14 @@ from threadpoolctl import threadpool_limits
 from policies.bandit import BanditKind
 from policies.online import OnlineModel
 from policies.registry import make_policy
-from sim.domain import EXPLICIT_NEGATIVE_KINDS, NEGATIVE_KINDS, CatalogView, EventTable, Kind
+from sim.domain import (
+    EXPLICIT_NEGATIVE_KINDS,
+    NEGATIVE_KINDS,
+    CatalogView,
+    EventTable,
+    Kind,
+    UserModel,
+)
 from sim.durations import format_duration
 from sim.engine import Engine
 from sim.eventlog import EventLog, row_chunks
@@ -31,7 +38,8 @@ from sim.rng import Streams
 from sim.spec import RetrainLayer, Scenario
 from sim.stack import Stack
 from sim.stores import FeatureStore, ProfileMemoryKind, SessionContextStore, StoreKind
-from users.world import Affected, SimulatedWorld
+from users.registry import check_world, make_user_model
+from users.world import Affected
 
 __all__ = ["RunResult", "Assembly", "assemble", "run_scenario", "check_scenario", "build_policy"]
 
@@ -84,8 +92,9 @@ def is_oracle(policy: Any) -> bool:
 
 
 def check_scenario(scenario: Scenario) -> list[str]:
-    """Checks that need the policy (it resolves, its parameters validate); returns notes."""
-    return _notes(scenario, build_policy(scenario))
+    """Checks that need the policy and the user model (they resolve, their parameters validate,
+    a table world's tables read); returns notes."""
+    return _notes(scenario, build_policy(scenario)) + check_world(scenario)
 
 
 #: Layers whose math is a policy hook, and the hook they need.
@@ -117,7 +126,7 @@ def _notes(scenario: Scenario, policy: Any) -> list[str]:
 
 
 def _layer_kind(
-    name: str, spec: Any, policy: Any, world: SimulatedWorld, stack: Stack, seed: int
+    name: str, spec: Any, policy: Any, world: UserModel, stack: Stack, seed: int
 ) -> Any:
     """The math of layer ``name``, or ``None`` when the policy lacks the hook it needs."""
     hook = POLICY_HOOKS.get(name)
@@ -167,12 +176,13 @@ class Assembly:
     """One run's parts, wired on a SimPy environment, before serving starts."""
 
     env: simpy.Environment
-    world: SimulatedWorld
+    world: UserModel
     stack: Stack
     log: EventLog
     layers: list[LayerRuntime]
     notes: list[str]
     probes: list[ProbeRecord] = field(default_factory=list)
+    items_at_start: int = 0
 
 
 def assemble(scenario: Scenario, scratch: str | Path | None = None) -> Assembly:
@@ -180,7 +190,7 @@ def assemble(scenario: Scenario, scratch: str | Path | None = None) -> Assembly:
     streams = Streams(scenario.seed)
     policy = build_policy(scenario, streams)
     notes = _notes(scenario, policy)
-    world = SimulatedWorld(scenario, streams)
+    world = make_user_model(scenario, streams)
 
     specs = scenario.stack.layers.active()
     stack = Stack(policy, scenario.stack.slate_size)
@@ -208,6 +218,7 @@ def assemble(scenario: Scenario, scratch: str | Path | None = None) -> Assembly:
         stack.add_layer(name)
     log = EventLog(layers=tuple(kinds), on_disk=event_log_on_disk(scenario), directory=scratch)
 
+    items_at_start = world.catalog_view().n_items
     env = simpy.Environment()
     world.start(env)
     probes: list[ProbeRecord] = []
@@ -245,7 +256,7 @@ def assemble(scenario: Scenario, scratch: str | Path | None = None) -> Assembly:
             runtime.warm_start_at = scenario.warmup - spec.compute_time
         runtime.start(env)
         layers.append(runtime)
-    return Assembly(env, world, stack, log, layers, notes, probes)
+    return Assembly(env, world, stack, log, layers, notes, probes, items_at_start)
 
 
 def _bootstrap(env: simpy.Environment, layers: list[LayerRuntime], at: float) -> Any:
@@ -278,7 +289,12 @@ def _run(
         unchanged = layer.unchanged_note(scenario.warmup)
         if unchanged is not None:
             notes.append(unchanged)
-    summary = _summary(scenario, world, engine, events, wall, notes)
+    if scenario.metrics.regret and world.expected_clicks() is None:
+        notes.append(
+            f"metrics.regret: user model {scenario.world.model.name!r} does not say its expected "
+            "clicks (it overrides react, not expected_slate_clicks): regret is not measured"
+        )
+    summary = _summary(scenario, world, engine, events, wall, notes, parts.items_at_start)
     summary["layers"] = {layer.name: _layer_summary(layer, scenario) for layer in layers}
     deletions = deletion_delays(parts.probes, layers, scenario.end)
     if deletions:
@@ -290,19 +306,20 @@ def _run(
         # Continuous updates and event-count or drift triggers act at window starts: an event
         # can wait up to one tick beyond its latency. Periodic layers stay exact.
         summary["timing_error_bound_seconds"] = tick
+    items = world.items()
     return RunResult(
         scenario=scenario,
         summary=summary,
         events=events,
-        item_topic=world.catalog.topic,
-        item_creator=world.catalog.creator,
+        item_topic=items.topic,
+        item_creator=items.creator,
         churned_at=world.churned_at,
         canary_users={
             layer.name: layer.canary_users for layer in layers if layer.canary_users is not None
         },
         versions=versions,
         affected=world.affected,
-        item_created_at=world.catalog.created_at,
+        item_created_at=items.created_at,
         session_starts=world.session_start_times(),
         expected_clicks=world.expected_clicks(),
         absorption={layer.name: layer.absorption() for layer in layers},
@@ -324,8 +341,11 @@ def _layer_summary(layer: LayerRuntime, scenario: Scenario) -> dict[str, Any]:
     if layer.name not in scenario.stack.layers.active():
         trigger = "none: the warm-up's model serves unchanged"
     updates = {v.version for v in layer.history if v.origin == "update"}
-    # what measuring cost: updates triggered in the measured period, per measured day
+    # what measuring cost: updates triggered in the measured period, per measured day, with
+    # those still computing at the end (their compute is spent)
     measured = sum(v.cost for v in layer.history if v.triggered_at >= scenario.warmup)
+    unfinished, unfinished_cost = layer.unfinished_cost(scenario.warmup)
+    _, unfinished_total = layer.unfinished_cost()
     describe = getattr(layer.state, "describe", None)
     return {
         **(describe() if callable(describe) else {}),
@@ -334,8 +354,11 @@ def _layer_summary(layer: LayerRuntime, scenario: Scenario) -> dict[str, Any]:
         "compute_time_seconds": spec.compute_time,
         "updates": len(updates),
         "warmup_versions": sum(v.origin != "update" for v in layer.history),
-        "cost_units": round(layer.cost_units, 6),
-        "cost_units_per_day": round(measured / (scenario.duration / 86400.0), 6),
+        "unfinished_updates": unfinished,
+        "cost_units": round(layer.cost_units + unfinished_total, 6),
+        "cost_units_per_day": round(
+            (measured + unfinished_cost) / (scenario.duration / 86400.0), 6
+        ),
     }
 
 
@@ -347,11 +370,12 @@ def _diagnostics(policy: Any) -> dict[str, Any]:
 
 def _summary(
     scenario: Scenario,
-    world: SimulatedWorld,
+    world: UserModel,
     engine: Engine,
     events: EventTable,
     wall: float,
     notes: list[str],
+    items_at_start: int,
 ) -> dict[str, Any]:
     start = scenario.warmup
     first = int(np.searchsorted(events.time, start, side="left"))  # the log is in time order
@@ -385,8 +409,8 @@ def _summary(
         "policy_is_oracle": is_oracle(engine.stack.policy),
         "policy_diagnostics": _diagnostics(engine.stack.policy),
         "users": world.n_users,
-        "items_at_start": scenario.world.catalog.items,
-        "items_at_end": world.catalog.n_live,
+        "items_at_start": items_at_start,
+        "items_at_end": world.catalog_view().n_items,
         "warm_mode": scenario.stack.warm.mode if scenario.warmup > 0 else "none (no warm-up)",
         "measured_from_seconds": start,
         "measured_to_seconds": scenario.end,

@@ -22,6 +22,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "Users",
     "Catalog",
     "Behavior",
+    "UserModelSpec",
     "Stack",
     "Warm",
     "PolicySpec",
@@ -172,6 +174,13 @@ class Users(Spec):
     diurnal: Diurnal = Diurnal()
     session: Session = Session()
     drift: Drift = Drift()
+    segments: Name | None = Field(
+        None,
+        description="a Parquet or CSV file of user segments (columns segment, share, click_scale; "
+        "path relative to the scenario file): each user joins a segment with its share of "
+        "probability and clicks with click_scale times each item's click_prob (needs "
+        "world.catalog.table with click_prob; see docs/worlds.md)",
+    )
 
 
 class Catalog(Spec):
@@ -185,6 +194,38 @@ class Catalog(Spec):
     quality_sd: float = Field(0.5, ge=0, le=10, description="sd of item quality")
     zipf_exponent: float = Field(1.0, ge=0, le=5, description="popularity prior ~ 1/rank^s")
     new_items_per_day: float = Field(100.0, ge=0, le=10_000_000, description="arrival rate")
+    table: Name | None = Field(
+        None,
+        description="a Parquet or CSV file of the items (columns item, and optionally "
+        "click_prob, topic, creator, quality, created_at, negative_prob; path relative to the "
+        "scenario file): its rows are the catalogue, so items and new_items_per_day are not "
+        "given with it; with click_prob an examined item is clicked with exactly that chance "
+        "(see docs/worlds.md)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _table_or_counts(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("table") is not None:
+            counts = ("items", "new_items_per_day")
+            given = [key for key in counts if data.get(key) is not None]
+            if given:
+                raise ValueError(
+                    f"{' and '.join(given)}: a table's rows are the catalogue (items arriving "
+                    "later have a created_at after 0); leave them out with table"
+                )
+            rest = {key: value for key, value in data.items() if key not in counts}
+            return {**rest, "new_items_per_day": 0.0}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _without_counts_of_a_table(self, handler: Any) -> Any:
+        # with a table, the counts are the table's: written out, they would be refused on reload
+        data = handler(self)
+        if self.table is not None and isinstance(data, dict):
+            data.pop("items", None)
+            data.pop("new_items_per_day", None)
+        return data
 
 
 class ExplicitKinds(Spec):
@@ -257,12 +298,64 @@ class Behavior(Spec):
     )
 
 
+class UserModelSpec(Spec):
+    """A user model by registry name (``parametric``, ``table``) or import target
+    (``pkg.module:Class``): what draws users, items and arrivals and answers served slates."""
+
+    name: Name = Field(
+        "parametric",
+        min_length=1,
+        description="parametric (the default), table (the default with world.catalog.table), "
+        "an installed user model's name (recloop users lists them), or module:Class",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the user model's own parameters"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # `model: table` is the same as `model: {name: table}`.
+        return {"name": value} if isinstance(value, str) else value
+
+
 class World(Spec):
-    """The ground truth: users, catalogue and behaviour."""
+    """The ground truth: users, catalogue and behaviour, and the user model that draws and
+    answers with them."""
 
     users: Users = Users()
     catalog: Catalog = Catalog()
     behavior: Behavior = Behavior()
+    model: UserModelSpec = Field(
+        UserModelSpec(),
+        description="the user model: parametric unless world.catalog.table is given (then "
+        "table), or a plug-in (docs/worlds.md)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _table_model(cls, data: Any) -> Any:
+        """Without a ``model``, a world with an item table is the table world."""
+        if not isinstance(data, dict) or "model" in data:
+            return data
+        catalog = data.get("catalog")
+        if isinstance(catalog, dict) and catalog.get("table") is not None:
+            return {**data, "model": {"name": "table"}}
+        return data
+
+    @model_validator(mode="after")
+    def _tables_need_a_reader(self) -> World:
+        if self.model.name == "parametric":
+            for path, table in (
+                ("catalog.table", self.catalog.table),
+                ("users.segments", self.users.segments),
+            ):
+                if table is not None:
+                    raise ValueError(
+                        f"{path}: the parametric user model draws its world and reads no "
+                        "table; use world.model: table (or leave world.model out)"
+                    )
+        return self
 
 
 # --- stack -----------------------------------------------------------------------------------
@@ -1029,7 +1122,7 @@ class Scenario(Spec):
                 f"stack.layers.bandit.position ({bandit.position}) must be below stack.slate_size "
                 f"({k})"
             )
-        if self.world.catalog.items < k:
+        if self.world.catalog.table is None and self.world.catalog.items < k:
             raise ValueError(
                 f"world.catalog.items ({self.world.catalog.items}) must be at least "
                 f"stack.slate_size ({k})"

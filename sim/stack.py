@@ -14,6 +14,7 @@ from sim.deadline import deadline
 from sim.domain import CatalogView, Requests, View
 from sim.durations import humanize_duration
 from sim.errors import USER_CODE_ERRORS, PolicyError, said
+from sim.plugins import own_name
 
 __all__ = ["Stack", "check_slates"]
 
@@ -50,9 +51,7 @@ class Stack:
     def policy_name(self) -> str:
         """The policy's own ``name``, or ``module:Class`` for a class that inherits its name
         (a subclass of ``RandomPolicy`` is not ``random``)."""
-        cls = type(self.policy)
-        own = cls.__dict__.get("name")
-        return str(own) if isinstance(own, str) else f"{cls.__module__}:{cls.__qualname__}"
+        return own_name(self.policy)
 
     @property
     def model(self) -> Any:

@@ -172,7 +172,8 @@ def as_scenario(fragment: dict) -> dict:
 
 
 @pytest.mark.parametrize("block", of("yaml"))
-def test_yaml_blocks_validate_as_scenarios(block):
+def test_yaml_blocks_validate_as_scenarios(block, reader_folder):
+    write_modules(block.page, reader_folder)  # a fragment may name a module the page saves
     check_scenario(parse_scenario(as_scenario(yaml.safe_load(block.text))))
 
 

@@ -831,16 +831,21 @@ def test_a_profile_is_absorbed_at_the_users_next_session_start_once_it_is_live()
     assert metrics.scalars["absorption.profile_memory.absorbed_share"] == pytest.approx(2 / 3)
 
 
-def test_cost_per_day_counts_the_updates_triggered_while_measuring():
+@pytest.mark.parametrize("compute_time", ["0s", "45m"])
+def test_cost_per_day_counts_the_updates_triggered_while_measuring(compute_time):
     """Four measured hours (a sixth of a day): a retrain every 30 minutes triggers 8 times
     whatever its phase (3 units each), a bandit every 10 minutes 24 times (0.5 each); the
-    warm-up's versions are not charged."""
+    warm-up's versions are not charged. A retrain still computing when the run ends (45
+    minutes of compute: the last one or two) has spent its compute and is charged too."""
+    retrain = f"every: 30m, latency: 2m, compute_time: {compute_time}, cost: {{per_run: 3}}"
     result = run_scenario(
         tiny(
-            "stack.layers.retrain={every: 30m, latency: 2m, compute_time: 0s, cost: {per_run: 3}}",
+            f"stack.layers.retrain={{{retrain}}}",
             "stack.layers.bandit={every: 10m, cost: {per_run: 0.5}}",
         )
     )
+    unfinished = result.summary["layers"]["retrain"]["unfinished_updates"]
+    assert unfinished == 0 if compute_time == "0s" else unfinished in (1, 2)
     metrics = RunMetrics()
     sim.metrics._costs(result, metrics)
     assert metrics.scalars == {

@@ -100,7 +100,7 @@ def _table(result) -> pa.Table:
 
 
 def test_prevented_share_is_one_minus_with_over_without_within_each_horizon():
-    def run(exposures: list[int]) -> pa.Table:
+    def run(exposures: list[int], users: int = 10) -> pa.Table:
         n = len(exposures)
         return pa.table(
             {
@@ -108,7 +108,7 @@ def test_prevented_share_is_one_minus_with_over_without_within_each_horizon():
                 "control": ["dismiss"] * n,
                 "about": ["item"] * n,
                 "taken": [True] * n,
-                "users": [10] * n,
+                "users": [users] * n,
                 "exposure_to": ["item"] * n,
                 "since_seconds": [3600.0 * b for b in range(n)],
                 "bin_seconds": [3600.0] * n,
@@ -120,10 +120,13 @@ def test_prevented_share_is_one_minus_with_over_without_within_each_horizon():
     tables = {
         ("v", 0, True): run([1, 0, 0]),
         ("v", 0, False): run([4, 4, 2]),
-        ("v", 1, True): run([2, 1, 0]),
-        ("v", 1, False): run([4, 2, 4]),
+        ("v", 1, True): run([2, 1, 0], users=7),
+        ("v", 1, False): run([4, 2, 4], users=7),
     }
     _, summary = responsiveness(tables, ["v"])
+    # Fewer users were eligible in the second replication: the summary keeps the range.
+    assert (summary["v"]["p"]["users"], summary["v"]["p"]["users_max"]) == (7, 10)
+    assert "7 to 10" in responsiveness_table(summary)
     shares = summary["v"]["p"]["prevented_share"]
     # 1h: 1 - 1/4 and 1 - 2/4; end: 1 - 1/10 and 1 - 3/10
     assert shares["1h"]["value"] == pytest.approx(0.625)

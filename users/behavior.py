@@ -18,6 +18,7 @@ __all__ = [
     "respond_to_slates",
     "click_probability",
     "expected_clicks",
+    "impression_kinds",
     "EXPLICIT_ORDER",
 ]
 
@@ -115,7 +116,7 @@ def respond_to_slates(
     ``slot_uniform[..., 0:4]`` drive examination, click, explicit action (before a click, or a
     letdown after one) and its kind.
     """
-    n, k = value.shape
+    k = value.shape[1]
     examined = slot_uniform[..., 0] < spec.examine_decay ** np.arange(k, dtype=np.float32)
     # The logistic function written with tanh, which cannot overflow.
     click_probability = 0.5 + 0.5 * np.tanh((value - spec.click_at) / (2 * spec.click_temperature))
@@ -124,16 +125,39 @@ def respond_to_slates(
         np.log(spec.dwell_median) + spec.dwell_utility_slope * value + spec.dwell_sd * dwell_noise
     )
     dwell = np.where(clicked, np.exp(log_dwell), 0.0).astype(np.float32)
-    short = clicked & (dwell < spec.short_dwell)
     explicit = (
         examined
         & ~clicked
         & (value < spec.explicit_at)
         & (slot_uniform[..., 2] < spec.explicit_prob)
     )
+    kind, scope = impression_kinds(spec, examined, clicked, dwell, explicit, slot_uniform[..., 3])
+    if spec.letdown_prob > 0:  # watched, then disliked: the dwell stays
+        letdown = (
+            clicked & (value - hype < spec.letdown_at) & (slot_uniform[..., 2] < spec.letdown_prob)
+        )
+        kind[letdown] = Kind.THUMBS_DOWN
+        scope[letdown] = Scope.ITEM
+    return kind, scope, dwell
+
+
+def impression_kinds(
+    spec: Behavior,
+    examined: np.ndarray,
+    clicked: np.ndarray,
+    dwell: np.ndarray,
+    explicit: np.ndarray,
+    which_uniform: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kind and scope of every impression ``(n, k)`` from what the user did with it: not
+    examined (an impression), examined (a skip), clicked (a click, or a short dwell under
+    ``spec.short_dwell``), or an explicit negative, whose kind ``which_uniform`` draws by
+    ``spec.explicit_kinds``."""
+    n, k = examined.shape
+    short = clicked & (dwell < spec.short_dwell)
     weights = np.array([getattr(spec.explicit_kinds, name) for name, _, _ in EXPLICIT_ORDER])
     cumulative = np.cumsum(weights) / weights.sum()
-    which = np.minimum(np.searchsorted(cumulative, slot_uniform[..., 3], side="right"), 3)
+    which = np.minimum(np.searchsorted(cumulative, which_uniform, side="right"), 3)
 
     kind = np.full((n, k), Kind.IMPRESSION, np.int8)
     kind[examined] = Kind.SKIP
@@ -143,10 +167,4 @@ def respond_to_slates(
     scope = np.zeros((n, k), np.int8)
     scope[examined & ~clicked | short] = Scope.ITEM
     scope[explicit] = _EXPLICIT_SCOPE[which[explicit]]
-    if spec.letdown_prob > 0:  # watched, then disliked: the dwell stays
-        letdown = (
-            clicked & (value - hype < spec.letdown_at) & (slot_uniform[..., 2] < spec.letdown_prob)
-        )
-        kind[letdown] = Kind.THUMBS_DOWN
-        scope[letdown] = Scope.ITEM
-    return kind, scope, dwell
+    return kind, scope

@@ -11,6 +11,7 @@ import numpy as np
 from sim.domain import CatalogView, readonly
 from sim.spec import Catalog as CatalogSpec
 from sim.spec import CatalogBurst
+from users.tables import ItemTable
 
 __all__ = ["Catalog"]
 
@@ -23,7 +24,9 @@ class Catalog:
     """Every item that will exist during the run, of which the first ``n_live`` are live.
 
     Items arriving later are drawn up front (their arrival times from a Poisson process) so that
-    the catalogue, like the users, is identical across the variants of one replication.
+    the catalogue, like the users, is identical across the variants of one replication. With an
+    item ``table``, its rows are the items and its columns replace the drawn attributes (latent
+    vectors are still drawn around each item's topic).
     """
 
     def __init__(
@@ -32,12 +35,19 @@ class Catalog:
         end: float,
         rng: np.random.Generator,
         bursts: list[CatalogBurst] | tuple[CatalogBurst, ...] = (),
+        table: ItemTable | None = None,
     ):
         self.spec = spec
         self.centroids = _unit_rows(rng.standard_normal((spec.topics, spec.dim)))
-        expected = spec.new_items_per_day * end / DAY
-        n_new = int(rng.poisson(expected)) if expected > 0 else 0
-        arrivals = rng.uniform(0.0, end, n_new)
+        n_start = spec.items
+        if table is None:
+            expected = spec.new_items_per_day * end / DAY
+            n_new = int(rng.poisson(expected)) if expected > 0 else 0
+            arrivals = rng.uniform(0.0, end, n_new)
+        else:  # the table's rows, of which those created after 0 arrive then (in id order)
+            n_start = table.n_start
+            n_new = table.n_items - n_start
+            arrivals = np.empty(0) if table.created_at is None else table.created_at[n_start:]
         # Burst items join the arrivals (all at the burst's time), optionally of one topic.
         burst_times = [np.full(burst.items, burst.at) for burst in bursts]
         burst_topics = [
@@ -49,21 +59,27 @@ class Catalog:
         self.arrival_times = times[order]
         forced_topic = forced_topic[order]
         n_new = self.arrival_times.shape[0]
-        capacity = spec.items + n_new
+        capacity = n_start + n_new
 
         creator_topic = rng.integers(0, spec.topics, spec.creators)
         self.creator = rng.integers(0, spec.creators, capacity).astype(np.int32)
+        if table is not None and table.creator is not None:  # topics follow the given creators
+            self.creator = table.creator.copy()
         loyal = rng.random(capacity) < CREATOR_TOPIC_LOYALTY
         self.topic = np.where(
             loyal, creator_topic[self.creator], rng.integers(0, spec.topics, capacity)
         ).astype(np.int16)
         forced = np.flatnonzero(forced_topic >= 0)
-        self.topic[spec.items + forced] = forced_topic[forced]
+        self.topic[n_start + forced] = forced_topic[forced]
+        if table is not None and table.topic is not None:
+            self.topic = table.topic.copy()
         scatter = rng.standard_normal((capacity, spec.dim)) * (
             spec.topic_spread / np.sqrt(spec.dim)
         )
         self.vectors = (self.centroids[self.topic] + scatter).astype(np.float32)
         self.quality = (rng.standard_normal(capacity) * spec.quality_sd).astype(np.float32)
+        if table is not None and table.quality is not None:
+            self.quality = table.quality.copy()
         # Zipf-like prior: a random popularity rank per item, log(1/rank^s) centred and divided
         # by the sd of log(rank), not of s * log(rank), so that the exponent s scales the skew
         # (s = 1 gives the standardized log prior, bit for bit as before s took effect).
@@ -74,8 +90,10 @@ class Catalog:
             spec.zipf_exponent * (log_rank.mean() - log_rank) / (spread if spread > 0 else 1.0)
         ).astype(np.float32)
         # The starting catalogue is old: its age is unknown and long (no freshness).
-        self.created_at = np.concatenate([np.full(spec.items, -np.inf), self.arrival_times])
-        self.n_live = spec.items
+        self.created_at = np.concatenate([np.full(n_start, -np.inf), self.arrival_times])
+        if table is not None and table.created_at is not None:
+            self.created_at = table.created_at.copy()
+        self.n_live = n_start
         self._view: CatalogView | None = None
 
     @property

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from sim.domain import CatalogView, Kind, Requests, Responses
+from sim.errors import ScenarioError
 from sim.rng import Streams
 from sim.spec import (
     CatalogBurst,
@@ -53,18 +54,25 @@ class WorldBatch:
 
 
 class SimulatedWorld:
-    """Ground truth of one run, built from the scenario's ``world`` and the run's streams."""
+    """Users and items drawn from distributions; clicks and negatives follow utilities.
 
-    def __init__(self, scenario: Scenario, streams: Streams):
+    Users have latent preferences around topics, items latent vectors, quality and a Zipf
+    popularity (``world.users``, ``world.catalog``, ``world.behavior``). The built-in user
+    model, and the base of the others: it draws the catalogue, the users and their arrivals,
+    and keeps sessions, abandonment and churn; :meth:`react` is what users do with the slates
+    served, the one method a user model that keeps the rest overrides.
+    """
+
+    name = "parametric"
+    #: The parameters ``world.model.params`` takes (a pydantic model), or None: none.
+    Params: Any = None
+
+    def __init__(self, scenario: Scenario, streams: Streams, params: Any = None):
         world = scenario.world
+        self.params = params
         self.behavior = world.behavior
         self.interventions = tuple(scenario.interventions)
-        self.catalog = Catalog(
-            world.catalog,
-            scenario.end,
-            streams.generator("catalog"),
-            bursts=[event for event in self.interventions if isinstance(event, CatalogBurst)],
-        )
+        self.catalog = self.build_catalog(scenario, streams.generator("catalog"))
         self.population = Population(
             world.users, self.catalog.centroids, streams.generator("users")
         )
@@ -98,12 +106,52 @@ class SimulatedWorld:
         self._session_starts: list[np.ndarray] = []
         #: With ``metrics.regret``: per served request, its time, the expected clicks on the
         #: slate served and on the oracle's slate (see :meth:`expected_clicks`).
-        self.measure_regret = scenario.metrics.regret
+        self.measure_regret = scenario.metrics.regret and _defined_together(
+            type(self), "react", "expected_slate_clicks"
+        )
         self._expected: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def build_catalog(self, scenario: Scenario, rng: np.random.Generator) -> Catalog:
+        """Every item of the run, drawn from ``world.catalog`` with the ``catalog`` stream."""
+        self.check(scenario)
+        return Catalog(
+            scenario.world.catalog,
+            scenario.end,
+            rng,
+            bursts=[event for event in self.interventions if isinstance(event, CatalogBurst)],
+        )
+
+    @classmethod
+    def check(cls, scenario: Scenario) -> list[str]:
+        """Checks of ``scenario`` that need this model (before anything runs); returns notes,
+        raises :class:`sim.errors.ScenarioError` for a problem: here, a table the model would
+        not read (a subclass of :class:`users.TableWorld` reads them)."""
+        for path, table in (
+            ("world.catalog.table", scenario.world.catalog.table),
+            ("world.users.segments", scenario.world.users.segments),
+        ):
+            if table is not None:
+                raise ScenarioError(
+                    f"{path}: user model {scenario.world.model.name!r} draws its world and reads "
+                    "no table; a model that reads one subclasses users.TableWorld"
+                )
+        return []
 
     @property
     def n_users(self) -> int:
         return self.population.count
+
+    def items(self) -> CatalogView:
+        """Every item that exists by the end of the run, live or not yet (labels events)."""
+        catalog = self.catalog
+        return CatalogView(
+            n_items=catalog.capacity,
+            n_topics=catalog.spec.topics,
+            n_creators=catalog.spec.creators,
+            topic=catalog.topic,
+            creator=catalog.creator,
+            created_at=catalog.created_at,
+        )
 
     def catalog_view(self) -> CatalogView:
         return self.catalog.view()
@@ -262,15 +310,10 @@ class SimulatedWorld:
     def respond(self, batch: WorldBatch, slates: np.ndarray) -> Responses:
         """Each user's response to the slate served, and the session consequences."""
         block = batch.block
-        value = self._slate_utility(block, slates, block.slot_normal[..., 0])
-        spec = self.behavior
-        hype = spec.popularity_weight * self.catalog.appeal[slates] if spec.letdown_prob else 0.0
-        kind, scope, dwell = respond_to_slates(
-            spec, value, block.slot_uniform, block.slot_normal[..., 1], hype
-        )
+        kind, scope, dwell = self.react(block, slates)
         abandoned = self._update_sessions(block, kind)
         if self.measure_regret:
-            self._record_expected_clicks(block, slates)
+            self._expected.append((block.time, *self.expected_slate_clicks(block, slates)))
         if self._remember_shown:
             now = float(block.time[0])
             self._shown.append((now, slates.ravel().astype(np.int64)))
@@ -278,10 +321,27 @@ class SimulatedWorld:
                 self._shown.pop(0)
         return Responses(kind=kind, scope=scope, dwell=dwell, abandoned=abandoned)
 
-    def _slate_utility(
+    def react(
+        self, block: RequestBlock, slates: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What each user does with each item of the slate served: ``(kind, scope, dwell)``,
+        each ``(n, k)`` (int8 :class:`sim.domain.Kind` and :class:`sim.domain.Scope` codes,
+        float32 seconds, 0 unless clicked).
+
+        Driven by the request's pre-drawn randomness only (``block.slot_uniform``,
+        ``block.slot_normal``), so that every variant of a replication sees the same draws.
+        """
+        value = self.slate_utility(block, slates, block.slot_normal[..., 0])
+        spec = self.behavior
+        hype = spec.popularity_weight * self.catalog.appeal[slates] if spec.letdown_prob else 0.0
+        return respond_to_slates(spec, value, block.slot_uniform, block.slot_normal[..., 1], hype)
+
+    def slate_utility(
         self, block: RequestBlock, slates: np.ndarray, noise: np.ndarray | float
     ) -> np.ndarray:
-        """Each served item's utility for its user at the request's time, ``(n, k)``."""
+        """Each served item's utility for its user at the request's time, ``(n, k)``, with
+        ``noise`` standard normal ``(n, k)`` (``block.slot_normal[..., 0]``), or 0 for the
+        expected utility."""
         users, catalog, spec = block.user, self.catalog, self.behavior
         value = utility(
             spec,
@@ -296,13 +356,19 @@ class SimulatedWorld:
             value = value - strength * (averse[users][:, None] & (catalog.topic[slates] == topic))
         return value
 
-    def _record_expected_clicks(self, block: RequestBlock, slates: np.ndarray) -> None:
+    def expected_slate_clicks(
+        self, block: RequestBlock, slates: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For ``metrics.regret``: the expected clicks ``(n,)`` on each slate served, and on
+        the best slate an oracle could serve (the ``k`` live items of highest noise-free
+        utility, best first). A model that overrides :meth:`react` overrides this too, or its
+        regret is not measured."""
         k = slates.shape[1]
-        served = expected_clicks(self.behavior, self._slate_utility(block, slates, 0.0))
+        served = expected_clicks(self.behavior, self.slate_utility(block, slates, 0.0))
         every = self.utility(block.user, block.time)
         best = -np.partition(-every, k - 1, axis=1)[:, :k]
         best = expected_clicks(self.behavior, -np.sort(-best, axis=1))
-        self._expected.append((block.time, served, best))
+        return served, best
 
     def _update_sessions(self, block: RequestBlock, kind: np.ndarray) -> np.ndarray:
         # A user has at most one request per window (tick <= gap_min), so per-user fancy
@@ -335,3 +401,12 @@ class SimulatedWorld:
         )
         self.churned_at[ended_users[quits]] = block.time[ended][quits]
         return abandoned
+
+
+def _defined_together(cls: type, first: str, second: str) -> bool:
+    """Whether the class that defines ``cls.first`` (in its MRO) also defines ``cls.second``, or
+    a subclass of it does: a model that changed how users react has said what that does to the
+    expected clicks."""
+    owner = next(base for base in cls.__mro__ if first in base.__dict__)
+    other = next(base for base in cls.__mro__ if second in base.__dict__)
+    return issubclass(other, owner)
