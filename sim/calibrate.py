@@ -625,7 +625,8 @@ def fit_world(
 
     step("catalogue")
     items, new_per_day, new_se, items_source = _fit_arrivals(stats.item_first_seen, stats.days)
-    put("world.catalog.items", items, items_source, integer=True)
+    # SE: the arrivals subtracted, new_items_per_day x days, carry all the uncertainty
+    put("world.catalog.items", items, items_source, new_se * stats.days, integer=True)
     put(
         "world.catalog.new_items_per_day",
         new_per_day,
