@@ -177,6 +177,8 @@ class EventTable:
     """Logged events as read-only columns, ordered by time.
 
     ``versions`` maps a layer name to the (n,) int32 version of that layer which served the event.
+    ``arrival`` is when each event reached the logs, for a run with label delays (``inf``: never,
+    ``nan``: waiting for its session to end); None when every event arrived at its time.
     """
 
     time: np.ndarray
@@ -188,6 +190,7 @@ class EventTable:
     dwell: np.ndarray
     session: np.ndarray
     versions: dict[str, np.ndarray] = field(default_factory=dict)
+    arrival: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.time.shape[0])
@@ -197,6 +200,7 @@ class EventTable:
         return EventTable(
             **{name: getattr(self, name)[start:stop] for name in EVENT_COLUMNS},
             versions={layer: column[start:stop] for layer, column in self.versions.items()},
+            arrival=None if self.arrival is None else self.arrival[start:stop],
         )
 
     def take(self, rows: np.ndarray) -> EventTable:
@@ -204,12 +208,15 @@ class EventTable:
         return EventTable(
             **{name: getattr(self, name)[rows] for name in EVENT_COLUMNS},
             versions={layer: column[rows] for layer, column in self.versions.items()},
+            arrival=None if self.arrival is None else self.arrival[rows],
         )
 
     def columns(self) -> dict[str, np.ndarray]:
         """All columns by name, version columns as ``v_<layer>``."""
         core = {name: getattr(self, name) for name in EVENT_COLUMNS}
         core.update({f"v_{layer}": column for layer, column in self.versions.items()})
+        if self.arrival is not None:
+            core["arrival"] = self.arrival
         return core
 
 
@@ -219,7 +226,10 @@ class TrainingData:
 
     ``horizon`` is the event-time horizon: every event in ``events`` has ``time < horizon``;
     ``previous`` is the model this layer serves now (``None`` before its first version), for
-    policies that train incrementally.
+    policies that train incrementally. With label delays, ``unlabelled`` holds the impressions
+    served in the input's span whose label had not arrived by the horizon (kind ``IMPRESSION``:
+    a learner cannot tell a late click from no click), and ``events.arrival`` when each visible
+    label arrived; both are None without label delays.
     """
 
     events: EventTable
@@ -228,6 +238,7 @@ class TrainingData:
     now: float
     horizon: float
     previous: Any = None
+    unlabelled: EventTable | None = None
 
 
 @dataclass(frozen=True)

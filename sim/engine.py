@@ -115,7 +115,9 @@ class Engine:
             ) from error
         responses = check_responses(responses, len(requests), requests.k, self.world, now)
         t3 = clock()
-        self.log.append_slates(requests, slates, responses, versions)
+        last = getattr(batch, "last", None)  # a world that knows where its sessions end
+        ended = None if last is None else last | responses.abandoned
+        self.log.append_slates(requests, slates, responses, versions, ended)
         self.wall["ranking"] += t2 - t1
         self.wall["behavior"] += t3 - t2
         self.wall["logging"] += clock() - t3

@@ -8,6 +8,11 @@ once, so nothing is left behind, even by a killed process) mapped into memory: i
 the operating system's file cache, written back and dropped under memory pressure, so a long run's
 memory stays bounded while reads stay array reads. Growing a disk column extends its file and maps
 it again, without copying.
+
+With label delays (the scenario's ``logging`` section, see :mod:`sim.labels`) the log also keeps
+each event's arrival time: an event is visible to a read with horizon ``h`` when it arrived
+before ``h``, so what a layer sees is no longer a prefix of the log. Without them arrival is
+the event's time, no column is kept, and every read is the prefix found by one binary search.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from dataclasses import replace
 from typing import IO, Any
 
 import numpy as np
 
 from sim.domain import EVENT_COLUMNS, EventTable, Kind, Requests, Responses, Scope, readonly
 from sim.errors import RecloopError
+from sim.labels import LabelPipeline
 
 __all__ = ["EventLog", "row_chunks", "CHUNK_ROWS"]
 
@@ -45,7 +52,8 @@ class EventLog:
     """Append-only event log with a version column per layer.
 
     ``on_disk`` keeps the columns in temporary files under ``directory`` (the system's temporary
-    directory when None) instead of process memory.
+    directory when None) instead of process memory. ``labels`` (with the generator ``rng`` its
+    draws come from) delays or loses events by kind: the log then keeps each row's arrival time.
     """
 
     def __init__(
@@ -54,12 +62,23 @@ class EventLog:
         capacity: int = 1 << 16,
         on_disk: bool = False,
         directory: str | Path | None = None,
+        labels: LabelPipeline | None = None,
+        rng: np.random.Generator | None = None,
     ):
         self.layers = tuple(layers)
         self.on_disk = on_disk
+        self.labels = labels
+        #: Whether rows arrive later than their time (or never): reads then mask on arrival.
+        self.delayed = labels is not None
+        self._rng = rng if rng is not None else np.random.default_rng(0)
         self._dtypes = dict(CORE_COLUMNS)
         self._dtypes.update({_version_column(layer): np.int32 for layer in self.layers})
         self._dtypes[DELETED] = np.float64
+        if self.delayed:
+            self._dtypes[ARRIVAL] = np.float64
+        #: Rows waiting for their session to end (``session_end`` delays), and their sessions.
+        self._pending_rows = np.zeros(0, np.int64)
+        self._pending_sessions = np.zeros(0, np.int64)
         self._files: dict[str, IO[bytes]] = {}
         self._directory = str(directory or tempfile.gettempdir())
         if on_disk:
@@ -104,11 +123,14 @@ class EventLog:
         slates: np.ndarray,
         responses: Responses,
         versions: dict[str, Any],
+        ended: np.ndarray | None = None,
     ) -> None:
         """Log every impression of a served batch, then an ``ABANDON`` row per abandoned session.
 
         ``versions`` gives, per layer, the version that served the batch (an int) or each request
-        (an ``(n,)`` array, when cohorts saw different versions).
+        (an ``(n,)`` array, when cohorts saw different versions). ``ended`` marks the requests
+        after which their session ended (its last request, or abandoned): the labels that wait
+        for their session's end arrive then.
         """
         n, k = slates.shape
         rows = {
@@ -146,6 +168,8 @@ class EventLog:
             rows[_version_column(layer)] = np.broadcast_to(served, (count,))
         rows[DELETED] = np.full(count, np.inf)
         self._append(rows, count)
+        if ended is not None and self._pending_rows.shape[0] and ended.any():
+            self._end_sessions(requests.sessions[ended], requests.times[ended])
 
     def append_controls(
         self,
@@ -185,6 +209,15 @@ class EventLog:
     def _append(self, rows: dict[str, np.ndarray], count: int) -> None:
         if self._size and count and rows["time"][0] < self._columns["time"][self._size - 1]:
             raise ValueError("events must be appended in time order")
+        if self.labels is not None:
+            arrival = self.labels.arrivals(rows["time"], rows["kind"], self._rng)
+            rows[ARRIVAL] = arrival
+            waiting = np.flatnonzero(np.isnan(arrival))
+            if waiting.shape[0]:
+                self._pending_rows = np.concatenate([self._pending_rows, self._size + waiting])
+                self._pending_sessions = np.concatenate(
+                    [self._pending_sessions, np.asarray(rows["session"])[waiting]]
+                )
         needed = self._size + count
         capacity = self._columns["time"].shape[0]
         if needed > capacity:
@@ -198,13 +231,47 @@ class EventLog:
             column[self._size : needed] = rows[name]
         self._size = needed
 
+    def _end_sessions(self, sessions: np.ndarray, times: np.ndarray) -> None:
+        """The rows waiting for one of ``sessions`` to end arrive at its end time of ``times``."""
+        order = np.argsort(sessions)
+        sessions, times = sessions[order], times[order]
+        at = np.minimum(np.searchsorted(sessions, self._pending_sessions), sessions.shape[0] - 1)
+        done = sessions[at] == self._pending_sessions
+        if done.any():
+            self._columns[ARRIVAL][self._pending_rows[done]] = times[at[done]]
+            self._pending_rows = self._pending_rows[~done]
+            self._pending_sessions = self._pending_sessions[~done]
+
     def count_before(self, before: float) -> int:
-        """How many events have ``time < before``."""
+        """How many events have ``time < before`` (arrived or not)."""
         return int(np.searchsorted(self._columns["time"][: self._size], before, side="left"))
 
+    def count_visible(self, before: float) -> int:
+        """How many events arrived before ``before`` (deleted or not)."""
+        stop = self.count_before(before)
+        if not self.delayed:
+            return stop
+        return int(np.count_nonzero(self._columns[ARRIVAL][:stop] < before))
+
+    def arrival(self, rows: np.ndarray | slice) -> np.ndarray:
+        """Arrival times of the log ``rows`` (their times without label delays; ``inf``: lost,
+        ``nan``: waiting for their session to end)."""
+        column = ARRIVAL if self.delayed else "time"
+        return np.asarray(self._columns[column][: self._size][rows])
+
+    def arrived(self, rows: np.ndarray, before: float) -> tuple[np.ndarray, np.ndarray]:
+        """Of the log ``rows`` (ascending), those arrived and not deleted before ``before``, and
+        those that may still arrive (not yet arrived, not lost, not deleted)."""
+        arrival = self.arrival(rows)
+        deleted = self._columns[DELETED][rows] < before
+        here = (arrival < before) & ~deleted
+        later = ~here & ~deleted & ~np.isposinf(arrival)
+        return rows[here], rows[later]
+
     def visible(self, before: float, since: float | None = None) -> EventTable:
-        """Events with ``since <= time < before``, as read-only views, without those deleted
-        before ``before`` (a reader sees a deletion as it sees an event: once past its time)."""
+        """Events with ``since <= time < before`` that arrived before ``before``, as read-only
+        views, without those deleted before ``before`` (a reader sees a deletion as it sees an
+        event: once past its time)."""
         start = 0 if since is None else self.count_before(since)
         stop = self.count_before(before)
         kept = self.kept(start, stop, before)
@@ -216,14 +283,40 @@ class EventLog:
         return self._table(start, stop)
 
     def kept(self, start: int, stop: int, before: float) -> np.ndarray | None:
-        """Positions in ``start:stop`` of the rows not deleted before ``before``; None when
-        none was (the common case: no copy)."""
+        """Positions in ``start:stop`` of the rows arrived and not deleted before ``before``;
+        None when all were (the common case: no copy)."""
+        if self.delayed:
+            here = self._columns[ARRIVAL][start:stop] < before
+            if self.deletions:
+                here &= self._columns[DELETED][start:stop] >= before
+            return None if here.all() else start + np.flatnonzero(here)
         if not self.deletions:
             return None
         deleted = self._columns[DELETED][start:stop] < before
         if not deleted.any():
             return None
         return start + np.flatnonzero(~deleted)
+
+    def unlabelled(self, before: float, since: float | None = None) -> EventTable | None:
+        """The impressions served with ``since <= time < before`` whose label had not arrived
+        by ``before`` (late, lost, or waiting for their session), as a learner sees them: kind
+        ``IMPRESSION``, no scope, no dwell, no arrival. None for a log without label delays."""
+        if not self.delayed:
+            return None
+        start = 0 if since is None else self.count_before(since)
+        stop = self.count_before(before)
+        waiting = ~(self._columns[ARRIVAL][start:stop] < before)
+        waiting &= self._columns[DELETED][start:stop] >= before
+        rows = start + np.flatnonzero(waiting)
+        table = self._table(start, stop).take(rows - start)
+        hidden = rows.shape[0]
+        return replace(
+            table,
+            kind=readonly(np.full(hidden, Kind.IMPRESSION, np.int8)),
+            scope=readonly(np.full(hidden, Scope.NONE, np.int8)),
+            dwell=readonly(np.zeros(hidden, np.float32)),
+            arrival=None,
+        )
 
     def table(self) -> EventTable:
         """Every event logged so far."""
@@ -237,11 +330,14 @@ class EventLog:
         return EventTable(
             **{name: column[name] for name in CORE_COLUMNS},
             versions={layer: column[_version_column(layer)] for layer in self.layers},
+            arrival=column.get(ARRIVAL),
         )
 
 
 #: The column holding when each row was deleted (inf: never); not part of the event table.
 DELETED = "deleted_at"
+#: The column holding when each row arrived in the logs (label-delayed logs only).
+ARRIVAL = "arrival"
 
 
 def _version_column(layer: str) -> str:

@@ -4,7 +4,9 @@ A :class:`LayerRuntime` owns what every layer has (trigger, latency, compute tim
 version history); a *kind* supplies the math (:mod:`sim.stores` for the feature store, session
 context and profile memory; the policy's own hooks for retrain and near-line embeddings).
 
-An event at time ``t`` is visible to an update triggered at ``s`` when ``t + latency < s``. A
+An event at time ``t`` is visible to an update triggered at ``s`` when ``t + latency < s`` (with
+label delays, when its arrival in the logs plus ``latency`` is before ``s``: see
+:mod:`sim.labels`; an incremental layer then also reads the late rows it passed over before). A
 batch update publishes a new snapshot ``compute_time`` later (through a canary first, if
 configured); an incremental one applies the new events to its state in place. A continuous layer
 updates at the start of every serving window. Every update is recorded as a :class:`Version`:
@@ -272,6 +274,8 @@ class LayerRuntime:
         self._computing: list[tuple[float, int]] = []
         self._updates = 0
         self._absorbed_until = 0  # log index up to which an incremental state is computed
+        #: Label-delayed logs: rows before ``_absorbed_until`` not arrived when last read
+        self._late = np.zeros(0, np.int64)
         self._read_from = 0.0  # event time from which the next incremental update reads
         self._events_at_last_trigger = 0
         self._kept_rows: np.ndarray | None = (
@@ -331,14 +335,21 @@ class LayerRuntime:
         detector = drift.ADWIN() if spec.detector == "adwin" else drift.PageHinkley()
         last_trigger = -np.inf
         yield env.timeout(self.active_from)
-        measured = self.log.count_before(env.now - self.spec.latency)
+        horizon = env.now - self.spec.latency
+        measured = self.log.count_before(horizon)
+        late = self.log.arrived(np.arange(measured), horizon)[1] if self.log.delayed else None
         while env.now < self.frozen_from:
             yield env.timeout(spec.check_every)
             horizon = env.now - self.spec.latency
             visible = self.log.count_before(horizon)
-            kept = self.log.kept(measured, visible, horizon)
-            new = self.log.between(measured, visible)
-            kinds = new.kind if kept is None else new.kind[kept - measured]
+            if late is not None:  # label delays: what arrived since, wherever it is in the log
+                candidates = np.concatenate([late, np.arange(measured, visible)])
+                arrived, late = self.log.arrived(candidates, horizon)
+                kinds = self.log.between(0, visible).kind[arrived]
+            else:
+                kept = self.log.kept(measured, visible, horizon)
+                new = self.log.between(measured, visible)
+                kinds = new.kind if kept is None else new.kind[kept - measured]
             measured = visible
             impressions = int((kinds != Kind.ABANDON).sum())
             if impressions:
@@ -357,7 +368,7 @@ class LayerRuntime:
             self._absorb(now, now - spec.latency, *self._take_new(now))
             return False
         if spec.after_events:
-            visible = self.log.count_before(now - spec.latency)
+            visible = self.log.count_visible(now - spec.latency)
             if visible - self._events_at_last_trigger >= spec.after_events:
                 self._events_at_last_trigger = visible
                 self._env.process(self._update(self._env))
@@ -375,6 +386,12 @@ class LayerRuntime:
         self._forget(now, horizon)
         self._absorbed_until = self.log.count_before(horizon)
         self._read_from = max(since, horizon)
+        if self.log.delayed:
+            # What arrived since the last read: rows passed over then, and new rows.
+            candidates = np.concatenate([self._late, np.arange(start, self._absorbed_until)])
+            rows, self._late = self.log.arrived(candidates, horizon)
+            self._kept_rows = rows
+            return start, since, self.log.between(0, self._absorbed_until).take(rows)
         events = self.log.between(start, self._absorbed_until)
         kept = self.log.kept(start, self._absorbed_until, horizon)
         self._kept_rows = kept
@@ -391,6 +408,8 @@ class LayerRuntime:
             at, rows = deletions[self._deletions_seen]
             self._deletions_seen += 1
             absorbed = rows[rows < self._absorbed_until]
+            if self._late.shape[0]:  # rows not arrived were never absorbed
+                absorbed = absorbed[~np.isin(absorbed, self._late)]
             forget = getattr(self.kind, "forget", None)
             if not absorbed.shape[0]:
                 self.deletions_honoured.append((at, now))  # it had nothing to forget
@@ -456,7 +475,7 @@ class LayerRuntime:
         goes live at once; an incremental one absorbs it. Recorded as a version with origin
         ``bootstrap``, free of charge (every variant pays it alike, before measuring)."""
         horizon = now - self.spec.latency  # what is visible to this layer by then
-        self._events_at_last_trigger = self.log.count_before(horizon)
+        self._events_at_last_trigger = self.log.count_visible(horizon)
         if not self.kind.incremental:
             data = self._training_data(now, horizon, self._published_state)
             self._publish_now(data, "bootstrap")
@@ -608,7 +627,9 @@ class LayerRuntime:
         self, now: float, horizon: float, previous: Any = None, whole_log: bool = False
     ) -> TrainingData:
         window = None if whole_log else getattr(self.spec, "window", None)
-        events = self.log.visible(horizon, since=None if window is None else horizon - window)
+        since = None if window is None else horizon - window
+        events = self.log.visible(horizon, since=since)
+        unlabelled = self.log.unlabelled(horizon, since=since)
         if self.label_panel is not None and not whole_log:
             # Outside the panel the impression is logged but its negative label never arrives:
             # training sees a skip.
@@ -621,6 +642,7 @@ class LayerRuntime:
             now=now,
             horizon=horizon,
             previous=previous,
+            unlabelled=unlabelled,
         )
 
     def _record(

@@ -31,6 +31,7 @@ from sim.domain import (
 from sim.durations import format_duration
 from sim.engine import Engine
 from sim.eventlog import EventLog, row_chunks
+from sim.labels import LabelPipeline
 from sim.layers import Absorption, LayerRuntime, PolicyFit, PolicyRefresh, Version
 from sim.memory import event_log_on_disk, return_freed_arrays
 from sim.probes import ProbeRecord, deletion_delays, start_probes
@@ -216,7 +217,15 @@ def assemble(scenario: Scenario, scratch: str | Path | None = None) -> Assembly:
         )
     for name in kinds:
         stack.add_layer(name)
-    log = EventLog(layers=tuple(kinds), on_disk=event_log_on_disk(scenario), directory=scratch)
+    delayed = scenario.logging is not None and scenario.logging.active
+    log = EventLog(
+        layers=tuple(kinds),
+        on_disk=event_log_on_disk(scenario),
+        directory=scratch,
+        # its own stream: a scenario without label delays draws exactly as before
+        labels=LabelPipeline(scenario.logging) if delayed else None,  # type: ignore[arg-type]
+        rng=streams.generator("label_delays") if delayed else None,
+    )
 
     items_at_start = world.catalog_view().n_items
     env = simpy.Environment()

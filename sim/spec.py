@@ -68,6 +68,11 @@ __all__ = [
     "Metrics",
     "Quick",
     "Probe",
+    "Logging",
+    "LabelDelay",
+    "ExponentialDelay",
+    "LognormalDelay",
+    "EmpiricalDelay",
     "CONTROLS",
     "RESERVED_LABELS",
 ]
@@ -1044,6 +1049,125 @@ class Output(Spec):
     )
 
 
+# --- logging (label delays and losses) ---------------------------------------------------------
+
+#: Every event kind, by the name the event log and the results use.
+EventKindName = Literal[
+    "impression",
+    "click",
+    "skip",
+    "short_dwell",
+    "dismiss",
+    "not_interested",
+    "thumbs_down",
+    "block_creator",
+    "abandon",
+]
+
+
+class ExponentialDelay(Spec):
+    """A label delay drawn from an exponential distribution (memoryless: a constant rate of
+    arrival, as a queue drained at random)."""
+
+    distribution: Literal["exponential"]
+    mean: Duration = Field(gt=0, description="mean label delay (1 / rate)")
+
+
+class LognormalDelay(Spec):
+    """A label delay drawn from a lognormal distribution: a long right tail, as conversions and
+    survey answers have (Chapelle 2014)."""
+
+    distribution: Literal["lognormal"]
+    median: Duration = Field(gt=0, description="median label delay (exp of the log-mean)")
+    sigma: float = Field(
+        gt=0, le=10, description="standard deviation of the delay's natural logarithm"
+    )
+
+
+class EmpiricalDelay(Spec):
+    """A label delay drawn from an empirical distribution given by its quantiles: the delay is
+    linear in the probability between two given quantiles (and between 0 at probability 0 and
+    the first one)."""
+
+    distribution: Literal["empirical"]
+    quantiles: dict[float, Duration] = Field(
+        min_length=1,
+        description="probability: delay pairs, e.g. {0.35: 1h, 0.5: 1d, 1.0: 30d} (35% of labels "
+        "within an hour, half within a day, all within 30 days); probabilities in (0, 1], the "
+        "largest exactly 1, delays not decreasing with the probability",
+    )
+
+    @field_validator("quantiles")
+    @classmethod
+    def _monotone(cls, value: dict[float, float]) -> dict[float, float]:
+        points = sorted(value.items())
+        bad = [p for p, _ in points if not 0 < p <= 1]
+        if bad:
+            raise ValueError(f"probabilities must be in (0, 1], got {bad[0]}")
+        if points[-1][0] != 1:
+            raise ValueError(
+                f"the largest probability must be 1 (the delay by which every label has arrived), "
+                f"got {points[-1][0]}; a share that never arrives is logging.loss"
+            )
+        delays = [d for _, d in points]
+        if any(later < earlier for earlier, later in zip(delays, delays[1:], strict=False)):
+            raise ValueError("delays must not decrease as the probability grows")
+        return dict(points)
+
+
+def _delay_form(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("distribution", "distribution"))
+    if isinstance(value, (ExponentialDelay, LognormalDelay, EmpiricalDelay)):
+        return value.distribution
+    return "session_end" if value == "session_end" else "constant"
+
+
+#: One event kind's label delay: a constant duration, ``session_end`` (known when the session
+#: ends) or a distribution. A mapping is read as a distribution only, so that an error names its
+#: fields.
+LabelDelay = Annotated[
+    Annotated[Duration, Tag("constant")]
+    | Annotated[Literal["session_end"], Tag("session_end")]
+    | Annotated[ExponentialDelay, Tag("exponential")]
+    | Annotated[LognormalDelay, Tag("lognormal")]
+    | Annotated[EmpiricalDelay, Tag("empirical")],
+    Discriminator(
+        _delay_form,
+        custom_error_type="label_delay",
+        custom_error_message="expected a duration such as '2s', 'session_end', or "
+        "{distribution: exponential|lognormal|empirical, ...}",
+    ),
+]
+
+
+class Logging(Spec):
+    """How events reach the logs the layers read: per event kind, a label delay between the
+    event and its arrival, and a share that never arrives. An event is visible to a layer at
+    ``time + label delay + the layer's latency``; a lost event is visible to none. Kinds not
+    listed arrive at once and are never lost. Delays and losses are drawn from their own random
+    stream (``label_delays``), so a scenario without this section draws exactly as before."""
+
+    delay: dict[EventKindName, LabelDelay] = Field(
+        default_factory=dict,
+        description="per event kind: a constant delay ('2s'), 'session_end' (the label is known "
+        "when the user's session ends, by abandon or its last request; never, if it has not "
+        "ended by the end of the run) or {distribution: exponential, mean: 1h}, {distribution: "
+        "lognormal, median: 18h, sigma: 1.0} or {distribution: empirical, quantiles: {0.35: 1h, "
+        "0.5: 1d, 1.0: 30d}}",
+    )
+    loss: dict[EventKindName, Probability] = Field(
+        default_factory=dict,
+        description="per event kind: the probability that an event of that kind is never logged "
+        "(e.g. {not_interested: 0.05}); a lost event is seen by no layer and absorbed by none",
+    )
+
+    @property
+    def active(self) -> bool:
+        """Whether any event kind is delayed or lost (else the log is as without the section)."""
+        return bool(self.delay) or any(p > 0 for p in self.loss.values())
+
+
 # --- scenario --------------------------------------------------------------------------------
 
 
@@ -1084,6 +1208,11 @@ class Scenario(Spec):
     metrics: Metrics = Metrics()
     output: Output = Output()
     quick: Quick | None = Field(None, description="the small configuration --quick runs")
+    logging: Logging | None = Field(
+        None,
+        description="label delays and losses per event kind (without it every event reaches the "
+        "logs at once)",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -29,7 +29,7 @@ ALLOWED_FIELDS = {
         "negative_weight",
     },
     CatalogView: {"n_items", "n_topics", "n_creators", "topic", "creator", "created_at"},
-    TrainingData: {"events", "catalog", "n_users", "now", "horizon", "previous"},
+    TrainingData: {"events", "catalog", "n_users", "now", "horizon", "previous", "unlabelled"},
     EventTable: {
         "time",
         "user",
@@ -40,6 +40,7 @@ ALLOWED_FIELDS = {
         "dwell",
         "session",
         "versions",
+        "arrival",  # with label delays: when each visible label arrived (sim.labels)
     },
 }
 

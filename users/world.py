@@ -52,6 +52,12 @@ class WorldBatch:
     requests: Requests
     block: RequestBlock
 
+    @property
+    def last(self) -> np.ndarray:
+        """Which requests are the last planned of their session (for labels that arrive when
+        the session ends)."""
+        return self.block.last
+
 
 class SimulatedWorld:
     """Users and items drawn from distributions; clicks and negatives follow utilities.

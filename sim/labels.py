@@ -1,0 +1,98 @@
+"""When each logged event reaches the logs the layers read: label delays and losses.
+
+The scenario's ``logging`` section gives, per event kind, a label delay (a constant, a
+distribution, or the end of the user's session) and a share of events that never arrive. Each
+event's arrival time is drawn once, when it is logged, from the run's ``label_delays`` stream, in
+log order; a lost event arrives never (``inf``); an event waiting for its session to end has no
+arrival time yet (``nan``) until the session's last request or abandon is logged.
+
+>>> from sim.spec import Logging
+>>> pipeline = LabelPipeline(Logging(delay={"click": "2s"}, loss={"skip": 1.0}))
+>>> kinds = np.array([Kind.CLICK, Kind.SKIP, Kind.IMPRESSION], np.int8)
+>>> pipeline.arrivals(np.array([1.0, 1.0, 1.0]), kinds, np.random.default_rng(0))
+array([ 3., inf,  1.])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sim.domain import Kind
+from sim.spec import EmpiricalDelay, ExponentialDelay, LognormalDelay, Logging
+
+__all__ = ["LabelPipeline", "delay_cdf", "PENDING", "LOST"]
+
+#: Arrival of an event that waits for its session to end.
+PENDING = np.nan
+#: Arrival of an event that is never logged.
+LOST = np.inf
+
+
+class LabelPipeline:
+    """Draws each event's arrival time from its kind's label delay and loss."""
+
+    def __init__(self, spec: Logging):
+        self.spec = spec
+        #: Per kind code: its delay spec (None: at once), in kind order (the order of draws).
+        self.delays = [spec.delay.get(kind.name.lower()) for kind in Kind]
+        self.loss = np.array([spec.loss.get(kind.name.lower(), 0.0) for kind in Kind])
+        self.waits_for_session = any(delay == "session_end" for delay in self.delays)
+
+    def arrivals(self, times: np.ndarray, kinds: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Arrival time of each event (``inf``: lost; ``nan``: when its session ends)."""
+        arrival = times.astype(np.float64, copy=True)
+        for code, delay in enumerate(self.delays):
+            if delay is None:
+                continue
+            rows = np.flatnonzero(kinds == code)
+            if not rows.shape[0]:
+                continue
+            if delay == "session_end":
+                arrival[rows] = PENDING
+            else:
+                arrival[rows] += draw_delays(delay, rows.shape[0], rng)
+        if self.loss.any():
+            lost = rng.random(times.shape[0]) < self.loss[kinds]
+            arrival[lost] = LOST
+        return arrival
+
+
+def draw_delays(delay: object, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` label delays in seconds from one kind's delay spec (not ``session_end``)."""
+    if isinstance(delay, ExponentialDelay):
+        return rng.exponential(delay.mean, n)
+    if isinstance(delay, LognormalDelay):
+        return delay.median * np.exp(delay.sigma * rng.standard_normal(n))
+    if isinstance(delay, EmpiricalDelay):
+        probabilities, delays = _knots(delay)
+        return np.interp(rng.random(n), probabilities, delays)
+    return np.full(n, float(delay))  # type: ignore[arg-type]
+
+
+def delay_cdf(delay: object, seconds: np.ndarray) -> np.ndarray:
+    """P(label delay <= ``seconds``) under one kind's delay spec (not ``session_end``)."""
+    seconds = np.asarray(seconds, np.float64)
+    if isinstance(delay, ExponentialDelay):
+        return np.where(seconds < 0, 0.0, -np.expm1(-np.maximum(seconds, 0.0) / delay.mean))
+    if isinstance(delay, LognormalDelay):
+        with np.errstate(divide="ignore"):
+            z = np.log(np.maximum(seconds, 0.0) / delay.median) / (delay.sigma * math.sqrt(2.0))
+        normal = 0.5 * (1.0 + _erf(z).astype(np.float64))
+        return np.where(seconds <= 0, 0.0, normal)
+    if isinstance(delay, EmpiricalDelay):
+        probabilities, delays = _knots(delay)
+        # the inverse of the piecewise-linear quantile function (flat steps: the highest)
+        return np.interp(seconds, delays, probabilities, left=0.0, right=1.0)
+    return (seconds >= float(delay)).astype(np.float64)  # type: ignore[arg-type]
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _knots(delay: EmpiricalDelay) -> tuple[np.ndarray, np.ndarray]:
+    points = sorted(delay.quantiles.items())
+    probabilities = np.array([0.0, *(p for p, _ in points)])
+    delays = np.array([0.0, *(d for _, d in points)])
+    return probabilities, delays
