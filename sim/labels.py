@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from sim.domain import Kind
-from sim.spec import EmpiricalDelay, ExponentialDelay, LognormalDelay, Logging
+from sim.spec import EmpiricalDelay, ExponentialDelay, Logging, LognormalDelay
 
 __all__ = ["LabelPipeline", "delay_cdf", "PENDING", "LOST"]
 
@@ -40,7 +40,9 @@ class LabelPipeline:
         self.loss = np.array([spec.loss.get(kind.name.lower(), 0.0) for kind in Kind])
         self.waits_for_session = any(delay == "session_end" for delay in self.delays)
 
-    def arrivals(self, times: np.ndarray, kinds: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def arrivals(
+        self, times: np.ndarray, kinds: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         """Arrival time of each event (``inf``: lost; ``nan``: when its session ends)."""
         arrival = times.astype(np.float64, copy=True)
         for code, delay in enumerate(self.delays):
