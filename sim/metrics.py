@@ -564,8 +564,10 @@ def _propagation(result: RunResult, metrics: RunMetrics) -> None:
     layer_names = list(result.summary["layers"])
     starts = _session_starts_by_user(result) if "profile_memory" in layer_names else None
     columns: dict[str, list[np.ndarray]] = {"event": [], "layer": [], "delay": []}
+    columns.update({part: [] for part in DELAY_PARTS})
     for layer in layer_names:
-        delays = layer_delays(result, layer, chosen)
+        parts = layer_delay_parts(result, layer, chosen)
+        delays = parts.pop("delay")
         if layer == "profile_memory" and starts is not None:
             # a profile applies from the user's next session that starts once it is live
             session_keys, session_times = starts
@@ -575,7 +577,10 @@ def _propagation(result: RunResult, metrics: RunMetrics) -> None:
             served[finite] = first_at_or_after(
                 session_keys, session_times, users[finite].astype(np.int64), live[finite]
             )
+            parts["rollout"] = parts["rollout"] + (served - times - delays)
             delays = served - times
+        for part, values in parts.items():
+            columns[part].append(values)
         columns["event"].append(chosen)
         columns["layer"].append(np.full(chosen.shape[0], layer_names.index(layer), np.int8))
         columns["delay"].append(delays)
@@ -615,23 +620,50 @@ def _propagation(result: RunResult, metrics: RunMetrics) -> None:
             ),
             "absorbed": absorbed,
             "delay_seconds": pa.array(np.where(absorbed, delay, 0.0), mask=~absorbed),
+            **{
+                f"{part}_seconds": pa.array(
+                    np.where(absorbed, values, 0.0), pa.float64(), mask=~absorbed
+                )
+                for part, values in (
+                    (part, np.concatenate(columns[part]) if layer_names else np.empty(0))
+                    for part in DELAY_PARTS
+                )
+            },
         }
     )
+
+
+#: The parts an absorption delay splits into, in the order they elapse: the label's way to the
+#: logs, the layer's ingestion latency, the wait for its next trigger once the event is visible,
+#: the update's compute, and the rollout until the version serves the event's user (a canary's
+#: duration for everyone outside it; for profile memory, also the wait for the user's next
+#: session). They sum to the delay.
+DELAY_PARTS = ("label_delay", "latency", "trigger_wait", "compute", "rollout")
 
 
 def layer_delays(result: RunResult, layer: str, rows: np.ndarray) -> np.ndarray:
     """Absorption delay through ``layer`` of the events at log ``rows`` (inf: never).
 
     An event of user u at time t is absorbed by the earliest live version that covers it
-    (``since <= t < horizon``), reflects it (the layer's :class:`sim.layers.Reads` admit it and
-    no incremental update read it without reflecting it) and changed what u is served: everyone,
-    or u among the users it changed. A version that changed nothing absorbs nothing. A user in
-    the layer's canary cohort is served a version from its canary release on; everyone else from
-    its full rollout.
+    (``since <= t < horizon``; with label delays, the event arrived before the horizon: ``since
+    <= t`` and ``arrival < horizon``, and for an incremental layer, whose versions each read what
+    arrived since the last, ``since <= arrival < horizon``), reflects it (the layer's
+    :class:`sim.layers.Reads` admit it and no incremental update read it without reflecting it)
+    and changed what u is served: everyone, or u among the users it changed. A version that
+    changed nothing absorbs nothing; a lost event is absorbed by none. A user in the layer's
+    canary cohort is served a version from its canary release on; everyone else from its full
+    rollout.
     """
+    return layer_delay_parts(result, layer, rows)["delay"]
+
+
+def layer_delay_parts(result: RunResult, layer: str, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`layer_delays` (``delay``) and its split into :data:`DELAY_PARTS`, from the
+    version that absorbed each event (the parts are ``nan`` where none did)."""
     events = result.events
     rows = np.asarray(rows, np.int64)
     times, users = events.time[rows], events.user[rows]
+    arrivals = times if events.arrival is None else events.arrival[rows]
     record = result.absorption.get(layer) or Absorption(Reads(), incremental=False)
     used = record.reads.admits(
         events.kind[rows], events.item[rows], events.position[rows], events.scope[rows], users
@@ -642,11 +674,28 @@ def layer_delays(result: RunResult, layer: str, rows: np.ndarray) -> np.ndarray:
     canary = result.canary_users.get(layer)
     in_canary = canary[users] if canary is not None else np.zeros(rows.shape[0], bool)
     live = np.full(rows.shape[0], np.inf)
+    by = np.full(rows.shape[0], -1, np.int64)  # the absorbing version's index
+    starts = arrivals if record.incremental else times
     for members, cohort in ((~in_canary, versions.live_all), (in_canary, versions.live_canary)):
         chosen = np.flatnonzero(members & used)
         if chosen.shape[0]:
-            live[chosen] = versions.earliest_live(cohort, times[chosen], users[chosen])
-    return live - times
+            live[chosen], by[chosen] = versions.earliest_live(
+                cohort, starts[chosen], users[chosen], arrivals[chosen]
+            )
+    parts = {"delay": live - times}
+    found = by >= 0
+    version = np.maximum(by, 0)
+    horizon, triggered = versions.horizon[version], versions.triggered[version]
+    ready = versions.ready[version]
+    for part, values in (
+        ("label_delay", arrivals - times),
+        ("latency", triggered - horizon),
+        ("trigger_wait", horizon - arrivals),
+        ("compute", ready - triggered),
+        ("rollout", live - ready),
+    ):
+        parts[part] = np.where(found, values, np.nan)
+    return parts
 
 
 class _Versions:
@@ -659,51 +708,68 @@ class _Versions:
         for v in versions:
             if v.changed == "none":
                 continue
-            entry = entries.setdefault(v.version, [v.since, v.horizon, np.inf, np.inf, v.changed])
+            entry = entries.setdefault(
+                v.version, [v.since, v.horizon, np.inf, np.inf, v.triggered_at, v.changed]
+            )
             column = 3 if v.cohort == "canary" else 2
             entry[column] = min(entry[column], v.live_at)
         numbers = sorted(entries, key=lambda number: (entries[number][1], entries[number][0]))
-        columns = [np.array([entries[n][i] for n in numbers], np.float64) for i in range(4)]
-        self.since, self.horizon, self.live_all, canary = columns
+        columns = [np.array([entries[n][i] for n in numbers], np.float64) for i in range(5)]
+        self.since, self.horizon, self.live_all, canary, self.triggered = columns
         self.live_canary = np.minimum(canary, self.live_all)  # canary users see both releases
+        #: When each version's state was ready (its first release, to any cohort)
+        self.ready = self.live_canary
         # An incremental update changes exactly the users of the events it reflects.
         self.users = [
             None
-            if entries[n][4] == "all" or record.incremental or n not in record.changed_users
+            if entries[n][5] == "all" or record.incremental or n not in record.changed_users
             else record.changed_users[n]
             for n in numbers
         ]
         self.everyone = np.array([users is None for users in self.users], bool)
 
-    def earliest_live(self, live: np.ndarray, times: np.ndarray, users: np.ndarray) -> np.ndarray:
-        """For events at ``times`` by ``users``, the earliest ``live`` time of a version that
-        covers the event and changed its user (inf: none)."""
+    def earliest_live(
+        self,
+        live: np.ndarray,
+        times: np.ndarray,
+        users: np.ndarray,
+        arrivals: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For events by ``users`` that start at ``times`` (compared with each version's
+        ``since``) and arrived at ``arrivals`` (compared with its horizon; their times when
+        None), the earliest ``live`` time of a version that covers the event and changed its user
+        (inf: none), and that version's index (-1: none)."""
         if not self.horizon.shape[0]:
-            return np.full(times.shape[0], np.inf)
+            return np.full(times.shape[0], np.inf), np.full(times.shape[0], -1, np.int64)
+        arrivals = times if arrivals is None else arrivals
         in_order = bool(np.all(self.since[1:] >= self.since[:-1]) and np.all(live[1:] >= live[:-1]))
         if in_order:
-            return self._first_covering(live, times, users)
-        return self._each_version(live, times, users)
+            return self._first_covering(live, times, users, arrivals)
+        return self._each_version(live, times, users, arrivals)
 
-    def _first_covering(self, live: np.ndarray, times: np.ndarray, users: np.ndarray) -> np.ndarray:
+    def _first_covering(
+        self, live: np.ndarray, times: np.ndarray, users: np.ndarray, arrivals: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """With input starts and live times in horizon order (every periodic layer's), the
-        first version after an event that changed its user is the earliest live, and if it
-        does not cover the event (its input starts later), no later one does."""
+        first version after an event's arrival that changed its user is the earliest live, and
+        if it does not cover the event (its input starts later), no later one does."""
         best = np.full(times.shape[0], np.inf)
+        which = np.full(times.shape[0], -1, np.int64)
         everyone = np.flatnonzero(self.everyone)
         if everyone.shape[0]:
-            first = np.searchsorted(self.horizon[everyone], times, "right")
+            first = np.searchsorted(self.horizon[everyone], arrivals, "right")
             found = first < everyone.shape[0]
             version = everyone[np.minimum(first, everyone.shape[0] - 1)]
             found &= self.since[version] <= times
             best[found] = live[version[found]]
+            which[found] = version[found]
         some = np.flatnonzero(~self.everyone)
         if not some.shape[0]:
-            return best
+            return best, which
         # Each (user, version) a version changed is coded ``user * span + version`` (versions in
         # horizon order): an event's first candidate is one binary search, in integers.
         span = np.int64(self.horizon.shape[0] + 1)
-        after = np.searchsorted(self.horizon, times, "right")  # the first version after each
+        after = np.searchsorted(self.horizon, arrivals, "right")  # the first version after each
         query = users.astype(np.int64) * span + after
         total = sum(len(changed) for changed in self.users if changed is not None)
         top = int(users.max()) + 1
@@ -728,27 +794,37 @@ class _Versions:
             found = (at < codes.shape[0]) & (code // span == users[asked])
             found &= self.since[version] <= times[asked]
             hit = asked[found]
-            best[hit] = np.minimum(best[hit], live[version[found]])
-        return best
+            better = live[version[found]] < best[hit]
+            best[hit[better]] = live[version[found]][better]
+            which[hit[better]] = version[found][better]
+        return best, which
 
-    def _each_version(self, live: np.ndarray, times: np.ndarray, users: np.ndarray) -> np.ndarray:
-        """The definition, version by version (for histories out of order)."""
+    def _each_version(
+        self, live: np.ndarray, times: np.ndarray, users: np.ndarray, arrivals: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The definition, version by version (for histories out of order): events in time
+        order, each version's a range of them; with label delays, a mask on arrival."""
         order = np.argsort(times, kind="stable")
         ordered_times, ordered_users = times[order], users[order]
+        delayed = arrivals is not times
+        ordered_arrivals = arrivals[order] if delayed else ordered_times
         best = np.full(times.shape[0], np.inf)
+        which = np.full(times.shape[0], -1, np.int64)
         for i in range(self.horizon.shape[0]):
-            low, high = np.searchsorted(ordered_times, [self.since[i], self.horizon[i]], "left")
+            end = self.horizon[i] if not delayed else np.inf  # arrival >= time
+            low, high = np.searchsorted(ordered_times, [self.since[i], end], "left")
             if low >= high or not np.isfinite(live[i]):
                 continue
+            hit = ordered_arrivals[low:high] < self.horizon[i]
             changed = self.users[i]
-            hit = np.ones(high - low, bool)
             if changed is not None:
-                hit = _among(ordered_users[low:high], changed)
-            covered = best[low:high]
-            covered[hit] = np.minimum(covered[hit], live[i])
-        result = np.empty_like(best)
-        result[order] = best
-        return result
+                hit &= _among(ordered_users[low:high], changed)
+            hit &= live[i] < best[low:high]
+            best[low:high][hit] = live[i]
+            which[low:high][hit] = i
+        result, version = np.empty_like(best), np.empty_like(which)
+        result[order], version[order] = best, which
+        return result, version
 
 
 def _session_starts_by_user(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
