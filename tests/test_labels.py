@@ -1,0 +1,310 @@
+"""Label delays and losses (the scenario's ``logging`` section): arrival times, what layers see,
+and the absorption delay's split against its analytic distribution."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from policies.builtin import EmbeddingPolicy
+from sim.domain import Kind
+from sim.errors import ScenarioError
+from sim.eventlog import EventLog
+from sim.labels import LabelPipeline, delay_cdf, draw_delays
+from sim.metrics import DELAY_PARTS, measure
+from sim.runner import run_scenario
+from sim.spec import EmpiricalDelay, ExponentialDelay, Logging, LognormalDelay
+from tests.conftest import tiny
+
+#: Kolmogorov's critical value at the 0.1% level (asymptotic, times 1/sqrt(n)).
+KS_CRITICAL = 1.949
+
+
+def ks_statistic(sample: np.ndarray, cdf) -> float:
+    """The largest gap between the sample's empirical CDF and ``cdf``."""
+    x = np.sort(sample)
+    n = x.shape[0]
+    expected = cdf(x)
+    above = np.arange(1, n + 1) / n - expected
+    below = expected - np.arange(0, n) / n
+    return float(max(above.max(), below.max()))
+
+
+# --- the delay distributions -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "delay",
+    [
+        ExponentialDelay(distribution="exponential", mean=600.0),
+        LognormalDelay(distribution="lognormal", median=3600.0, sigma=1.2),
+        EmpiricalDelay(distribution="empirical", quantiles={0.35: 3600.0, 0.5: 86400.0, 1.0: 9e5}),
+    ],
+)
+def test_drawn_delays_follow_their_distribution(delay):
+    sample = draw_delays(delay, 20_000, np.random.default_rng(1))
+    d = ks_statistic(sample, lambda x: delay_cdf(delay, x))
+    assert d < KS_CRITICAL / math.sqrt(sample.shape[0])
+
+
+def test_empirical_quantiles_are_hit_exactly():
+    delay = EmpiricalDelay(distribution="empirical", quantiles={0.35: 3600.0, 1.0: 7200.0})
+    assert delay_cdf(delay, np.array([1800.0, 3600.0, 5400.0, 7200.0])).tolist() == [
+        0.175,
+        0.35,
+        0.675,
+        1.0,
+    ]
+
+
+def test_a_constant_delay_and_a_loss_of_one():
+    pipeline = LabelPipeline(Logging(delay={"click": 2.0}, loss={"skip": 1.0}))
+    kinds = np.array([Kind.CLICK, Kind.SKIP, Kind.IMPRESSION], np.int8)
+    arrival = pipeline.arrivals(np.array([5.0, 5.0, 5.0]), kinds, np.random.default_rng(0))
+    assert arrival.tolist() == [7.0, np.inf, 5.0]
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ('logging={"delay": {"click": 6}}', "needs a unit"),
+        ('logging={"delay": {"click": "soon"}}', "expected a duration"),
+        ('logging={"delay": {"survey": "2s"}}', "logging.delay.survey"),
+        ('logging={"delay": {"click": {"distribution": "weibull"}}}', "exponential|lognormal"),
+        (
+            'logging={"delay": {"click": {"distribution": "exponential", "mean": 5}}}',
+            "needs a unit",
+        ),
+        (
+            'logging={"delay": {"click": {"distribution": "lognormal", "median": "1h", '
+            '"sigma": 0}}}',
+            "sigma",
+        ),
+        (
+            'logging={"delay": {"click": {"distribution": "empirical", '
+            '"quantiles": {"0.5": "1h"}}}}',
+            "largest probability must be 1",
+        ),
+        (
+            'logging={"delay": {"click": {"distribution": "empirical", '
+            '"quantiles": {"0.5": "2h", "1.0": "1h"}}}}',
+            "must not decrease",
+        ),
+        (
+            'logging={"delay": {"click": {"distribution": "empirical", "quantiles": {"0": "1h", '
+            '"1.0": "2h"}}}}',
+            "in (0, 1]",
+        ),
+        ('logging={"loss": {"click": 1.5}}', "logging.loss.click"),
+    ],
+)
+def test_invalid_logging_is_refused_naming_the_path(override, message):
+    with pytest.raises(ScenarioError) as error:
+        tiny(override)
+    assert message in str(error.value), str(error.value)
+
+
+# --- the event log -----------------------------------------------------------------------------
+
+
+def _log(logging: Logging) -> EventLog:
+    return EventLog(labels=LabelPipeline(logging), rng=np.random.default_rng(3))
+
+
+def test_a_delayed_row_is_visible_once_it_has_arrived():
+    from sim.domain import Requests, Responses
+
+    log = _log(Logging(delay={"click": 10.0}))
+    requests = Requests(
+        times=np.array([0.0, 1.0]),
+        users=np.array([0, 1], np.int32),
+        sessions=np.array([0, 1], np.int64),
+        k=1,
+    )
+    responses = Responses(
+        kind=np.array([[Kind.CLICK], [Kind.SKIP]], np.int8),
+        scope=np.zeros((2, 1), np.int8),
+        dwell=np.zeros((2, 1), np.float32),
+        abandoned=np.zeros(2, bool),
+    )
+    log.append_slates(requests, np.array([[4], [5]]), responses, {})
+    assert len(log.visible(5.0)) == 1  # the skip at 1 s; the click arrives at 10 s
+    assert log.visible(5.0).item.tolist() == [5]
+    assert log.visible(10.5).item.tolist() == [4, 5]
+    assert log.count_visible(5.0) == 1 and log.count_visible(10.5) == 2
+    unlabelled = log.unlabelled(5.0)
+    assert unlabelled is not None
+    assert unlabelled.item.tolist() == [4] and unlabelled.kind.tolist() == [Kind.IMPRESSION]
+
+
+def test_a_session_end_label_arrives_when_its_session_ends():
+    from sim.domain import Requests, Responses
+
+    log = _log(Logging(delay={"short_dwell": "session_end"}))
+
+    def serve(time: float, ended: bool) -> None:
+        requests = Requests(
+            times=np.array([time]),
+            users=np.array([0], np.int32),
+            sessions=np.array([7], np.int64),
+            k=1,
+        )
+        responses = Responses(
+            kind=np.array([[Kind.SHORT_DWELL]], np.int8),
+            scope=np.zeros((1, 1), np.int8),
+            dwell=np.ones((1, 1), np.float32),
+            abandoned=np.zeros(1, bool),
+        )
+        log.append_slates(requests, np.array([[1]]), responses, {}, np.array([ended]))
+
+    serve(0.0, False)
+    assert np.isnan(log.arrival(slice(None))).all()
+    serve(30.0, True)
+    assert log.arrival(slice(None)).tolist() == [30.0, 30.0]
+    assert len(log.visible(29.0)) == 0 and len(log.visible(31.0)) == 2
+
+
+def test_without_logging_the_run_draws_exactly_as_before():
+    """An empty logging section and no section give the same log, with no arrival column."""
+    plain = run_scenario(tiny("duration=2h"))
+    empty = run_scenario(tiny("duration=2h", "logging={}"))
+    assert plain.events.arrival is None and empty.events.arrival is None
+    for name, column in plain.events.columns().items():
+        np.testing.assert_array_equal(column, empty.events.columns()[name], err_msg=name)
+
+
+# --- the analytic absorption delay -------------------------------------------------------------
+
+PERIOD, LATENCY, COMPUTE, MEAN_DELAY = 1800.0, 120.0, 300.0, 600.0
+
+
+def convolution_cdf(x: np.ndarray) -> np.ndarray:
+    """P(D + U <= x - d - c) for D ~ Exp(1/MEAN_DELAY) and U ~ Uniform(0, PERIOD)."""
+    rate = 1.0 / MEAN_DELAY
+    y = np.maximum(np.asarray(x, np.float64) - LATENCY - COMPUTE, 0.0)
+    low = np.maximum(y - PERIOD, 0.0)
+    return ((y - low) - (np.exp(-rate * low) - np.exp(-rate * y)) / rate) / PERIOD
+
+
+@pytest.fixture(scope="module")
+def delayed_run():
+    scenario = tiny(
+        "duration=12h",
+        "world.users.count=300",
+        "world.users.diurnal.amplitude=0",
+        "stack.layers.retrain.every=30m",
+        "stack.layers.retrain.latency=2m",
+        "stack.layers.retrain.compute_time=5m",
+        'stack.layers.realtime_features={"latency": "1s"}',
+        'logging={"delay": {"skip": {"distribution": "exponential", "mean": "10m"}}, '
+        '"loss": {"skip": 0.3}}',
+        'metrics.propagation_kinds=["skip", "short_dwell"]',
+    )
+    result = run_scenario(scenario)
+    return scenario, result, measure(result).tables["propagation"].to_pandas()
+
+
+def test_absorption_delay_matches_the_analytic_convolution(delayed_run):
+    """Label delay D ~ Exp, latency d, compute c, period T: absorption delay = D + d + c + the
+    wait W for the next trigger once the label is visible. With traffic flat in time, W is
+    uniform on (0, T) and independent of D: the delay's distribution is their convolution,
+    shifted by d + c (one event per request: the events of one request share their time)."""
+    scenario, result, table = delayed_run
+    arrived = np.isfinite(result.events.arrival[table.event.to_numpy()])  # lost: see below
+    rows = table[
+        arrived
+        & (table.layer == "retrain")
+        & (table.kind == "skip")
+        & (table.time < scenario.end - 3 * 3600.0)  # every such event absorbed (P(D > 2h) ~ 0)
+    ]
+    assert rows.absorbed.all()
+    one = rows.drop_duplicates(["time", "user"])
+    delays = one.delay_seconds.to_numpy()
+    n = delays.shape[0]
+    assert n > 1000
+    assert ks_statistic(delays, convolution_cdf) < KS_CRITICAL / math.sqrt(n)
+    mean = MEAN_DELAY + PERIOD / 2 + LATENCY + COMPUTE
+    assert abs(delays.mean() - mean) < 4 * delays.std() / math.sqrt(n)
+
+    # Every event, against the convolution with the run's own triggers: the delay is at most x
+    # when the last trigger by t + x - c came after the label was visible, t + D + d.
+    triggers = np.sort(
+        [v.triggered_at for v in result.versions if v.layer == "retrain" and v.origin == "update"]
+    )
+    times, every = rows.time.to_numpy(), rows.delay_seconds.to_numpy()
+
+    def given_triggers(x: np.ndarray) -> np.ndarray:
+        last = np.searchsorted(triggers, times[None, :] + x[:, None] - COMPUTE, "right") - 1
+        trigger = np.where(last >= 0, triggers[np.maximum(last, 0)], -np.inf)
+        gap = np.maximum(trigger - times[None, :] - LATENCY, 0.0)
+        return (-np.expm1(-gap / MEAN_DELAY)).mean(axis=1)
+
+    grid = np.sort(every)[:: max(1, every.shape[0] // 2000)]
+    expected = given_triggers(grid)
+    observed = np.searchsorted(np.sort(every), grid, "right") / every.shape[0]
+    assert np.abs(observed - expected).max() < KS_CRITICAL / math.sqrt(every.shape[0])
+
+    # the split: the label delay is the exponential part, latency and compute are constants
+    label = rows.label_delay_seconds.to_numpy()
+    assert ks_statistic(label, lambda x: -np.expm1(-np.maximum(x, 0) / MEAN_DELAY)) < (
+        KS_CRITICAL / math.sqrt(label.shape[0])
+    )
+    np.testing.assert_allclose(rows.latency_seconds, LATENCY)
+    np.testing.assert_allclose(rows.compute_seconds, COMPUTE)
+    np.testing.assert_allclose(rows.rollout_seconds, 0.0)
+    wait = one.trigger_wait_seconds.to_numpy()
+    assert ks_statistic(wait, lambda x: np.clip(x / PERIOD, 0, 1)) < KS_CRITICAL / math.sqrt(n)
+    parts = rows[[f"{part}_seconds" for part in DELAY_PARTS]].sum(axis=1)
+    np.testing.assert_allclose(parts, rows.delay_seconds, atol=1e-6)
+
+
+def test_lost_share_is_binomial_and_no_layer_sees_a_lost_event(delayed_run):
+    _, result, table = delayed_run
+    events = result.events
+    skip = events.kind == Kind.SKIP
+    lost = np.isinf(events.arrival)
+    n = int(skip.sum())
+    share = float(lost[skip].mean())
+    assert abs(share - 0.3) < 4 * math.sqrt(0.3 * 0.7 / n), (share, n)
+    assert not lost[~skip].any()  # only the kind with a loss loses events
+    lost_rows = np.flatnonzero(lost)
+    mine = table[table.event.isin(lost_rows)]
+    assert len(mine) > 100 and set(mine.layer) == {"retrain", "realtime_features"}
+    assert not mine.absorbed.any()  # neither the batch nor the incremental layer absorbed any
+
+
+class _SpyFits(EmbeddingPolicy):
+    """The embedding policy, keeping every arrival time a fit was handed."""
+
+    name = "spy_labels"
+    seen: list = []
+
+    def fit(self, data):
+        _SpyFits.seen.append((data.horizon, data.events.arrival, data.unlabelled))
+        return super().fit(data)
+
+
+def test_a_fit_sees_only_arrived_events_and_never_a_lost_one():
+    _SpyFits.seen.clear()
+    result = run_scenario(
+        tiny(
+            "stack.policy.name=tests.test_labels:_SpyFits",
+            'logging={"delay": {"click": "20m"}, "loss": {"skip": 0.5}}',
+        )
+    )
+    assert len(_SpyFits.seen) >= 5
+    for horizon, arrival, unlabelled in _SpyFits.seen:
+        assert arrival is not None and (arrival < horizon).all()
+        assert unlabelled is not None and (unlabelled.kind == Kind.IMPRESSION).all()
+    # the last fit's unlabelled impressions are exactly the late clicks and the lost skips
+    horizon, arrival, unlabelled = _SpyFits.seen[-1]
+    events = result.events
+    before = events.time < horizon
+    assert len(arrival) + len(unlabelled) == int(before.sum())
+    waiting = before & ~(events.arrival < horizon)
+    assert set(np.unique(events.kind[waiting]).tolist()) <= {Kind.CLICK, Kind.SKIP}
