@@ -1116,22 +1116,23 @@ class EmpiricalDelay(Spec):
 
 
 def _delay_form(value: Any) -> str:
+    """The tag of a label delay's form (bracketed: the loader leaves it out of error paths)."""
     if isinstance(value, dict):
-        return str(value.get("distribution", "distribution"))
+        return f"{value.get('distribution')}[]"
     if isinstance(value, (ExponentialDelay, LognormalDelay, EmpiricalDelay)):
-        return value.distribution
-    return "session_end" if value == "session_end" else "constant"
+        return f"{value.distribution}[]"
+    return "session_end[]" if value == "session_end" else "constant[]"
 
 
 #: One event kind's label delay: a constant duration, ``session_end`` (known when the session
 #: ends) or a distribution. A mapping is read as a distribution only, so that an error names its
 #: fields.
 LabelDelay = Annotated[
-    Annotated[Duration, Tag("constant")]
-    | Annotated[Literal["session_end"], Tag("session_end")]
-    | Annotated[ExponentialDelay, Tag("exponential")]
-    | Annotated[LognormalDelay, Tag("lognormal")]
-    | Annotated[EmpiricalDelay, Tag("empirical")],
+    Annotated[Duration, Tag("constant[]")]
+    | Annotated[Literal["session_end"], Tag("session_end[]")]
+    | Annotated[ExponentialDelay, Tag("exponential[]")]
+    | Annotated[LognormalDelay, Tag("lognormal[]")]
+    | Annotated[EmpiricalDelay, Tag("empirical[]")],
     Discriminator(
         _delay_form,
         custom_error_type="label_delay",

@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
+from policies import torch_ranker
 from policies.builtin import EmbeddingPolicy
+from policies.torch_ranker import TorchRanker, predict_clicks
 from sim.domain import Kind
 from sim.errors import ScenarioError
 from sim.eventlog import EventLog
@@ -72,7 +74,7 @@ def test_a_constant_delay_and_a_loss_of_one():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ('logging={"delay": {"click": 6}}', "needs a unit"),
+        ('logging={"delay": {"click": 6}}', "logging.delay.click: needs a unit"),
         ('logging={"delay": {"click": "soon"}}', "expected a duration"),
         ('logging={"delay": {"survey": "2s"}}', "logging.delay.survey"),
         ('logging={"delay": {"click": {"distribution": "weibull"}}}', "exponential|lognormal"),
@@ -308,3 +310,96 @@ def test_a_fit_sees_only_arrived_events_and_never_a_lost_one():
     assert len(arrival) + len(unlabelled) == int(before.sum())
     waiting = before & ~(events.arrival < horizon)
     assert set(np.unique(events.kind[waiting]).tolist()) <= {Kind.CLICK, Kind.SKIP}
+
+
+# --- delayed feedback in the torch ranker ------------------------------------------------------
+
+
+class _SpyRanker(TorchRanker):
+    """The torch ranker, keeping what every fit was handed."""
+
+    name = "spy_delayed_ranker"
+    seen: list = []
+
+    def fit(self, data):
+        _SpyRanker.seen.append(data)
+        return super().fit(data)
+
+
+@pytest.fixture(scope="module")
+def long_delay():
+    """A run whose clicks arrive after an exponential delay of 3 h (the run measures 6 h), and
+    the last retrain's input."""
+    _SpyRanker.seen.clear()
+    result = run_scenario(
+        tiny(
+            "stack.policy.name=tests.test_labels:_SpyRanker",
+            "stack.policy.params={}",
+            "duration=6h",
+            'logging={"delay": {"click": {"distribution": "exponential", "mean": "3h"}}}',
+        )
+    )
+    return result, _SpyRanker.seen[-1]
+
+
+def _fit(data, strategy: str):
+    params = TorchRanker.Params(
+        delayed_feedback=strategy, maturity=7200.0, epochs=20, batch_size=512, negative_weight=1.0
+    )
+    return TorchRanker(params, seed=1).fit(data)
+
+
+def test_corrected_training_is_better_calibrated_than_naive_under_a_long_delay(long_delay):
+    """Predicted against realized click rate on every examined impression before the horizon,
+    with every label (the log at the end of the run): the naive model learned the rate of
+    clicks that had arrived; the corrected one the rate of clicks."""
+    result, data = long_delay
+    events = result.events
+    truth = events.take(np.flatnonzero(events.time < data.horizon))
+    late = (truth.kind == Kind.CLICK) & ~(truth.arrival < data.horizon)
+    assert late.sum() > 200  # many clicks had not arrived when the model was trained
+    gaps = {}
+    for strategy in ("naive", "corrected"):
+        _, predicted, clicked = predict_clicks(_fit(data, strategy), truth, data.catalog, 3600.0)
+        gaps[strategy] = abs(predicted.mean() - clicked.mean())
+    assert gaps["corrected"] < 0.6 * gaps["naive"], gaps
+
+
+def test_the_strategies_train_on_what_they_say(long_delay, monkeypatch):
+    _, data = long_delay
+    seen = {}
+
+    def spy(events, topic, half_life, watches=False, pending=None):
+        seen["rows"], seen["pending"] = len(events), pending
+        seen["times"] = events.time
+        return examples(events, topic, half_life, watches, pending)
+
+    examples = torch_ranker._examples
+    monkeypatch.setattr(torch_ranker, "_examples", spy)
+    _fit(data, "arrived")
+    assert seen["rows"] == len(data.events) and seen["pending"] is None
+    _fit(data, "naive")
+    assert seen["rows"] == len(data.events) + len(data.unlabelled)
+    assert int(seen["pending"].sum()) == len(data.unlabelled)
+    assert (np.diff(seen["times"]) >= 0).all()  # merged in time order
+    # wait: the same rows, of which only examples older than the maturity are trained on
+    model = _fit(data, "wait")
+    assert model.validation_log_loss is not None
+
+
+def test_without_label_delays_every_strategy_is_todays_training():
+    data_plain = _SpyRanker.seen  # reuse nothing: build a run without delays
+    data_plain.clear()
+    run_scenario(
+        tiny(
+            "stack.policy.name=tests.test_labels:_SpyRanker",
+            "stack.policy.params={}",
+            "duration=1h",
+        )
+    )
+    data = _SpyRanker.seen[-1]
+    assert data.unlabelled is None and data.events.arrival is None
+    base = _fit(data, "arrived")
+    for strategy in ("naive", "corrected", "wait"):
+        other = _fit(data, strategy)
+        np.testing.assert_array_equal(base.users, other.users, err_msg=strategy)
