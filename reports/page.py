@@ -769,6 +769,62 @@ def _charts(data: ReportData) -> list[tuple[go.Figure, str]]:
     return [(figure, how) for figure, how in charts if figure is not None]
 
 
+#: The parts of an absorption delay in ``propagation.parquet`` (``<part>_seconds``), as the
+#: report names them, in the order they elapse.
+DELAY_PARTS = (
+    ("label_delay", "label delay"),
+    ("latency", "latency"),
+    ("trigger_wait", "trigger wait"),
+    ("compute", "compute"),
+    ("rollout", "rollout"),
+)
+
+
+def delay_split_table(data: ReportData) -> str:
+    """Per variant and layer, the mean of each part of the absorption delay over the negatives
+    the layer absorbed, and which part dominates: how much of the wait is the label's way to
+    the logs and how much the layer's own pipeline. Empty for results without the split (written
+    before it existed) or with nothing absorbed."""
+    frame = data.propagation
+    columns = [f"{part}_seconds" for part, _ in DELAY_PARTS]
+    if not len(frame) or any(column not in frame for column in columns):
+        return ""
+    frame = frame[frame["absorbed"]]
+    if not len(frame):
+        return ""
+    means = frame.groupby(["variant", frame["layer"].astype(str)], observed=True, sort=False)[
+        [*columns, "delay_seconds"]
+    ].mean()
+    heads = "".join(f"<th>{esc(name)}</th>" for _, name in DELAY_PARTS)
+    rows = []
+    for (variant, layer), row in means.iterrows():
+        total = float(row["delay_seconds"])
+        cells = "".join(
+            f"<td title='{esc(f'{row[column] / total:.0%}' if total > 0 else '')} of the "
+            f"delay'>{esc(duration(float(row[column])))}</td>"
+            for column in columns
+        )
+        top = max(DELAY_PARTS, key=lambda part: float(row[f"{part[0]}_seconds"]))
+        share = float(row[f"{top[0]}_seconds"]) / total if total > 0 else 0.0
+        label = _row_head(data, str(variant)) if not data.single else ""
+        rows.append(
+            f"<tr>{label}<th class='level'>{esc(layer)}</th>{cells}"
+            f"<td>{esc(duration(total))}</td><td>{esc(top[1])} ({share:.0%})</td></tr>"
+        )
+    variant_head = "" if data.single else _level_heads(data)
+    return (
+        "<section id='delay-split'><h3>Where the absorption delay goes</h3>"
+        "<div class='scroll'><table class='split'><thead><tr>"
+        f"{variant_head}<th class='level'>layer</th>{heads}<th>total</th><th>largest part</th>"
+        "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
+        "<p class='how'>Means over the negatives each layer absorbed (all replications): the "
+        "label delay (event to its arrival in the logs), the layer's ingestion latency, the wait "
+        "for its next trigger once the event was visible, the update's compute, and the rollout "
+        "until the version served the event's user (for profile memory, also the wait for the "
+        "user's next session). The parts sum to the total.</p></section>"
+    )
+
+
 def _unabsorbed_layers(data: ReportData) -> str:
     frame = data.propagation
     if not len(frame):
@@ -899,6 +955,7 @@ def build_report(folder: str | Path, plotlyjs: str = "inline") -> str:
 {responsiveness_section(data, twin_chart)}
 <h2>Propagation, exposure and cost</h2>
 {_encoding_text(data)}
+{delay_split_table(data)}
 {"".join(blocks)}
 <h2>Run</h2>
 <table>{fact_rows}</table>

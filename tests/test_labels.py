@@ -4,20 +4,25 @@ and the absorption delay's split against its analytic distribution."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from policies import torch_ranker
 from policies.builtin import EmbeddingPolicy
 from policies.torch_ranker import TorchRanker, predict_clicks
+from reports.data import duration, load_report_data
 from sim.domain import Kind
 from sim.errors import ScenarioError
 from sim.eventlog import EventLog
 from sim.labels import LabelPipeline, delay_cdf, draw_delays
 from sim.metrics import DELAY_PARTS, measure
+from sim.results import write_report
 from sim.runner import run_scenario
 from sim.spec import EmpiricalDelay, ExponentialDelay, Logging, LognormalDelay
+from sim.sweep import run_sweep
 from tests.conftest import tiny
 
 #: Kolmogorov's critical value at the 0.1% level (asymptotic, times 1/sqrt(n)).
@@ -403,3 +408,46 @@ def test_without_label_delays_every_strategy_is_todays_training():
     for strategy in ("naive", "corrected", "wait"):
         other = _fit(data, strategy)
         np.testing.assert_array_equal(base.users, other.users, err_msg=strategy)
+
+
+# --- the split in the results and the report ---------------------------------------------------
+
+
+def test_propagation_parquet_has_the_split_and_the_report_shows_it_per_layer(tmp_path):
+    out = tmp_path / "delayed"
+    run_sweep(
+        tiny(
+            "duration=2h",
+            "stack.layers.realtime_features={}",
+            'logging={"delay": {"dismiss": "10m", "thumbs_down": "10m", "not_interested": "10m", '
+            '"short_dwell": "10m", "block_creator": "10m"}}',
+        ),
+        out,
+    )
+    write_report(out)
+    table = pq.read_table(out / "propagation.parquet").to_pandas()
+    columns = [f"{part}_seconds" for part in DELAY_PARTS]
+    assert set(columns) <= set(table.columns)
+    absorbed = table[table.absorbed]
+    assert len(absorbed) > 20
+    np.testing.assert_allclose(absorbed[columns].sum(axis=1), absorbed.delay_seconds, atol=1e-6)
+    np.testing.assert_allclose(absorbed.label_delay_seconds, 600.0)  # a constant delay
+    assert table[~table.absorbed][columns].isna().all().all()  # unabsorbed: no split
+
+    page = (out / "report.html").read_text(encoding="utf-8")
+    section = page.split("id='delay-split'")[1].split("</section>")[0]
+    data = load_report_data(out)
+    for layer in ("retrain", "realtime_features"):
+        rows = absorbed[absorbed.layer == layer]
+        cells = _cells(section, f"<th class='level'>{layer}</th>")
+        expected = [duration(rows[column].mean()) for column in columns]
+        assert cells[: len(columns) + 1] == [*expected, duration(rows.delay_seconds.mean())]
+    # the feature store waits 10 min for the label and 1 s for itself: the label dominates
+    assert "label delay (" in section.split("realtime_features")[1].split("</tr>")[0]
+    assert data.single
+
+
+def _cells(section: str, head: str) -> list[str]:
+    """The text of the cells after ``head`` in its row of ``section``."""
+    row = section.split(head)[1].split("</tr>")[0]
+    return [re.sub("<[^>]+>", "", cell.split(">", 1)[1]) for cell in row.split("</td>")[:-1]]
