@@ -684,6 +684,8 @@ def layer_delay_parts(result: RunResult, layer: str, rows: np.ndarray) -> dict[s
             )
     parts = {"delay": live - times}
     found = by >= 0
+    if not found.any():  # also: a layer without a version that changed anything
+        return parts | {part: np.full(rows.shape[0], np.nan) for part in DELAY_PARTS}
     version = np.maximum(by, 0)
     horizon, triggered = versions.horizon[version], versions.triggered[version]
     ready = versions.ready[version]

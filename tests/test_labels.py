@@ -3,12 +3,15 @@ and the absorption delay's split against its analytic distribution."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies import torch_ranker
 from policies.builtin import EmbeddingPolicy
@@ -18,12 +21,13 @@ from sim.domain import Kind
 from sim.errors import ScenarioError
 from sim.eventlog import EventLog
 from sim.labels import LabelPipeline, delay_cdf, draw_delays
-from sim.metrics import DELAY_PARTS, measure
+from sim.metrics import DELAY_PARTS, layer_delay_parts, measure
 from sim.results import write_report
 from sim.runner import run_scenario
 from sim.spec import EmpiricalDelay, ExponentialDelay, Logging, LognormalDelay
 from sim.sweep import run_sweep
 from tests.conftest import tiny
+from tests.test_absorption import synthetic_result
 
 #: Kolmogorov's critical value at the 0.1% level (asymptotic, times 1/sqrt(n)).
 KS_CRITICAL = 1.949
@@ -451,3 +455,57 @@ def _cells(section: str, head: str) -> list[str]:
     """The text of the cells after ``head`` in its row of ``section``."""
     row = section.split(head)[1].split("</tr>")[0]
     return [re.sub("<[^>]+>", "", cell.split(">", 1)[1]) for cell in row.split("</td>")[:-1]]
+
+
+# --- the definition with arrivals, brute force -------------------------------------------------
+
+
+def brute_force_arrived(result, layer: str, rows: np.ndarray) -> np.ndarray:
+    """The definition with label delays, event by event: a version covers an event that
+    arrived before its horizon and (batch) happened after its input start, or (incremental)
+    arrived after it."""
+    events = result.events
+    record = result.absorption[layer]
+    canary = result.canary_users.get(layer)
+    delays = np.full(rows.shape[0], np.inf)
+    missed = set(record.missed.tolist())
+    changed = {version: set(users.tolist()) for version, users in record.changed_users.items()}
+    for index, row in enumerate(rows.tolist()):
+        t, arrival, user = float(events.time[row]), float(events.arrival[row]), events.user[row]
+        admitted = record.reads.admits(
+            events.kind[[row]],
+            events.item[[row]],
+            events.position[[row]],
+            events.scope[[row]],
+            events.user[[row]],
+        )[0]
+        if row in missed or not admitted:
+            continue
+        start = arrival if record.incremental else t
+        for v in result.versions:
+            if v.cohort == "canary" and not (canary is not None and canary[user]):
+                continue
+            if v.changed == "none" or not (v.since <= start and arrival < v.horizon):
+                continue
+            if v.changed == "some" and not record.incremental and user not in changed[v.version]:
+                continue
+            delays[index] = min(delays[index], v.live_at - t)
+    return delays
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_layer_delays_with_label_delays_equal_the_definition(data):
+    result, rows = synthetic_result(data.draw)
+    n = len(result.events)
+    late = data.draw(st.lists(st.sampled_from([0, 0, 3, 10, 25, -1]), min_size=n, max_size=n))
+    delay = np.array([np.inf if d < 0 else d for d in late], float)
+    result.events = dataclasses.replace(result.events, arrival=result.events.time + delay)
+    expected = brute_force_arrived(result, "x", rows)
+    parts = layer_delay_parts(result, "x", rows)
+    np.testing.assert_array_equal(parts["delay"], expected)
+    absorbed = np.isfinite(expected)
+    total = sum(parts[part][absorbed] for part in DELAY_PARTS)
+    np.testing.assert_allclose(total, expected[absorbed])
+    assert np.isnan(parts["label_delay"][~absorbed]).all()
+    assert not absorbed[np.isinf(delay[rows])].any()  # a lost event: never
