@@ -3,6 +3,8 @@ itself runs at a realistic size)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -270,3 +272,33 @@ def test_youtube_example_age_keeps_fresh_items_from_being_penalized_by_model_age
     assert aged[3] > 0.5 * aged[0] and aged.min() > 10 * stale.max()
     for metrics in (without, with_age):
         assert 3600 <= metrics["absorption.retrain.median_seconds"] <= 3 * 86400
+
+
+@pytest.mark.slow
+def test_delayed_labels_corrected_retrain_beats_naive_and_the_label_pipeline_dominates():
+    from sim.sweep import plan_runs
+
+    # by its file: a checkout's scenarios, whichever recloop is installed
+    preset = Path(__file__).resolve().parents[1] / "scenarios" / "delayed-labels.yaml"
+    _, _, plans = plan_runs(load_scenario(str(preset), quick=True))
+    ctr, split = {}, {}
+    for plan in plans:
+        if plan.variant not in ("naive", "corrected"):
+            continue
+        measured = measure(run_scenario(plan.scenario))
+        ctr[plan.variant] = measured.scalars["ctr"]
+        split[plan.variant] = measured.tables["propagation"].to_pandas()
+    # a naive retrain reads the clicks still on their way as no clicks
+    assert ctr["corrected"] > ctr["naive"]
+    # a short dwell's label waits for its session to end: minutes, against the feature store's
+    # second of latency
+    table = split["naive"]
+    rows = table[(table.layer == "realtime_features") & (table.kind == "short_dwell")]
+    rows = rows[rows.absorbed]
+    assert len(rows) > 20
+    assert (
+        rows.label_delay_seconds.mean()
+        > 10 * (rows.delay_seconds - rows.label_delay_seconds).mean()
+    )
+    lost = table[(table.kind == "not_interested") & ~table.absorbed]
+    assert len(lost) > 0  # 5% of them never logged: absorbed by no layer
