@@ -498,6 +498,10 @@ def _events_table(result: RunResult) -> pa.Table:
         "dwell": events.dwell,
     }
     columns.update({f"v_{layer}": values for layer, values in events.versions.items()})
+    if events.arrival is not None:  # label delays: when each event reached the logs
+        arrived = np.isfinite(events.arrival)  # lost, or its session never ended: null
+        columns["arrival"] = pa.array(np.where(arrived, events.arrival, 0.0), mask=~arrived)
+        columns["lost"] = np.isposinf(events.arrival)
     return pa.table(columns)
 
 

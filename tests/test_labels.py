@@ -437,6 +437,13 @@ def test_propagation_parquet_has_the_split_and_the_report_shows_it_per_layer(tmp
     np.testing.assert_allclose(absorbed[columns].sum(axis=1), absorbed.delay_seconds, atol=1e-6)
     np.testing.assert_allclose(absorbed.label_delay_seconds, 600.0)  # a constant delay
     assert table[~table.absorbed][columns].isna().all().all()  # unabsorbed: no split
+    events = pq.read_table(next(out.glob("**/events.parquet"))).to_pandas()
+    delayed = events.kind.isin(
+        ["dismiss", "thumbs_down", "not_interested", "short_dwell", "block_creator"]
+    )
+    np.testing.assert_allclose(events.arrival[delayed] - events.time[delayed], 600.0)
+    np.testing.assert_array_equal(events.arrival[~delayed], events.time[~delayed])
+    assert not events.lost.any()
 
     page = (out / "report.html").read_text(encoding="utf-8")
     section = page.split("id='delay-split'")[1].split("</section>")[0]
