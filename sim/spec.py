@@ -1069,7 +1069,9 @@ class ExponentialDelay(Spec):
     """A label delay drawn from an exponential distribution (memoryless: a constant rate of
     arrival, as a queue drained at random)."""
 
-    distribution: Literal["exponential"]
+    distribution: Literal["exponential"] = Field(
+        description="exponential: a delay with a constant rate of arrival"
+    )
     mean: Duration = Field(gt=0, description="mean label delay (1 / rate)")
 
 
@@ -1077,7 +1079,7 @@ class LognormalDelay(Spec):
     """A label delay drawn from a lognormal distribution: a long right tail, as conversions and
     survey answers have (Chapelle 2014)."""
 
-    distribution: Literal["lognormal"]
+    distribution: Literal["lognormal"] = Field(description="lognormal: a long right tail")
     median: Duration = Field(gt=0, description="median label delay (exp of the log-mean)")
     sigma: float = Field(
         gt=0, le=10, description="standard deviation of the delay's natural logarithm"
@@ -1089,7 +1091,9 @@ class EmpiricalDelay(Spec):
     linear in the probability between two given quantiles (and between 0 at probability 0 and
     the first one)."""
 
-    distribution: Literal["empirical"]
+    distribution: Literal["empirical"] = Field(
+        description="empirical: a distribution given by its quantiles"
+    )
     quantiles: dict[float, Duration] = Field(
         min_length=1,
         description="probability: delay pairs, e.g. {0.35: 1h, 0.5: 1d, 1.0: 30d} (35% of labels "
