@@ -202,10 +202,10 @@ class TorchRanker(BasePolicy):
         ages = age_buckets(times - data.catalog.created_at[items])
         observed = np.ones(users.shape[0], np.float32)  # P(a click is observed by then)
         if strategy == "wait":
-            keep = times < data.horizon - p.maturity
-            users, items, features = users[keep], items[keep], features[keep]
-            labels, weights, ages, times = labels[keep], weights[keep], ages[keep], times[keep]
-            observed = observed[keep]
+            mature = times < data.horizon - p.maturity
+            users, items, features = users[mature], items[mature], features[mature]
+            labels, weights, ages = labels[mature], weights[mature], ages[mature]
+            observed = observed[mature]
         elif strategy == "corrected":
             observed = _observed_share(events, data.horizon, times)
         if users.shape[0] > p.max_examples:

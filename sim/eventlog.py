@@ -70,7 +70,9 @@ class EventLog:
         self.labels = labels
         #: Whether rows arrive later than their time (or never): reads then mask on arrival.
         self.delayed = labels is not None
-        self._rng = rng if rng is not None else np.random.default_rng(0)
+        if labels is not None and rng is None:
+            raise ValueError("a log with label delays needs the generator they are drawn from")
+        self._rng = rng
         self._dtypes = dict(CORE_COLUMNS)
         self._dtypes.update({_version_column(layer): np.int32 for layer in self.layers})
         self._dtypes[DELETED] = np.float64
@@ -210,6 +212,7 @@ class EventLog:
         if self._size and count and rows["time"][0] < self._columns["time"][self._size - 1]:
             raise ValueError("events must be appended in time order")
         if self.labels is not None:
+            assert self._rng is not None
             arrival = self.labels.arrivals(rows["time"], rows["kind"], self._rng)
             rows[ARRIVAL] = arrival
             waiting = np.flatnonzero(np.isnan(arrival))

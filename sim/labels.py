@@ -16,6 +16,7 @@ array([ 3., inf,  1.])
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -36,9 +37,10 @@ class LabelPipeline:
     def __init__(self, spec: Logging):
         self.spec = spec
         #: Per kind code: its delay spec (None: at once), in kind order (the order of draws).
-        self.delays = [spec.delay.get(kind.name.lower()) for kind in Kind]
-        self.loss = np.array([spec.loss.get(kind.name.lower(), 0.0) for kind in Kind])
-        self.waits_for_session = any(delay == "session_end" for delay in self.delays)
+        delays: dict[str, Any] = {str(kind): delay for kind, delay in spec.delay.items()}
+        losses = {str(kind): share for kind, share in spec.loss.items()}
+        self.delays = [delays.get(kind.name.lower()) for kind in Kind]
+        self.loss = np.array([losses.get(kind.name.lower(), 0.0) for kind in Kind])
 
     def arrivals(
         self, times: np.ndarray, kinds: np.ndarray, rng: np.random.Generator

@@ -92,6 +92,8 @@ def _event_log_rows(scenario: Scenario) -> float:
 def _event_log_bytes(scenario: Scenario) -> float:
     """Expected size of one copy of the run's event log."""
     row = ROW_BYTES + VERSION_BYTES * len(scenario.stack.layers.active())
+    if scenario.logging is not None and scenario.logging.active:
+        row += 8  # each row's arrival time (float64)
     return _event_log_rows(scenario) * row
 
 
