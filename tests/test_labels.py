@@ -490,6 +490,8 @@ def brute_force_arrived(result, layer: str, rows: np.ndarray) -> np.ndarray:
             continue
         start = arrival if record.incremental else t
         for v in result.versions:
+            if v.layer != layer:
+                continue
             if v.cohort == "canary" and not (canary is not None and canary[user]):
                 continue
             if v.changed == "none" or not (v.since <= start and arrival < v.horizon):
@@ -516,3 +518,44 @@ def test_layer_delays_with_label_delays_equal_the_definition(data):
     np.testing.assert_allclose(total, expected[absorbed])
     assert np.isnan(parts["label_delay"][~absorbed]).all()
     assert not absorbed[np.isinf(delay[rows])].any()  # a lost event: never
+
+
+def test_every_layer_absorbs_by_the_definition_with_arrivals_and_never_before_them():
+    """Every kind of layer (batch, incremental, continuous, event-count and drift triggers,
+    a canary) on a log with delays of every form: each absorption is the definition's, and none
+    comes before the event's arrival plus the layer's latency."""
+    result = run_scenario(
+        tiny(
+            "stack.layers.retrain={every: 30m, latency: 2m, compute_time: 5m, window: 40m, "
+            "rollout: {canary: {fraction: 0.3, for: 10m}}}",
+            "stack.layers.nearline_embeddings={on_drift: {check_every: 5m, min_gap: 10m}, "
+            "latency: 1m, compute_time: 1m}",
+            "stack.layers.realtime_features={}",
+            "stack.layers.session_context={every: 20m, include_skips: true}",
+            "stack.layers.profile_memory={after_events: 300, retention: 1h, slots: 2}",
+            "stack.layers.bandit={every: 10m, position: 1}",
+            "world.behavior.explicit_prob=0.3",
+            "duration=3h",
+            'logging={"delay": {"skip": {"distribution": "exponential", "mean": "5m"}, '
+            '"short_dwell": "session_end", "dismiss": "3m", "abandon": "1m", "click": '
+            '{"distribution": "lognormal", "median": "10m", "sigma": 1.0}}, '
+            '"loss": {"not_interested": 0.3, "thumbs_down": 0.3}}',
+        )
+    )
+    events = result.events
+    negative = ~np.isin(events.kind, [Kind.IMPRESSION, Kind.CLICK])
+    rows = np.flatnonzero(negative & (events.time >= 1800))
+    rows = rows[:: max(1, rows.shape[0] // 1500)]
+    latency = {name: spec.latency for name, spec in result.scenario.stack.layers.active().items()}
+    for layer in result.absorption:
+        parts = layer_delay_parts(result, layer, rows)
+        np.testing.assert_array_equal(
+            parts["delay"], brute_force_arrived(result, layer, rows), err_msg=layer
+        )
+        absorbed = np.isfinite(parts["delay"])
+        assert absorbed.any(), layer
+        arrival = events.arrival[rows][absorbed]
+        live = events.time[rows][absorbed] + parts["delay"][absorbed]
+        assert (live >= arrival + latency[layer]).all(), layer
+        for part in DELAY_PARTS:
+            assert (parts[part][absorbed] >= -1e-9).all(), (layer, part)
