@@ -302,7 +302,9 @@ class World(Protocol):
     def next_request_time(self) -> float: ...
 
     def take_requests(self, until: float) -> Any:
-        """Remove and return the requests due before ``until`` (an object with ``.requests``)."""
+        """Remove and return the requests due before ``until`` (an object with ``.requests``,
+        and optionally ``.last``: which requests are the last planned of their session, without
+        which a label delayed until the session's end never arrives)."""
 
     def respond(self, batch: Any, slates: np.ndarray) -> Responses: ...
 
