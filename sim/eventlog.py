@@ -52,8 +52,9 @@ class EventLog:
     """Append-only event log with a version column per layer.
 
     ``on_disk`` keeps the columns in temporary files under ``directory`` (the system's temporary
-    directory when None) instead of process memory. ``labels`` (with the generator ``rng`` its
-    draws come from) delays or loses events by kind: the log then keeps each row's arrival time.
+    directory when None) instead of process memory. ``labels`` delays or loses events by kind,
+    drawing for served slates from ``rng`` and for controls from ``control_rng``: the log then
+    keeps each row's arrival time.
     """
 
     def __init__(
@@ -64,15 +65,19 @@ class EventLog:
         directory: str | Path | None = None,
         labels: LabelPipeline | None = None,
         rng: np.random.Generator | None = None,
+        control_rng: np.random.Generator | None = None,
     ):
         self.layers = tuple(layers)
         self.on_disk = on_disk
         self.labels = labels
         #: Whether rows arrive later than their time (or never): reads then mask on arrival.
         self.delayed = labels is not None
-        if labels is not None and rng is None:
-            raise ValueError("a log with label delays needs the generator they are drawn from")
+        if labels is not None and (rng is None or control_rng is None):
+            raise ValueError("a log with label delays needs the generators they are drawn from")
         self._rng = rng
+        # Controls outside slates (probes) draw from their own generator: a probe's twin, which
+        # logs none, keeps drawing the same delays for every later event.
+        self._control_rng = control_rng
         self._dtypes = dict(CORE_COLUMNS)
         self._dtypes.update({_version_column(layer): np.int32 for layer in self.layers})
         self._dtypes[DELETED] = np.float64
@@ -199,7 +204,7 @@ class EventLog:
         }
         rows.update({_version_column(layer): versions[layer] for layer in self.layers})
         rows[DELETED] = np.full(count, np.inf)
-        self._append(rows, count)
+        self._append(rows, count, self._control_rng)
 
     def delete(self, time: float, rows: np.ndarray) -> None:
         """Delete the log ``rows`` (earlier than ``time``) at ``time``: a read whose horizon is
@@ -208,12 +213,15 @@ class EventLog:
         self._columns[DELETED][rows] = np.minimum(self._columns[DELETED][rows], time)
         self.deletions.append((time, rows))
 
-    def _append(self, rows: dict[str, np.ndarray], count: int) -> None:
+    def _append(
+        self, rows: dict[str, np.ndarray], count: int, rng: np.random.Generator | None = None
+    ) -> None:
         if self._size and count and rows["time"][0] < self._columns["time"][self._size - 1]:
             raise ValueError("events must be appended in time order")
         if self.labels is not None:
-            assert self._rng is not None
-            arrival = self.labels.arrivals(rows["time"], rows["kind"], self._rng)
+            rng = rng or self._rng
+            assert rng is not None
+            arrival = self.labels.arrivals(rows["time"], rows["kind"], rng)
             rows[ARRIVAL] = arrival
             waiting = np.flatnonzero(np.isnan(arrival))
             if waiting.shape[0]:

@@ -36,16 +36,25 @@ class LabelPipeline:
 
     def __init__(self, spec: Logging):
         self.spec = spec
-        #: Per kind code: its delay spec (None: at once), in kind order (the order of draws).
         delays: dict[str, Any] = {str(kind): delay for kind, delay in spec.delay.items()}
         losses = {str(kind): share for kind, share in spec.loss.items()}
+        #: Per kind code: its delay spec (None: at once).
         self.delays = [delays.get(kind.name.lower()) for kind in Kind]
         self.loss = np.array([losses.get(kind.name.lower(), 0.0) for kind in Kind])
+        drawn = [d for d in self.delays if d is not None and d != "session_end"]
+        # Which draws every batch takes, one per row whatever its kind, so that the stream's
+        # position depends on the rows logged and not on how many were of each kind.
+        self._uniform = any(isinstance(d, (ExponentialDelay, EmpiricalDelay)) for d in drawn)
+        self._normal = any(isinstance(d, LognormalDelay) for d in drawn)
 
     def arrivals(
         self, times: np.ndarray, kinds: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
         """Arrival time of each event (``inf``: lost; ``nan``: when its session ends)."""
+        n = times.shape[0]
+        uniform = rng.random((n,)) if self._uniform else None
+        normal = rng.standard_normal((n,)) if self._normal else None
+        lost = rng.random(n) < self.loss[kinds] if self.loss.any() else None
         arrival = times.astype(np.float64, copy=True)
         for code, delay in enumerate(self.delays):
             if delay is None:
@@ -56,23 +65,35 @@ class LabelPipeline:
             if delay == "session_end":
                 arrival[rows] = PENDING
             else:
-                arrival[rows] += draw_delays(delay, rows.shape[0], rng)
-        if self.loss.any():
-            lost = rng.random(times.shape[0]) < self.loss[kinds]
+                draws = normal if isinstance(delay, LognormalDelay) else uniform
+                arrival[rows] += delays_from(delay, None if draws is None else draws[rows])
+        if lost is not None:
             arrival[lost] = LOST
         return arrival
 
 
+def delays_from(delay: object, draws: np.ndarray | None) -> np.ndarray:
+    """Label delays in seconds from one kind's delay spec (not ``session_end``), one per draw:
+    uniform on [0, 1) for the exponential and empirical, standard normal for the lognormal;
+    a constant needs none (``draws`` None) but is given one per row all the same."""
+    if isinstance(delay, ExponentialDelay):
+        assert draws is not None
+        return -delay.mean * np.log1p(-draws)
+    if isinstance(delay, LognormalDelay):
+        assert draws is not None
+        return delay.median * np.exp(delay.sigma * draws)
+    if isinstance(delay, EmpiricalDelay):
+        assert draws is not None
+        probabilities, delays = _knots(delay)
+        return np.interp(draws, probabilities, delays)
+    return np.full(() if draws is None else draws.shape, float(delay))  # type: ignore[arg-type]
+
+
 def draw_delays(delay: object, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` label delays in seconds from one kind's delay spec (not ``session_end``)."""
-    if isinstance(delay, ExponentialDelay):
-        return rng.exponential(delay.mean, n)
     if isinstance(delay, LognormalDelay):
-        return delay.median * np.exp(delay.sigma * rng.standard_normal(n))
-    if isinstance(delay, EmpiricalDelay):
-        probabilities, delays = _knots(delay)
-        return np.interp(rng.random(n), probabilities, delays)
-    return np.full(n, float(delay))  # type: ignore[arg-type]
+        return delays_from(delay, rng.standard_normal(n))
+    return delays_from(delay, rng.random(n))
 
 
 def delay_cdf(delay: object, seconds: np.ndarray) -> np.ndarray:

@@ -225,6 +225,7 @@ def assemble(scenario: Scenario, scratch: str | Path | None = None) -> Assembly:
         # its own stream: a scenario without label delays draws exactly as before
         labels=LabelPipeline(scenario.logging) if delayed else None,  # type: ignore[arg-type]
         rng=streams.generator("label_delays") if delayed else None,
+        control_rng=streams.generator("label_delays:controls") if delayed else None,
     )
 
     items_at_start = world.catalog_view().n_items
