@@ -577,7 +577,10 @@ def _propagation(result: RunResult, metrics: RunMetrics) -> None:
             served[finite] = first_at_or_after(
                 session_keys, session_times, users[finite].astype(np.int64), live[finite]
             )
-            parts["rollout"] = parts["rollout"] + (served - times - delays)
+            session_wait = np.full(live.shape[0], np.nan)  # nan: not served before the end
+            reached = np.isfinite(served)
+            session_wait[reached] = served[reached] - live[reached]
+            parts["rollout"] = parts["rollout"] + session_wait
             delays = served - times
         for part, values in parts.items():
             columns[part].append(values)
