@@ -206,6 +206,8 @@ class TorchRanker(BasePolicy):
             users, items, features = users[mature], items[mature], features[mature]
             labels, weights, ages = labels[mature], weights[mature], ages[mature]
             observed = observed[mature]
+            if not mature.any() and isinstance(data.previous, TorchRankerModel):
+                return data.previous  # nothing old enough yet: the model served stays
         elif strategy == "corrected":
             observed = _observed_share(events, data.horizon, times)
         if users.shape[0] > p.max_examples:

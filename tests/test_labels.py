@@ -428,6 +428,14 @@ def test_the_strategies_train_on_what_they_say(long_delay, monkeypatch):
     # wait: the same rows, of which only examples older than the maturity are trained on
     model = _fit(data, "wait")
     assert model.validation_log_loss is not None
+    # nothing old enough yet: the model already served stays
+    young = dataclasses.replace(data, horizon=float(data.events.time.min()) + 60.0)
+    assert (
+        TorchRanker(TorchRanker.Params(delayed_feedback="wait"), seed=1).fit(
+            dataclasses.replace(young, previous=model)
+        )
+        is model
+    )
 
 
 def test_without_label_delays_every_strategy_is_todays_training():
