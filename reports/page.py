@@ -796,6 +796,9 @@ def delay_split_table(data: ReportData) -> str:
         [*columns, "delay_seconds"]
     ].mean()
     heads = "".join(f"<th>{esc(name)}</th>" for _, name in DELAY_PARTS)
+    # one cell names the variant (its label, not its grid levels: the table above has those)
+    columns_span = max(len(level_columns(data.axes)), 1)
+    span = f" colspan='{columns_span}'" if columns_span > 1 else ""
     rows = []
     for (variant, layer), row in means.iterrows():
         total = float(row["delay_seconds"])
@@ -806,12 +809,16 @@ def delay_split_table(data: ReportData) -> str:
         )
         top = max(DELAY_PARTS, key=lambda part: float(row[f"{part[0]}_seconds"]))
         share = float(row[f"{top[0]}_seconds"]) / total if total > 0 else 0.0
-        label = _row_head(data, str(variant)) if not data.single else ""
+        label = (
+            ""
+            if data.single
+            else f"<th scope='row'{span}>{_swatch(data, str(variant))}{esc(variant)}</th>"
+        )
         rows.append(
             f"<tr>{label}<th class='level'>{esc(layer)}</th>{cells}"
             f"<td>{esc(duration(total))}</td><td>{esc(top[1])} ({share:.0%})</td></tr>"
         )
-    variant_head = "" if data.single else _level_heads(data)
+    variant_head = "" if data.single else f"<th class='level'{span}>variant</th>"
     return (
         "<section id='delay-split'><h3>Where the absorption delay goes</h3>"
         "<div class='scroll'><table class='split'><thead><tr>"
