@@ -383,9 +383,13 @@ def long_delay():
     return result, _SpyRanker.seen[-1]
 
 
-def _fit(data, strategy: str):
+def _fit(data, strategy: str, epochs: int = 20):
     params = TorchRanker.Params(
-        delayed_feedback=strategy, maturity=7200.0, epochs=20, batch_size=512, negative_weight=1.0
+        delayed_feedback=strategy,
+        maturity=7200.0,
+        epochs=epochs,
+        batch_size=512,
+        negative_weight=1.0,
     )
     return TorchRanker(params, seed=1).fit(data)
 
@@ -419,14 +423,14 @@ def test_the_strategies_train_on_what_they_say(long_delay, monkeypatch):
 
     examples = torch_ranker._examples
     monkeypatch.setattr(torch_ranker, "_examples", spy)
-    _fit(data, "arrived")
+    _fit(data, "arrived", epochs=1)
     assert seen["rows"] == len(data.events) and seen["pending"] is None
-    _fit(data, "naive")
+    _fit(data, "naive", epochs=1)
     assert seen["rows"] == len(data.events) + len(data.unlabelled)
     assert int(seen["pending"].sum()) == len(data.unlabelled)
     assert (np.diff(seen["times"]) >= 0).all()  # merged in time order
     # wait: the same rows, of which only examples older than the maturity are trained on
-    model = _fit(data, "wait")
+    model = _fit(data, "wait", epochs=1)
     assert model.validation_log_loss is not None
     # nothing old enough yet: the model already served stays
     young = dataclasses.replace(data, horizon=float(data.events.time.min()) + 60.0)
@@ -450,9 +454,9 @@ def test_without_label_delays_every_strategy_is_todays_training():
     )
     data = _SpyRanker.seen[-1]
     assert data.unlabelled is None and data.events.arrival is None
-    base = _fit(data, "arrived")
+    base = _fit(data, "arrived", epochs=1)
     for strategy in ("naive", "corrected", "wait"):
-        other = _fit(data, strategy)
+        other = _fit(data, strategy, epochs=1)
         np.testing.assert_array_equal(base.users, other.users, err_msg=strategy)
 
 
