@@ -276,11 +276,14 @@ def test_hostile_files_exit_2_quickly_with_one_line(content, message, tmp_path, 
 #: Columns whose values may be null (README, Results): a figure with no denominator or censored
 #: by the end of the run. Every scalar metric of runs.parquet may be, when the run lists it under
 #: ``missing``; the other tables' nulls are checked here against what makes them null.
+#: The parts of an absorption delay: null, like the delay, when no version absorbed the event.
+SPLIT = ("label_delay_seconds", "latency_seconds", "trigger_wait_seconds", "compute_seconds",
+         "rollout_seconds")  # fmt: skip
 NULLABLE = {
     "variants": {"mean", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high",
                  "relative", "relative_ci_low", "relative_ci_high", "relative_method",
                  "relative_missing"},
-    "propagation": {"delay_seconds"},
+    "propagation": {"delay_seconds", *SPLIT},
     "exposure": {"impressions_per_negative"},
     "suppression": set(),
     "timeseries": {"ctr", "mean_dwell_seconds", "explicit_negative_rate", "catalog_coverage",
@@ -307,6 +310,8 @@ def test_results_hold_no_nan_or_infinite_values(reference):
                 assert column.null_count == 0, (name, column_name)
     propagation = pd.read_parquet(reference / "propagation.parquet")
     assert (propagation.delay_seconds.isna() == ~propagation.absorbed).all()
+    for part in SPLIT:
+        assert (propagation[part].isna() == ~propagation.absorbed).all(), part
     assert (~propagation.absorbed).any()  # the end of the run censors some: nulls are tested
     exposure = pd.read_parquet(reference / "exposure.parquet")
     assert (exposure.impressions_per_negative.isna() == (exposure.negatives_observed == 0)).all()
