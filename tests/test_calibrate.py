@@ -181,6 +181,28 @@ def test_round_trip_recovers_the_known_world_within_tolerance(example_fit):
             assert "  # " in line or "distribution: lognormal" in line, line
 
 
+#: Relative sd of the click rate per impression from one simulated world to the next: the known
+#: world over seeds 100 to 119, a day each at full size, 0.0041 around 0.0748. Each world draws
+#: its own topic centroids and, with them, its users' mean affinity for the items.
+CTR_BETWEEN_WORLDS_SD = 0.055
+
+
+def test_calibrated_worlds_click_rate_matches_the_logs_on_average(example_fit):
+    # The fit conditions on the log, so the fitted world's click rate per impression, averaged
+    # over six simulated worlds (a day each: the rate does not depend on the duration), differs
+    # from the log's by their noise only: within 3 * 5.5% / sqrt(6) = 6.7%. A click model fitted
+    # on one drawn world's affinities put it 11% above (issue 25's fit report).
+    stats, _, scenario, _ = example_fit
+    day = scenario.model_copy(update={"duration": DAY})
+    rates = []
+    for replication in range(6):
+        simulated = log_statistics(simulate_log(day.model_copy(update={"seed": 300 + replication})))
+        rates.append(simulated.kind_counts["click"] / simulated.impressions)
+    observed = stats.kind_counts["click"] / stats.impressions
+    tolerance = 3 * CTR_BETWEEN_WORLDS_SD / math.sqrt(len(rates))
+    assert abs(np.mean(rates) / observed - 1) < tolerance, (observed, rates)
+
+
 @pytest.mark.slow
 def test_calibrated_worlds_logs_match_the_source_log(example_fit):
     # Four logs simulated from the fitted world against the source log: session-count and
