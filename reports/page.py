@@ -81,6 +81,26 @@ def _harm_metric(data: ReportData) -> tuple[str, str]:
     return "repeat_offences_per_negative", "repeat offences per explicit negative"
 
 
+#: Metrics counted in units, for which "fewest" reads right (else "lowest").
+COUNTED = {"bad_impressions", "repeat_offences_per_negative", "sessions_lost", "churned_users"}
+
+
+def _headline_metric(data: ReportData) -> tuple[str, str, int]:
+    """What the first sentence and the first column compare variants on, its title and its
+    direction: the scenario's ``metrics.headline`` when the runs measured it, else the harm."""
+    chosen = data.summary.get("headline_metric")
+    if chosen and chosen in data.runs.columns and data.runs[chosen].notna().any():
+        title, direction = next((t, d) for m, t, _, d in TABLE_METRICS if m == chosen)
+        return chosen, title, direction
+    return (*_harm_metric(data), -1)
+
+
+def _superlative(metric: str, direction: int) -> str:
+    if direction > 0:
+        return "the highest"
+    return "the fewest" if metric in COUNTED else "the lowest"
+
+
 # --- the answer --------------------------------------------------------------------------------
 
 
@@ -148,7 +168,8 @@ def _single_headline(data: ReportData) -> list[str]:
 def _sweep_headline(data: ReportData) -> list[str]:
     summary = data.summary
     comparisons, baseline = summary["comparisons"], summary["baseline"]
-    harm, harm_title = _harm_metric(data)
+    harm, harm_title, direction = _headline_metric(data)
+    best_of = _superlative(harm, direction)
     n = data.replications
     candidates = [v for v in data.declared if harm in comparisons.get(v, {})]
     if len(candidates) < 2:
@@ -159,20 +180,21 @@ def _sweep_headline(data: ReportData) -> list[str]:
             f"{baseline}: {entry['mean']:,.2f} {harm_title}{_interval(entry)} over {n} "
             "replications. Add variants to compare cadences."
         ]
-    best = min(candidates, key=lambda v: comparisons[v][harm]["mean"])
+    pick = min if direction < 0 else max
+    best = pick(candidates, key=lambda v: comparisons[v][harm]["mean"])
     if best == baseline:
-        runner_up = min(
+        runner_up = pick(
             (v for v in candidates if v != baseline), key=lambda v: comparisons[v][harm]["mean"]
         )
         relative = comparisons[runner_up][harm].get("relative")
         return [
-            f"The baseline, {baseline}, has the fewest {harm_title}; the next best, {runner_up}, "
-            f"has {_percent(relative)} more.",
+            f"The baseline, {baseline}, has {best_of} {harm_title}; the next best, {runner_up}, "
+            f"has {_percent(relative)} {'more' if direction < 0 else 'against it'}.",
             _verdict(relative, n),
         ]
     relative = comparisons[best][harm].get("relative")
     return [
-        f"{best} has the fewest {harm_title}: {_percent(relative)} against the baseline "
+        f"{best} has {best_of} {harm_title}: {_percent(relative)} against the baseline "
         f"({baseline}){_cost_phrase(comparisons, best, baseline)}.",
         _verdict(relative, n),
     ]
@@ -271,7 +293,7 @@ def _percent_value(value: float) -> str:
 def _cost_phrase(comparisons: dict[str, Any], variant: str, baseline: str) -> str:
     cost = comparisons[variant].get("cost_per_day", {}).get("mean")
     base = comparisons[baseline].get("cost_per_day", {}).get("mean")
-    if cost is None or base is None:
+    if cost is None or base is None or cost == base == 0:  # nothing costs: nothing to say
         return ""
     if base > 0:
         return f", at {cost / base:,.1f}× its compute cost per day"
@@ -385,12 +407,12 @@ def compact_table(data: ReportData) -> str:
     """The first screen's table: one line per variant; intervals and paired deltas in each
     cell's tooltip and behind the "intervals" switch."""
     comparisons = data.summary["comparisons"]
-    harm, harm_title = _harm_metric(data)
+    harm, _, direction = _headline_metric(data)
     titles = {metric: title for metric, title, _, _ in TABLE_METRICS}
     formats = {metric: (fmt, direction) for metric, _, fmt, direction in TABLE_METRICS}
-    columns: list[tuple[str, str, str, int]] = [(harm, titles[harm], formats[harm][0], -1)]
+    columns: list[tuple[str, str, str, int]] = [(harm, titles[harm], formats[harm][0], direction)]
     if not data.single:
-        columns.append((harm, "vs baseline", "relative", -1))
+        columns.append((harm, "vs baseline", "relative", direction))
     for metric in COMPACT_METRICS:
         if metric != harm and any(metric in c for c in comparisons.values()):
             columns.append((metric, titles[metric], *formats[metric]))

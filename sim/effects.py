@@ -88,6 +88,11 @@ EFFECT_COLUMNS = (
 HARM_METRICS = {
     "bad_impressions": "bad impressions",
     "repeat_offences_per_negative": "repeat offences per explicit negative",
+    # what a scenario's metrics.headline may name instead
+    "ctr": "CTR",
+    "regret_per_request": "regret per request",
+    "sessions_lost": "sessions lost",
+    "churned_users": "churned users",
 }
 COST_METRIC = "cost_per_day"
 
@@ -370,9 +375,11 @@ def never_fires(
 # --- sentences -----------------------------------------------------------------------------
 
 
-def harm_metric(rows: list[dict[str, Any]]) -> str:
-    """``bad_impressions`` where measured, else ``repeat_offences_per_negative`` (as the
-    report chooses)."""
+def harm_metric(rows: list[dict[str, Any]], headline: str | None = None) -> str:
+    """The scenario's ``metrics.headline`` where measured, else ``bad_impressions`` where
+    measured, else ``repeat_offences_per_negative`` (as the report chooses)."""
+    if headline and any(row.get(headline) is not None for row in rows):
+        return headline
     if any(row.get("bad_impressions") is not None for row in rows):
         return "bad_impressions"
     return "repeat_offences_per_negative"

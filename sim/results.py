@@ -247,6 +247,7 @@ def write_sweep(
         "within a replication; relative changes from paired log ratios (sim/compare.py)",
         "unreliable": replications < 3,
         "unreliable_reason": _unreliable_reason(replications),
+        "headline_metric": scenario.metrics.headline,
         "metric_kinds": {metric: metric_kind(metric) for metric in numeric_metrics(rows)},
         "metric_resolution": metric_resolution(
             numeric_metrics(rows), scenario.metrics.suppression_bin
@@ -317,7 +318,7 @@ def _write_effects(
     )
     active = {o.plan.variant: set(o.plan.scenario.stack.layers.active()) for o in finished}
     never = never_fires(factors, levels, active, updates)
-    harm = harm_metric(rows)
+    harm = harm_metric(rows, scenario.metrics.headline)
     return {
         "effects": {
             "factors": [

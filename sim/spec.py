@@ -987,6 +987,17 @@ NegativeKindName = Literal[
 ]
 
 
+#: Metrics a report can lead with (``metrics.headline``); the report knows each one's direction.
+HeadlineMetric = Literal[
+    "bad_impressions",
+    "repeat_offences_per_negative",
+    "ctr",
+    "regret_per_request",
+    "sessions_lost",
+    "churned_users",
+]
+
+
 class Metrics(Spec):
     """How the propagation, exposure and suppression metrics are measured."""
 
@@ -1010,6 +1021,13 @@ class Metrics(Spec):
         False,
         description="measure each request's expected clicks against an oracle's (the world's "
         "noise-free utilities of every live item: costs about one more full scoring per request)",
+    )
+    headline: HeadlineMetric | None = Field(
+        None,
+        description="the metric the report's first sentence and first column compare variants "
+        "on; default: bad impressions with interventions, else repeat offences per explicit "
+        "negative (the harm). Set it when the question is another: ctr or regret_per_request "
+        "for a learning strategy, churned_users, sessions_lost",
     )
     propagation_kinds: list[NegativeKindName] = Field(
         default_factory=lambda: [  # type: ignore[arg-type]

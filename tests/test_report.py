@@ -30,7 +30,13 @@ from reports.figures import (
     timeseries_figure,
     twin_exposure_figure,
 )
-from reports.page import build_report, headline, reliability, responsiveness_section
+from reports.page import (
+    build_report,
+    compact_table,
+    headline,
+    reliability,
+    responsiveness_section,
+)
 from sim.cli import main
 from sim.results import write_report
 from sim.sweep import run_sweep
@@ -289,6 +295,22 @@ def test_without_effects_the_headline_names_the_best_variant_plainly(sweep, tmp_
     assert best in text and "2 replications" in text and "bad impressions" in text
     assert "excludes no change" not in text
     assert "fewer than 3" in reliability(data)
+
+
+def test_a_scenarios_headline_metric_leads_the_sentence_and_the_table_in_its_direction(
+    sweep, tmp_path
+):
+    """``metrics.headline: ctr``: the best variant is the one with the highest CTR, and the
+    first column of the first screen's table is CTR with its change from the baseline."""
+    data = load_report_data(
+        _with_summary(sweep, tmp_path, effects=None, unreliable=None, headline_metric="ctr")
+    )
+    comparisons = data.summary["comparisons"]
+    best = max(data.declared, key=lambda v: comparisons[v]["ctr"]["mean"])
+    text = " ".join(headline(data))
+    assert "the highest CTR" in text and best in text, text
+    heads = re.findall(r"<th>([^<]*)</th>", compact_table(data))
+    assert heads[heads.index("CTR") + 1] == "vs baseline"
 
 
 def test_the_headline_comes_from_the_effects_when_the_sweep_wrote_them(sweep, tmp_path):
