@@ -90,3 +90,15 @@ def test_disk_and_memory_logs_hold_the_same_rows(tmp_path):
         tables.append(log.table())
     for name in ("time", "user", "item", "position", "kind", "scope", "dwell", "session"):
         np.testing.assert_array_equal(getattr(tables[0], name), getattr(tables[1], name))
+
+
+def test_a_control_row_is_kept_until_it_is_deleted_then_hidden_once_past_the_deletion():
+    log = EventLog(layers=("retrain",))
+    log.append_slates(*batch([1.0]), versions={"retrain": 0})
+    one = np.array([0])
+    log.append_controls(2.0, one, one + 5, Kind.DISMISS, Scope.ITEM, one + 100, {"retrain": one})
+    assert len(log.visible(2.5)) == 4  # 3 impressions and the control, never deleted
+    log.delete(3.0, np.array([3]))
+    assert len(log.visible(3.0)) == 4  # the deletion at 3.0 has not reached a read at 3.0
+    hidden = log.visible(3.5)
+    assert len(hidden) == 3 and (hidden.position >= 0).all()
