@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -239,3 +241,72 @@ def test_decisions_still_waiting_for_feedback_are_reported_not_dropped():
     # every decision a trial or pending
     assert bandit["decisions"] == result.summary["requests"]
     assert bandit["decisions"] == sum(bandit["arm_trials"]) + pending
+
+
+def vectorized_state(policy: str, successes, trials, **fields) -> BanditState:
+    """A vectorized bandit with the given per-arm counts, as if it had learned them."""
+    state = BanditState(
+        Bandit(learning_policy=policy, implementation="vectorized", **fields), len(trials), seed=4
+    )
+    state.successes, state.trials = np.array(successes, float), np.array(trials, float)
+    return state
+
+
+def test_thompson_samples_each_arm_from_its_beta_posterior():
+    state = vectorized_state("thompson", [2, 0, 9], [10, 0, 10])
+    samples = state.expectations(40_000)
+    a, b = np.array([3.0, 1.0, 10.0]), np.array([9.0, 1.0, 2.0])  # successes + 1, failures + 1
+    mean, variance = a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
+    standard_error = np.sqrt(variance / samples.shape[0])
+    assert np.all(np.abs(samples.mean(axis=0) - mean) < 4 * standard_error)
+    np.testing.assert_allclose(samples.var(axis=0), variance, rtol=0.05)
+
+
+def test_greedy_means_are_the_click_rates_and_zero_for_an_untried_arm():
+    state = vectorized_state("epsilon_greedy", [0, 1, 1], [0, 1, 4], epsilon=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0/0 for the untried arm is never computed
+        np.testing.assert_array_equal(state.expectations(2), [[0.0, 1.0, 0.25]] * 2)
+
+
+# with one trial in all, the untried arm's bonus is 0/0 (masked to inf): numpy warns
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide")
+def test_ucb1_bonus_is_alpha_sqrt_two_log_total_over_trials_and_untried_arms_come_first():
+    # one trial in all: log(1) = 0, no bonus yet
+    state = vectorized_state("ucb1", [1, 0], [1, 0], alpha=1.3)
+    assert state.expectations(1).tolist() == [[1.0, np.inf]]
+    state = vectorized_state("ucb1", [1, 0], [3, 0], alpha=1.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the untried arm's division by zero is expected
+        values = state.expectations(1)[0]
+    assert values[0] == pytest.approx(1 / 3 + 1.3 * np.sqrt(2 * np.log(3) / 3), rel=1e-12)
+    assert values[1] == np.inf
+
+
+def test_epsilon_one_explores_every_arm_uniformly():
+    state = vectorized_state("epsilon_greedy", [5, 0, 0, 0], [5, 1, 1, 1], epsilon=1.0)
+    shares = np.bincount(state.choose(8_000), minlength=4) / 8_000
+    np.testing.assert_allclose(shares, 0.25, atol=0.025)  # 5 standard errors
+
+
+def test_linucb_over_topics_is_given_the_policys_best_score_per_topic():
+    from policies.bandit import _topic_picks
+    from sim.domain import CatalogView
+
+    rng = np.random.default_rng(8)
+    n_topics, n_items = 4, 30
+    topic = rng.integers(0, n_topics - 1, n_items).astype(np.int16)  # the last topic is empty
+    catalog = CatalogView(
+        n_items=n_items,
+        n_topics=n_topics,
+        n_creators=1,
+        topic=topic,
+        creator=np.zeros(n_items, np.int32),
+        created_at=np.zeros(n_items),
+    )
+    state = BanditState(Bandit(learning_policy="linucb"), n_topics, seed=2)
+    scores = rng.normal(size=(5, n_items))
+    _, _, contexts = _topic_picks(state, scores, catalog, None)
+    for t in range(n_topics - 1):
+        np.testing.assert_array_equal(contexts[:, t], scores[:, topic == t].max(axis=1))
+    np.testing.assert_array_equal(contexts[:, n_topics - 1], 0.0)
