@@ -331,14 +331,22 @@ def test_topic_arms_over_retrieved_candidates_pick_the_best_candidate_of_the_top
     rng = np.random.default_rng(11)
     n, c, n_topics = 300, 6, 5
     topic = rng.integers(0, n_topics - 1, 40)  # the last topic has no item
+    topic[:2] = [0, 1]
     candidates = rng.integers(0, 40, (n, c))
     candidates[rng.random((n, c)) < 0.3] = -1  # padding of a short retrieval
     scores = rng.normal(size=(n, c)) + 3.0 * (candidates < 0)  # padding scores high: never picked
-    for policy in ("epsilon_greedy", "linucb"):
-        spec = Bandit(learning_policy=policy, epsilon=1.0)
-        state = BanditState(spec, n_topics, seed=2)
+    linucb = BanditState(Bandit(learning_policy="linucb"), n_topics, seed=2)
+    for policy, state in [
+        (
+            "epsilon_greedy",
+            BanditState(Bandit(learning_policy="epsilon_greedy", epsilon=1.0), 5, 2),
+        ),
+        ("linucb", linucb),
+        ("linucb", linucb),  # again, once it has learned: it decides from the contexts
+    ]:
         picked, arms, contexts = _topic_picks(state, scores, _catalog(topic, n_topics), candidates)
-        assert set(arms) == set(range(n_topics))
+        state.learn(arms, rng.random(n).round(), contexts)
+        assert len(set(arms)) > 1
         for row in range(n):
             real = candidates[row] >= 0
             of_topic = [
@@ -369,3 +377,20 @@ def test_linucb_over_topics_decides_from_the_contexts_once_it_has_learned():
     _, arms, contexts = _topic_picks(state, scores, catalog, None)
     follows = contexts[np.arange(400), arms] == contexts.max(axis=1)
     assert follows.mean() > 0.8  # against 1/3 by chance (0.925 measured)
+
+
+def test_the_run_summary_describes_trials_rates_and_pending_decisions_as_integers():
+    state = vectorized_state("thompson", [1, 1, 0], [1, 3, 0])
+    state.remember(np.array([5.0, 6.0]), np.array([3, 4]), np.array([2, 2]), np.zeros((2, 0)))
+    described = state.describe()
+    assert described == {
+        "arms": "topics",
+        "decisions": 2,
+        "arm_trials": [1, 3, 0],
+        "arm_click_rate": [1.0, 0.333333, 0.0],
+        "arm_pending": [0, 0, 2],
+        "pending_decisions": 2,
+    }
+    assert all(type(x) is int for x in described["arm_trials"] + described["arm_pending"])
+    kind = BanditKind(Bandit(), catalog=lambda: None, seed=0)
+    assert kind.why_unchanged(state) == "no feedback on an item it placed arrived"
