@@ -7,11 +7,12 @@ mutant are merged into ``bench/results/mutation.json`` (modules not run this tim
 figures) and rendered, with the hand-written argument for each equivalent mutant
 (``bench/mutation_equivalent.toml``), into ``bench/results/mutation.md``.
 
-The score of a module is killed / (mutants - equivalent): a timeout counts as killed (the mutant
-hung the run), a mutant that no selected test reaches counts as surviving.
+The score of a module is killed / (mutants - equivalent): a timeout (the mutant hung the run) or
+a crash of the test process counts as killed, a mutant that no selected test reaches as surviving.
 
     python bench/mutation.py                  # every module
     python bench/mutation.py sim/eventlog.py  # one module; the others keep their last figures
+    python bench/mutation.py --survivors      # only the last run's survivors, after adding tests
     python bench/mutation.py --report         # re-render mutation.md only
 """
 
@@ -27,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
 
 import tomllib  # Python >= 3.11, as mutmut 3 is run here
@@ -41,6 +43,8 @@ KILLED = {1, 3}
 TIMEOUT = {36, 24, -24, 152, 255}
 SURVIVED = {0}
 NO_TESTS = {5, 33}
+#: A mutant that crashed the test process (a numba kernel reading out of bounds) fails the run.
+CRASHED = {-11}
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ TARGETS: dict[str, Target] = {
             "tests/test_causality.py",
             "tests/test_layers.py",
             "tests/test_probes.py",
+            "tests/test_metrics.py::test_row_chunks_cut_between_times_and_at_bin_edges",
         ]
     ),
     "sim/layers.py": Target(
@@ -178,8 +183,10 @@ def _globs(module: str, target: Target) -> list[str]:
     return [f"{prefix}.{function}__mutmut_*" for function in target.functions]
 
 
-def measure_module(module: str, target: Target, children: int) -> dict:
-    """Run mutmut over one module and return its counts and surviving mutants."""
+def measure_module(module: str, target: Target, children: int, earlier: dict | None = None) -> dict:
+    """Run mutmut over one module and return its counts and surviving mutants; with the
+    ``earlier`` entry, run only its surviving mutants again (against today's tests) and update it.
+    """
     work = WORK / module.removesuffix(".py").replace("/", "-")
     _copy_checkout(work)
     _configure(work, module, target)
@@ -187,12 +194,17 @@ def measure_module(module: str, target: Target, children: int) -> dict:
     # reaches the module only through a subprocess (the CLI) does not see the mutant
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     mutmut = [str(Path(sys.executable).parent / "mutmut")]
-    globs = _globs(module, target)
+    if earlier is None:
+        wanted = _globs(module, target)
+    else:
+        wanted = earlier["survived"] + earlier["no_tests"] + list(earlier["other"])
+        if not wanted:
+            return earlier
     started = time.monotonic()
     log = work.with_suffix(".log")
     with open(log, "w", encoding="utf-8") as out:
         run = subprocess.run(
-            [*mutmut, "run", "--max-children", str(children), *globs],
+            [*mutmut, "run", "--max-children", str(children), *wanted],
             cwd=work,
             env=env,
             stdout=out,
@@ -204,13 +216,13 @@ def measure_module(module: str, target: Target, children: int) -> dict:
     if not meta.exists():
         raise SystemExit(f"mutmut failed on {module} (exit {run.returncode}): see {log}")
     codes = json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"]
-    codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatchcase(k, g) for g in globs)}
+    codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatchcase(k, g) for g in wanted)}
     unchecked = sorted(k for k, v in codes.items() if v is None)
     if run.returncode != 0 or unchecked:
-        raise SystemExit(
-            f"mutmut stopped on {module} (exit {run.returncode}, {len(unchecked)} mutants "
-            f"unchecked): see {log}"
-        )
+        # stopped (by hand, or the deadline of a shared machine): the checked part is kept
+        # and reported as partial
+        print(f"  mutmut stopped (exit {run.returncode}): {len(unchecked)} unchecked, see {log}")
+    codes = {k: v for k, v in codes.items() if v is not None}
     survivors = sorted((k for k, v in codes.items() if v in SURVIVED | NO_TESTS), key=_mutant_order)
     other = sorted(k for k, v in codes.items() if v not in KILLED | TIMEOUT | SURVIVED | NO_TESTS)
     diffs = {}
@@ -219,12 +231,40 @@ def measure_module(module: str, target: Target, children: int) -> dict:
             [*mutmut, "show", name], cwd=work, env=env, capture_output=True, text=True, check=True
         )
         diffs[name] = shown.stdout.split("\n", 1)[1].strip()
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if earlier is not None:
+        # a survivor the re-run did not reach keeps its earlier verdict
+        kept = [name for name in wanted if name not in codes]
+        return {
+            **earlier,
+            "rechecked": now,
+            "recheck_seconds": round(seconds),
+            "tests": target.tests,
+            "killed": earlier["killed"] + sum(v in KILLED for v in codes.values()),
+            "timeout": earlier["timeout"] + sum(v in TIMEOUT for v in codes.values()),
+            "survived": sorted(
+                [k for k in survivors if codes[k] in SURVIVED]
+                + [k for k in kept if k in earlier["survived"]],
+                key=_mutant_order,
+            ),
+            "no_tests": sorted(
+                [k for k in survivors if codes[k] in NO_TESTS]
+                + [k for k in kept if k in earlier["no_tests"]],
+                key=_mutant_order,
+            ),
+            "other": {
+                **{k: codes[k] for k in other},
+                **{k: v for k, v in earlier["other"].items() if k in kept},
+            },
+            "diffs": {**{k: earlier["diffs"][k] for k in kept}, **diffs},
+        }
     return {
-        "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "measured": now,
         "seconds": round(seconds),
         "tests": target.tests,
         "functions": target.functions,
         "mutants": len(codes),
+        "unchecked": len(unchecked),
         "killed": sum(v in KILLED for v in codes.values()),
         "timeout": sum(v in TIMEOUT for v in codes.values()),
         "survived": [k for k in survivors if codes[k] in SURVIVED],
@@ -256,35 +296,47 @@ def render(results: dict) -> str:
         "",
         f"Generated by `python bench/mutation.py` (`make mutate`) with {results['tool']}, one "
         "mutant at a time; each module with its own tests (below). Score = killed / "
-        "(mutants - equivalent); a timeout counts as killed, a mutant no selected test reaches "
-        "as surviving. Equivalent mutants are argued in `bench/mutation_equivalent.toml`.",
+        "(mutants - equivalent); a timeout or a crash of the test process counts as killed, a "
+        "mutant no selected test reaches as surviving. Equivalent mutants are argued in "
+        "`bench/mutation_equivalent.toml`.",
         "",
-        "| module | measured | time | mutants | killed | equivalent | surviving | score |",
+        "| module | measured | time | mutants checked | killed | equivalent | surviving | score |",
         "|---|---|---|---|---|---|---|---|",
     ]
     total = {"mutants": 0, "killed": 0, "equivalent": 0}
+    partial: list[str] = []
     sections = []
     for module in TARGETS:
         entry = results["modules"].get(module)
         if entry is None:
             lines.append(f"| `{module}` | not measured | | | | | | |")
             continue
-        left = entry["survived"] + entry["no_tests"] + list(entry["other"])
+        crashed = [name for name, code in entry["other"].items() if code in CRASHED]
+        left = entry["survived"] + entry["no_tests"]
+        left += [name for name in entry["other"] if name not in crashed]
         argued = [
             name
             for name in left
             if name in equivalent and equivalent[name]["change"] in entry["diffs"][name]
         ]
         alive = [name for name in left if name not in argued]
-        killed = entry["killed"] + entry["timeout"]
+        killed = entry["killed"] + entry["timeout"] + len(crashed)
         counted = entry["mutants"] - len(argued)
         score = killed / counted if counted else 1.0
         total["mutants"] += entry["mutants"]
         total["killed"] += killed
         total["equivalent"] += len(argued)
         minutes = entry["seconds"] / 60
+        checked = str(entry["mutants"])
+        if entry.get("unchecked"):
+            checked += f" (of {entry['mutants'] + entry['unchecked']}: stopped)"
+            partial.append(module)
+        when = entry["measured"]
+        if "rechecked" in entry:
+            minutes += entry["recheck_seconds"] / 60
+            when += f" (survivors run again {entry['rechecked'][11:]})"
         lines.append(
-            f"| `{module}` | {entry['measured']} | {minutes:.0f} min | {entry['mutants']} | "
+            f"| `{module}` | {when} | {minutes:.0f} min | {checked} | "
             f"{killed} | {len(argued)} | {len(alive)} | {score:.1%} |"
         )
         sections += [f"## `{module}`", "", "Tests: " + ", ".join(f"`{t}`" for t in entry["tests"])]
@@ -312,7 +364,14 @@ def render(results: dict) -> str:
         )
     missing = [m for m in TARGETS if m not in results["modules"]]
     if missing:
-        lines += ["", "Not measured yet: " + ", ".join(f"`{m}`" for m in missing) + "."]
+        lines += ["", "Not measured: " + ", ".join(f"`{m}`" for m in missing) + "."]
+    if partial:
+        lines += [
+            "",
+            "Partly measured (the run was stopped; the score is over the mutants checked): "
+            + ", ".join(f"`{m}`" for m in partial)
+            + ".",
+        ]
     return "\n".join(lines + ["", "# Surviving mutants", ""] + sections).rstrip() + "\n"
 
 
@@ -322,25 +381,37 @@ def _write(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def _load(path: Path) -> dict:
+    results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"modules": {}}
+    results["tool"] = f"mutmut {version('mutmut')}"
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(TARGETS)}")
     parser.add_argument("--report", action="store_true", help="only re-render mutation.md")
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="run only the mutants that survived the last run again (after adding tests)",
+    )
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once")
     args = parser.parse_args()
     unknown = [m for m in args.modules if m not in TARGETS]
     if unknown:
         parser.error(f"not a measured module: {', '.join(unknown)} (one of {', '.join(TARGETS)})")
     path = RESULTS / "mutation.json"
-    results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"modules": {}}
-    from importlib.metadata import version
-
-    results["tool"] = f"mutmut {version('mutmut')}"
     if not args.report:
         for module in args.modules or list(TARGETS):
             print(f"mutating {module} ...", flush=True)
-            results["modules"][module] = measure_module(module, TARGETS[module], args.max_children)
-            entry = results["modules"][module]
+            earlier = _load(path)["modules"].get(module) if args.survivors else None
+            if args.survivors and earlier is None:
+                parser.error(f"--survivors: {module} was never measured")
+            entry = measure_module(module, TARGETS[module], args.max_children, earlier)
+            # read again: another module may have been measured meanwhile
+            results = _load(path)
+            results["modules"][module] = entry
             print(
                 f"  {entry['mutants']} mutants, {entry['killed'] + entry['timeout']} killed, "
                 f"{len(entry['survived']) + len(entry['no_tests'])} surviving, "
@@ -348,7 +419,7 @@ def main() -> None:
                 flush=True,
             )
             _write(path, json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    _write(RESULTS / "mutation.md", render(results))
+    _write(RESULTS / "mutation.md", render(_load(path)))
     print(f"wrote {RESULTS / 'mutation.md'}")
 
 
