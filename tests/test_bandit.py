@@ -403,3 +403,37 @@ def test_the_run_summary_describes_trials_rates_and_pending_decisions_as_integer
     assert all(type(x) is int for x in described["arm_trials"] + described["arm_pending"])
     kind = BanditKind(Bandit(), catalog=lambda: None, seed=0)
     assert kind.why_unchanged(state) == "no feedback on an item it placed arrived"
+
+
+def test_feedback_after_every_remembered_decision_awaits_nothing():
+    state = BanditState(Bandit(), 3, seed=0)
+    state.remember(np.array([1.0, 2.0]), np.array([0, 1]), np.array([2, 0]), np.zeros((2, 0)))
+    awaited = state.awaits(np.array([1.0, 2.0, 3.0, 2.0]), np.array([0, 1, 5, 9]))
+    np.testing.assert_array_equal(awaited, [True, True, False, False])
+
+
+def test_an_empty_slot_is_no_feedback_on_an_item_the_bandit_placed():
+    spec = Bandit(arms="candidates", candidates=3, position=1, implementation="vectorized")
+    kind = BanditKind(spec, catalog=lambda: None, seed=0)
+    state = kind.initial_state()
+    state.remember(np.array([1.0, 2.0]), np.array([7, 8]), np.array([0, 1]), np.zeros((2, 0)))
+    # user 8's slot was left empty (item -1: too few candidates to fill the slate)
+    events = EventTable(
+        time=np.array([1.0, 2.0]),
+        user=np.array([7, 8], np.int32),
+        item=np.array([11, -1], np.int32),
+        position=np.array([1, 1], np.int16),
+        kind=np.array([Kind.CLICK, Kind.SKIP], np.int8),
+        scope=np.full(2, Scope.ITEM, np.int8),
+        dwell=np.zeros(2, np.float32),
+        session=np.array([1, 2], np.int64),
+    )
+    np.testing.assert_array_equal(kind.reflected(state, events), [True, False])
+
+
+def test_the_bandit_has_an_arm_per_topic_or_per_candidate():
+    catalog = _catalog(np.array([0, 1, 2, 3]), 4)
+    topics = BanditKind(Bandit(arms="topics", candidates=7), catalog=lambda: catalog, seed=0)
+    assert topics.initial_state().n_arms == 4
+    candidates = BanditKind(Bandit(arms="candidates", candidates=7), lambda: catalog, seed=0)
+    assert candidates.initial_state().n_arms == 7
