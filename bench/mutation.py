@@ -31,7 +31,10 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-import tomllib  # Python >= 3.11, as mutmut 3 is run here
+if sys.version_info >= (3, 11):
+    from tomllib import loads as toml_loads
+else:  # mutmut depends on toml before Python 3.11
+    from toml import loads as toml_loads
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -284,7 +287,7 @@ def _equivalents() -> dict[str, dict[str, str]]:
     argument goes stale, and is reported, when the code under it changes) and ``why``."""
     if not EQUIVALENT.exists():
         return {}
-    entries = tomllib.loads(EQUIVALENT.read_text(encoding="utf-8")).get("equivalent", [])
+    entries = toml_loads(EQUIVALENT.read_text(encoding="utf-8")).get("equivalent", [])
     return {entry["mutant"]: entry for entry in entries}
 
 
