@@ -437,3 +437,17 @@ def test_the_bandit_has_an_arm_per_topic_or_per_candidate():
     assert topics.initial_state().n_arms == 4
     candidates = BanditKind(Bandit(arms="candidates", candidates=7), lambda: catalog, seed=0)
     assert candidates.initial_state().n_arms == 7
+
+
+@pytest.mark.parametrize("implementation", ["mabwiser", "vectorized"])
+def test_the_bandits_choices_follow_its_seed(implementation):
+    def choices(seed: int) -> list[int]:
+        state = BanditState(Bandit(implementation=implementation), ARMS, seed=seed)
+        picks = [state.choose(50)]  # uniform before any feedback
+        state.learn(np.arange(ARMS), (np.arange(ARMS) % 3 == 0).astype(float))
+        picks.append(state.choose(50))  # Thompson samples from the posterior
+        return np.concatenate(picks).tolist()
+
+    assert choices(1) == choices(1)
+    assert choices(1)[:50] != choices(2)[:50]
+    assert choices(1)[50:] != choices(2)[50:]  # MABWiser's own sampling is seeded too
