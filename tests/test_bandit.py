@@ -451,3 +451,25 @@ def test_the_bandits_choices_follow_its_seed(implementation):
     assert choices(1) == choices(1)
     assert choices(1)[:50] != choices(2)[:50]
     assert choices(1)[50:] != choices(2)[50:]  # MABWiser's own sampling is seeded too
+
+
+def test_over_retrieved_candidates_slates_hold_item_ids_not_columns():
+    from policies.bandit import explore
+    from sim.domain import Requests, View
+
+    candidates = np.array([[40, 41, 42, 43], [50, 51, 52, 53]])
+    scores = np.array([[0.1, 0.9, 0.5, 0.3], [3.0, 1.0, 2.0, 0.0]])
+    requests = Requests(
+        times=np.array([1.0, 1.0]),
+        users=np.array([0, 1], np.int32),
+        sessions=np.array([0, 1], np.int64),
+        k=2,
+    )
+    view = View(now=1.0, model=None, states={}, catalog=None, n_users=2, versions={})
+    np.testing.assert_array_equal(explore(scores, requests, view, candidates), [[41, 42], [50, 52]])
+    # a bandit at position 1 that has learned its third candidate is best
+    state = vectorized_state(
+        "epsilon_greedy", [0, 0, 1], [1, 1, 1], arms="candidates", position=1, epsilon=0.0
+    )
+    view.states["bandit"] = state
+    np.testing.assert_array_equal(explore(scores, requests, view, candidates), [[41, 43], [50, 51]])
