@@ -473,3 +473,23 @@ def test_over_retrieved_candidates_slates_hold_item_ids_not_columns():
     )
     view.states["bandit"] = state
     np.testing.assert_array_equal(explore(scores, requests, view, candidates), [[41, 43], [50, 51]])
+
+
+def test_a_topic_bandit_over_retrieved_candidates_places_the_best_candidate_of_its_topic():
+    from policies.bandit import explore
+    from sim.domain import Requests, View
+
+    topic = np.zeros(60, np.int64)
+    topic[[42, 53]] = 1
+    candidates = np.array([[40, 41, 42, 43], [50, 51, 52, 53]])
+    scores = np.array([[0.1, 0.9, 0.5, 0.3], [3.0, 1.0, 2.0, 0.0]])
+    requests = Requests(
+        times=np.array([1.0, 1.0]),
+        users=np.array([0, 1], np.int32),
+        sessions=np.array([0, 1], np.int64),
+        k=2,
+    )
+    # it has learned that topic 1 is best, and fills the first slot
+    state = vectorized_state("epsilon_greedy", [0, 1], [1, 1], epsilon=0.0)
+    view = View(1.0, None, {"bandit": state}, _catalog(topic, 2), n_users=2, versions={})
+    np.testing.assert_array_equal(explore(scores, requests, view, candidates), [[42, 41], [53, 50]])
