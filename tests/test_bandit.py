@@ -457,7 +457,7 @@ def test_over_retrieved_candidates_slates_hold_item_ids_not_columns():
     from policies.bandit import explore
     from sim.domain import Requests, View
 
-    candidates = np.array([[40, 41, 42, 43], [50, 51, 52, 53]])
+    candidates = np.array([[40, 41, 42, 0], [50, 51, 52, 53]])  # item 0 is an item like any
     scores = np.array([[0.1, 0.9, 0.5, 0.3], [3.0, 1.0, 2.0, 0.0]])
     requests = Requests(
         times=np.array([1.0, 1.0]),
@@ -472,7 +472,7 @@ def test_over_retrieved_candidates_slates_hold_item_ids_not_columns():
         "epsilon_greedy", [0, 0, 1], [1, 1, 1], arms="candidates", position=1, epsilon=0.0
     )
     view.states["bandit"] = state
-    np.testing.assert_array_equal(explore(scores, requests, view, candidates), [[41, 43], [50, 51]])
+    np.testing.assert_array_equal(explore(scores, requests, view, candidates), [[41, 0], [50, 51]])
 
 
 def test_a_topic_bandit_over_retrieved_candidates_places_the_best_candidate_of_its_topic():
@@ -480,7 +480,7 @@ def test_a_topic_bandit_over_retrieved_candidates_places_the_best_candidate_of_i
     from sim.domain import Requests, View
 
     topic = np.zeros(60, np.int64)
-    topic[[42, 53]] = 1
+    topic[42] = 1  # no candidate of the second request is of topic 1
     candidates = np.array([[40, 41, 42, 43], [50, 51, 52, 53]])
     scores = np.array([[0.1, 0.9, 0.5, 0.3], [3.0, 1.0, 2.0, 0.0]])
     requests = Requests(
@@ -489,7 +489,24 @@ def test_a_topic_bandit_over_retrieved_candidates_places_the_best_candidate_of_i
         sessions=np.array([0, 1], np.int64),
         k=2,
     )
-    # it has learned that topic 1 is best, and fills the first slot
+    # it has learned that topic 1 is best, and fills the first slot; where the topic has no
+    # candidate, the slot goes to the policy's own last item
     state = vectorized_state("epsilon_greedy", [0, 1], [1, 1], epsilon=0.0)
     view = View(1.0, None, {"bandit": state}, _catalog(topic, 2), n_users=2, versions={})
-    np.testing.assert_array_equal(explore(scores, requests, view, candidates), [[42, 41], [53, 50]])
+    np.testing.assert_array_equal(explore(scores, requests, view, candidates), [[42, 41], [52, 50]])
+
+
+def test_a_long_slate_keeps_the_policys_order_around_the_bandits_pick():
+    from policies.bandit import explore
+    from sim.domain import Requests, View
+
+    n, k = 3, 20
+    scores = np.tile(-np.arange(30.0), (n, 1))  # the policy ranks item 0 first, then 1, ...
+    requests = Requests(np.ones(n), np.arange(n, dtype=np.int32), np.arange(n, dtype=np.int64), k)
+    # a bandit in slot 5 that has learned the policy's third candidate (item 2) is best
+    state = vectorized_state(
+        "epsilon_greedy", [0, 0, 1], [1, 1, 1], arms="candidates", position=5, epsilon=0.0
+    )
+    view = View(1.0, None, {"bandit": state}, None, n_users=n, versions={})
+    expected = [0, 1, 3, 4, 5, 2, *range(6, 20)]  # item 2 moves to slot 5, nothing else moves
+    np.testing.assert_array_equal(explore(scores, requests, view), [expected] * n)
