@@ -510,3 +510,15 @@ def test_a_long_slate_keeps_the_policys_order_around_the_bandits_pick():
     view = View(1.0, None, {"bandit": state}, None, n_users=n, versions={})
     expected = [0, 1, 3, 4, 5, 2, *range(6, 20)]  # item 2 moves to slot 5, nothing else moves
     np.testing.assert_array_equal(explore(scores, requests, view), [expected] * n)
+
+
+def test_a_decision_at_the_horizon_is_kept_until_its_feedback_arrives():
+    state = BanditState(Bandit(), 3, seed=0)
+    state.remember(
+        np.array([1.0, 2.0, 2.0]), np.array([7, 8, 9]), np.array([0, 1, 2]), np.zeros((3, 0))
+    )
+    found, arms, _ = state.recall(np.array([2.0]), np.array([8]), horizon=2.0)
+    assert found.tolist() == [True] and arms.tolist() == [1]
+    # user 7's decision, older than the horizon, is forgotten; user 9's, at it, still awaited
+    found, arms, _ = state.recall(np.array([1.0, 2.0]), np.array([7, 9]), horizon=2.0)
+    assert found.tolist() == [False, True] and arms.tolist() == [2]
