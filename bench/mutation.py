@@ -12,7 +12,7 @@ a crash of the test process counts as killed, a mutant that no selected test rea
 
     python bench/mutation.py                  # every module
     python bench/mutation.py sim/eventlog.py  # one module; the others keep their last figures
-    python bench/mutation.py --survivors      # only the last run's survivors, after adding tests
+    python bench/mutation.py --survivors      # only the last survivors (not argued equivalent)
     python bench/mutation.py --report         # re-render mutation.md only
 """
 
@@ -200,7 +200,14 @@ def measure_module(module: str, target: Target, children: int, earlier: dict | N
     if earlier is None:
         wanted = _globs(module, target)
     else:
-        wanted = earlier["survived"] + earlier["no_tests"] + list(earlier["other"])
+        # those argued equivalent would survive again: not worth the time
+        argued = _equivalents()
+        wanted = [
+            name
+            for name in earlier["survived"] + earlier["no_tests"] + list(earlier["other"])
+            if earlier["other"].get(name) not in CRASHED
+            and (name not in argued or argued[name]["change"] not in earlier["diffs"][name])
+        ]
         if not wanted:
             return earlier
     started = time.monotonic()
@@ -236,8 +243,9 @@ def measure_module(module: str, target: Target, children: int, earlier: dict | N
         diffs[name] = shown.stdout.split("\n", 1)[1].strip()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if earlier is not None:
-        # a survivor the re-run did not reach keeps its earlier verdict
-        kept = [name for name in wanted if name not in codes]
+        # a survivor not run again (argued equivalent, or not reached) keeps its earlier verdict
+        before = earlier["survived"] + earlier["no_tests"] + list(earlier["other"])
+        kept = [name for name in before if name not in codes]
         return {
             **earlier,
             "rechecked": now,
@@ -397,7 +405,7 @@ def main() -> None:
     parser.add_argument(
         "--survivors",
         action="store_true",
-        help="run only the mutants that survived the last run again (after adding tests)",
+        help="run the last run's survivors not argued equivalent again (after adding tests)",
     )
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once")
     args = parser.parse_args()
