@@ -172,6 +172,9 @@ def _configure(work: Path, module: str, target: Target) -> None:
         "source_paths": [module],
         "pytest_add_cli_args_test_selection": target.tests,
         "pytest_add_cli_args": ["-p", "no:cacheprovider"],
+        # a mutant that loops forever is stopped after 5x its tests' measured time (mutmut's
+        # default, 15x, spends minutes on each such mutant)
+        "timeout_multiplier": 5.0,
         "also_copy": copied,
     }
     lines = ["", "[tool.mutmut]"] + [
