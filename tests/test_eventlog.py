@@ -102,3 +102,14 @@ def test_a_control_row_is_kept_until_it_is_deleted_then_hidden_once_past_the_del
     assert len(log.visible(3.0)) == 4  # the deletion at 3.0 has not reached a read at 3.0
     hidden = log.visible(3.5)
     assert len(hidden) == 3 and (hidden.position >= 0).all()
+
+
+def test_a_window_reads_from_since_to_before_without_the_deleted_rows(on_disk, tmp_path):
+    log = EventLog(capacity=2, on_disk=on_disk, directory=tmp_path)
+    for start in range(5):
+        log.append_slates(*batch([float(start)], k=2), versions={})
+    window = log.visible(3.0, since=1.0)
+    assert window.time.tolist() == [1.0, 1.0, 2.0, 2.0] and window.item.tolist() == [0, 1, 0, 1]
+    log.delete(2.5, np.array([2, 5]))  # one row at time 1, one at time 2
+    window = log.visible(3.0, since=1.0)
+    assert window.time.tolist() == [1.0, 2.0] and window.position.tolist() == [1, 0]
