@@ -113,3 +113,22 @@ def test_a_window_reads_from_since_to_before_without_the_deleted_rows(on_disk, t
     log.delete(2.5, np.array([2, 5]))  # one row at time 1, one at time 2
     window = log.visible(3.0, since=1.0)
     assert window.time.tolist() == [1.0, 2.0] and window.position.tolist() == [1, 0]
+
+
+def test_a_log_is_in_memory_unless_asked_and_a_full_disk_names_its_directory(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    import sim.eventlog
+    from sim.errors import RecloopError
+
+    assert EventLog().on_disk is False and EventLog(on_disk=True).on_disk is True
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sim.eventlog.os, "posix_fallocate", full)
+    for directory, named in [(tmp_path, str(tmp_path)), (None, tempfile.gettempdir())]:
+        with pytest.raises(RecloopError, match="No space left on device") as error:
+            EventLog(on_disk=True, directory=directory)
+        assert f"disk in {named} (" in str(error.value)
