@@ -132,3 +132,20 @@ def test_a_log_is_in_memory_unless_asked_and_a_full_disk_names_its_directory(tmp
         with pytest.raises(RecloopError, match="No space left on device") as error:
             EventLog(on_disk=True, directory=directory)
         assert f"disk in {named} (" in str(error.value)
+
+
+def test_a_log_on_disk_reserves_each_columns_bytes_from_the_start_of_its_file(monkeypatch):
+    import sim.eventlog
+
+    reserved = []
+    real = sim.eventlog.os.posix_fallocate
+
+    def record(fd, offset, length):
+        reserved.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(sim.eventlog.os, "posix_fallocate", record)
+    EventLog(layers=("retrain",), capacity=1000, on_disk=True)
+    # time, user, item, position, kind, scope, dwell, session, the retrain version, deleted_at
+    widths = [8, 4, 4, 2, 1, 1, 4, 8, 4, 8]
+    assert reserved == [(0, 1000 * width) for width in widths]
