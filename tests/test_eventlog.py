@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -131,7 +134,11 @@ def test_a_log_is_in_memory_unless_asked_and_a_full_disk_names_its_directory(tmp
     for directory, named in [(tmp_path, str(tmp_path)), (None, tempfile.gettempdir())]:
         with pytest.raises(RecloopError, match="No space left on device") as error:
             EventLog(on_disk=True, directory=directory)
-        assert f"disk in {named} (" in str(error.value)
+        assert str(error.value) == (
+            "output.event_log: cannot reserve 0.5 MiB for the event log on disk in "  # 2**16 times
+            f"{named} (No space left on device); free some space, or keep the log in memory "
+            "(output.event_log: memory)"
+        )
 
 
 def test_a_log_on_disk_reserves_each_columns_bytes_from_the_start_of_its_file(monkeypatch):
@@ -149,3 +156,22 @@ def test_a_log_on_disk_reserves_each_columns_bytes_from_the_start_of_its_file(mo
     # time, user, item, position, kind, scope, dwell, session, the retrain version, deleted_at
     widths = [8, 4, 4, 2, 1, 1, 4, 8, 4, 8]
     assert reserved == [(0, 1000 * width) for width in widths]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc")
+def test_a_log_on_disk_keeps_its_columns_in_the_directory_given(tmp_path):
+    log = EventLog(on_disk=True, directory=tmp_path)
+    for file in log._files.values():
+        assert os.readlink(f"/proc/self/fd/{file.fileno()}").startswith(str(tmp_path))
+
+
+def test_row_chunks_cut_at_the_last_bin_edge_within_a_chunk_or_else_the_next(monkeypatch):
+    import sim.eventlog
+
+    monkeypatch.setattr(sim.eventlog, "CHUNK_ROWS", 4)
+    times = np.arange(8.0)
+    cut = sim.eventlog.row_chunks(times, np.array([0.0, 2.0, 4.0, 6.0]))
+    assert [(c.start, c.stop) for c in cut] == [(0, 4), (4, 8)]  # the edge at 4, not at 2
+    monkeypatch.setattr(sim.eventlog, "CHUNK_ROWS", 3)
+    cut = sim.eventlog.row_chunks(np.arange(10.0), np.array([0.0]))  # no edge after the first
+    assert [(c.start, c.stop) for c in cut if c.stop > c.start] == [(0, 10)]  # one bin, whole
