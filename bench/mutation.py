@@ -360,14 +360,15 @@ def render(results: dict) -> str:
         for name in left:
             why = equivalent.get(name)
             if name in argued:
-                verdict = "equivalent: " + why["why"]
+                verdict = "equivalent: " + " ".join(why["why"].split())
             elif why is not None:
                 verdict = "SURVIVING (the argument in mutation_equivalent.toml is stale)"
             elif name in entry["no_tests"]:
                 verdict = "SURVIVING: no selected test reaches it"
             else:
                 verdict = "SURVIVING"
-            sections += [f"- `{name}`: {verdict}", "", "```diff", entry["diffs"][name], "```", ""]
+            sections += [f"- `{name}`: {verdict}", "", "```diff", _short(entry["diffs"][name])]
+            sections += ["```", ""]
     measured = [m for m in TARGETS if m in results["modules"]]
     if measured:
         counted = total["mutants"] - total["equivalent"]
@@ -387,6 +388,16 @@ def render(results: dict) -> str:
             + ".",
         ]
     return "\n".join(lines + ["", "# Surviving mutants", ""] + sections).rstrip() + "\n"
+
+
+def _short(diff: str, context: int = 2) -> str:
+    """The changed lines of a mutant's diff (mutmut's covers the whole function), with a little
+    context."""
+    lines = [line for line in diff.splitlines() if not line.startswith(("---", "+++", "@@"))]
+    changed = [i for i, line in enumerate(lines) if line.startswith(("-", "+"))]
+    keep = sorted({j for i in changed for j in range(i - context, i + context + 1)})
+    keep = [j for j in keep if 0 <= j < len(lines)]
+    return "\n".join(lines[j] for j in keep)
 
 
 def _write(path: Path, text: str) -> None:
