@@ -52,6 +52,16 @@ def test_abandon_row_follows_its_own_request():
         table.kind, [Kind.SKIP, Kind.SKIP, Kind.ABANDON, Kind.SKIP, Kind.SKIP]
     )
     assert table.item[2] == -1 and table.scope[2] == Scope.SESSION and table.session[2] == 100
+    assert table.position[2] == -1  # outside the slate
+
+
+def test_a_batch_keeps_its_requests_order_with_each_abandon_after_its_own_slate():
+    log = EventLog()
+    log.append_slates(*batch([float(t) for t in range(10)], k=3, abandoned=[0, 4, 9]), versions={})
+    table = log.table()
+    users = [u for u in range(10) for _ in range(4 if u in (0, 4, 9) else 3)]
+    positions = [p for u in range(10) for p in ([0, 1, 2, -1] if u in (0, 4, 9) else [0, 1, 2])]
+    assert table.user.tolist() == users and table.position.tolist() == positions
 
 
 def test_visible_is_the_strict_time_prefix_and_read_only(on_disk, tmp_path):
