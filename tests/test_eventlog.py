@@ -185,3 +185,11 @@ def test_row_chunks_cut_at_the_last_bin_edge_within_a_chunk_or_else_the_next(mon
     monkeypatch.setattr(sim.eventlog, "CHUNK_ROWS", 3)
     cut = sim.eventlog.row_chunks(np.arange(10.0), np.array([0.0]))  # no edge after the first
     assert [(c.start, c.stop) for c in cut if c.stop > c.start] == [(0, 10)]  # one bin, whole
+
+
+def test_versions_given_per_request_follow_each_request_and_its_abandon():
+    log = EventLog(layers=("retrain",))
+    log.append_slates(*batch([1.0, 2.0], k=2, abandoned=[0]), versions={"retrain": [3, 4]})
+    table = log.table()
+    assert table.position.tolist() == [0, 1, -1, 0, 1]
+    assert table.versions["retrain"].tolist() == [3, 3, 3, 4, 4]  # canary and full-rollout cohorts
