@@ -103,6 +103,8 @@ def test_disk_and_memory_logs_hold_the_same_rows(tmp_path):
         tables.append(log.table())
     for name in ("time", "user", "item", "position", "kind", "scope", "dwell", "session"):
         np.testing.assert_array_equal(getattr(tables[0], name), getattr(tables[1], name))
+        assert getattr(tables[0], name).dtype == getattr(tables[1], name).dtype, name
+    assert tables[1].versions["bandit"].dtype == np.int32
 
 
 def test_a_control_row_is_kept_until_it_is_deleted_then_hidden_once_past_the_deletion():
@@ -193,3 +195,11 @@ def test_versions_given_per_request_follow_each_request_and_its_abandon():
     table = log.table()
     assert table.position.tolist() == [0, 1, -1, 0, 1]
     assert table.versions["retrain"].tolist() == [3, 3, 3, 4, 4]  # canary and full-rollout cohorts
+
+
+def test_an_event_earlier_than_the_last_one_logged_is_refused():
+    log = EventLog()
+    log.append_slates(*batch([1.0], k=1), versions={})
+    log.append_slates(*batch([2.0], k=1), versions={})
+    with pytest.raises(ValueError, match="^events must be appended in time order$"):
+        log.append_slates(*batch([1.5], k=1), versions={})
