@@ -251,3 +251,14 @@ def test_propagation_efficiency_is_missing_without_frozen_a_value_or_anything_to
     # a variant level with the instant bound does not beat it; no instant run, nothing beaten
     rows += [run("b", 0, 60.0), run("c", 3, 1.0), run("frozen", 3, 2.0)]
     assert instant_beaten(rows) == {}
+
+
+def test_times_to_suppression_are_resolved_to_the_suppression_bin():
+    from sim.compare import metric_resolution
+
+    metrics = ["ctr", "aversion.time_to_50pct_seconds", "time_to_10pct_seconds"]
+    metrics += ["aversion.time_to_50pct_seconds_low", "mytime_to_5pct_seconds"]
+    assert metric_resolution(metrics, 1800) == {
+        "aversion.time_to_50pct_seconds": 1800.0,
+        "time_to_10pct_seconds": 1800.0,
+    }
