@@ -323,7 +323,7 @@ def render(results: dict) -> str:
     for module in TARGETS:
         entry = results["modules"].get(module)
         if entry is None:
-            lines.append(f"| `{module}` | not measured | | | | | | |")
+            lines.append(f"| `{module}` | not measured | | {_planned(module)} planned | | | | |")
             continue
         crashed = [name for name, code in entry["other"].items() if code in CRASHED]
         left = entry["survived"] + entry["no_tests"]
@@ -388,6 +388,29 @@ def render(results: dict) -> str:
             + ".",
         ]
     return "\n".join(lines + ["", "# Surviving mutants", ""] + sections).rstrip() + "\n"
+
+
+def _planned(module: str) -> int:
+    """How many mutants mutmut makes of the functions measured in ``module``."""
+    import tempfile
+
+    from mutmut.configuration import config
+    from mutmut.mutation.file_mutation import mutate_file_contents
+
+    # mutmut reads its settings once, from the working directory's pyproject.toml
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "pyproject.toml").write_text('[tool.mutmut]\nsource_paths = ["."]\n')
+        try:
+            os.chdir(folder)
+            config()
+        finally:
+            os.chdir(here)
+    mutated = mutate_file_contents(module, (ROOT / module).read_text(encoding="utf-8"))
+    prefix = module.removesuffix(".py").replace("/", ".")
+    globs = _globs(module, TARGETS[module])
+    names = [f"{prefix}.{name}" for name in mutated.mutant_names]
+    return sum(any(fnmatch.fnmatchcase(name, glob) for glob in globs) for name in names)
 
 
 def _short(diff: str, context: int = 2) -> str:
