@@ -262,3 +262,14 @@ def test_times_to_suppression_are_resolved_to_the_suppression_bin():
         "aversion.time_to_50pct_seconds": 1800.0,
         "time_to_10pct_seconds": 1800.0,
     }
+
+
+def test_a_relative_change_is_refused_for_a_signed_metric_and_a_zero_reference():
+    from sim.compare import _relative
+
+    assert _relative("propagation_efficiency", [0.5, 0.6], [0.4, 0.5]) == {
+        "relative_missing": "the metric can be negative: no relative change"
+    }
+    assert _relative("clicks", [3.0, 4.0], [0.0, 0.0]) == {
+        "relative_missing": "the reference is zero in every replication"
+    }
