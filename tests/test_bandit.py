@@ -162,19 +162,11 @@ def test_linucb_needs_mabwiser():
 
 def test_a_topic_arm_gets_the_policys_best_item_of_that_topic():
     from policies.bandit import _topic_picks
-    from sim.domain import CatalogView
 
     rng = np.random.default_rng(3)
     n_topics, n_items = 6, 200
     topic = rng.integers(0, n_topics - 1, n_items).astype(np.int16)  # the last topic is empty
-    catalog = CatalogView(
-        n_items=n_items,
-        n_topics=n_topics,
-        n_creators=1,
-        topic=topic,
-        creator=np.zeros(n_items, np.int32),
-        created_at=np.zeros(n_items),
-    )
+    catalog = _catalog(topic, n_topics)
     state = BanditState(Bandit(learning_policy="epsilon_greedy", epsilon=1.0), n_topics, seed=2)
     scores = rng.normal(size=(300, n_items)).astype(np.float32)
     scores[0] = -np.inf  # nothing to prefer: the topic's first item, as an argmax would
@@ -299,19 +291,11 @@ def test_epsilon_one_explores_every_arm_uniformly():
 
 def test_linucb_over_topics_is_given_the_policys_best_score_per_topic():
     from policies.bandit import _topic_picks
-    from sim.domain import CatalogView
 
     rng = np.random.default_rng(8)
     n_topics, n_items = 4, 30
     topic = rng.integers(0, n_topics - 1, n_items).astype(np.int16)  # the last topic is empty
-    catalog = CatalogView(
-        n_items=n_items,
-        n_topics=n_topics,
-        n_creators=1,
-        topic=topic,
-        creator=np.zeros(n_items, np.int32),
-        created_at=np.zeros(n_items),
-    )
+    catalog = _catalog(topic, n_topics)
     state = BanditState(Bandit(learning_policy="linucb"), n_topics, seed=2)
     scores = rng.normal(size=(5, n_items))
     _, _, contexts = _topic_picks(state, scores, catalog, None)
@@ -453,18 +437,20 @@ def test_the_bandits_choices_follow_its_seed(implementation):
     assert choices(1)[50:] != choices(2)[50:]  # MABWiser's own sampling is seeded too
 
 
+def _requests(n: int, k: int):
+    """``n`` requests at time 1 of users 0 .. n - 1 for slates of ``k``."""
+    from sim.domain import Requests
+
+    return Requests(np.ones(n), np.arange(n, dtype=np.int32), np.arange(n, dtype=np.int64), k)
+
+
 def test_over_retrieved_candidates_slates_hold_item_ids_not_columns():
     from policies.bandit import explore
-    from sim.domain import Requests, View
+    from sim.domain import View
 
     candidates = np.array([[40, 41, 42, 0], [50, 51, 52, 53]])  # item 0 is an item like any
     scores = np.array([[0.1, 0.9, 0.5, 0.3], [3.0, 1.0, 2.0, 0.0]])
-    requests = Requests(
-        times=np.array([1.0, 1.0]),
-        users=np.array([0, 1], np.int32),
-        sessions=np.array([0, 1], np.int64),
-        k=2,
-    )
+    requests = _requests(2, k=2)
     view = View(now=1.0, model=None, states={}, catalog=None, n_users=2, versions={})
     np.testing.assert_array_equal(explore(scores, requests, view, candidates), [[41, 42], [50, 52]])
     # a bandit at position 1 that has learned its third candidate is best
@@ -477,18 +463,13 @@ def test_over_retrieved_candidates_slates_hold_item_ids_not_columns():
 
 def test_a_topic_bandit_over_retrieved_candidates_places_the_best_candidate_of_its_topic():
     from policies.bandit import explore
-    from sim.domain import Requests, View
+    from sim.domain import View
 
     topic = np.zeros(60, np.int64)
     topic[42] = 1  # no candidate of the second request is of topic 1
     candidates = np.array([[40, 41, 42, 43], [50, 51, 52, 53]])
     scores = np.array([[0.1, 0.9, 0.5, 0.3], [3.0, 1.0, 2.0, 0.0]])
-    requests = Requests(
-        times=np.array([1.0, 1.0]),
-        users=np.array([0, 1], np.int32),
-        sessions=np.array([0, 1], np.int64),
-        k=2,
-    )
+    requests = _requests(2, k=2)
     # it has learned that topic 1 is best, and fills the first slot; where the topic has no
     # candidate, the slot goes to the policy's own last item
     state = vectorized_state("epsilon_greedy", [0, 1], [1, 1], epsilon=0.0)
@@ -498,11 +479,11 @@ def test_a_topic_bandit_over_retrieved_candidates_places_the_best_candidate_of_i
 
 def test_a_long_slate_keeps_the_policys_order_around_the_bandits_pick():
     from policies.bandit import explore
-    from sim.domain import Requests, View
+    from sim.domain import View
 
     n, k = 3, 20
     scores = np.tile(-np.arange(30.0), (n, 1))  # the policy ranks item 0 first, then 1, ...
-    requests = Requests(np.ones(n), np.arange(n, dtype=np.int32), np.arange(n, dtype=np.int64), k)
+    requests = _requests(n, k)
     # a bandit in slot 5 that has learned the policy's third candidate (item 2) is best
     state = vectorized_state(
         "epsilon_greedy", [0, 0, 1], [1, 1, 1], arms="candidates", position=5, epsilon=0.0
