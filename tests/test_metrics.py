@@ -92,6 +92,20 @@ def test_absorption_takes_the_earliest_live_version_that_covers_the_event():
     assert delays.tolist() == [20.0, 25.0, np.inf]
 
 
+def test_absorption_needs_a_horizon_strictly_after_the_event():
+    # an event exactly on version 1's horizon (10) is not in its data: version 2 absorbs it
+    delays = absorption_delays(np.array([10.0, 5.0]), np.array([10.0]), np.array([12.0]))
+    assert delays.tolist() == [np.inf, 7.0]
+    delays = absorption_delays(np.array([10.0]), np.array([10.0, 30.0]), np.array([12.0, 35.0]))
+    assert delays.tolist() == [25.0]
+
+
+def test_absorption_with_no_version_leaves_every_event_unabsorbed():
+    delays = absorption_delays(np.array([1.0, 2.0, 3.0]), np.array([]), np.array([]))
+    assert delays.dtype == np.float64
+    assert delays.tolist() == [np.inf, np.inf, np.inf]
+
+
 def test_canary_users_are_absorbed_from_the_canary_release():
     result = run_scenario(
         tiny("stack.layers.retrain={every: 30m, rollout: {canary: {fraction: 0.3, for: 20m}}}")

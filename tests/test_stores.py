@@ -220,3 +220,26 @@ def test_session_context_forgets_deleted_rejections_of_the_current_session():
     store.forget(events(rows[:1]), TOPIC_OF)
     topics, items = store.context(np.array([1]), np.array([5]))
     assert topics[0].tolist() == [0, 0, 1] and sorted(items[0][items[0] >= 0].tolist()) == [4]
+
+
+def test_a_profile_published_mid_session_is_served_from_the_users_next_session():
+    from sim.spec import ProfileMemory
+    from sim.stores import ActiveProfiles, ProfileSnapshot
+
+    active = ActiveProfiles(ProfileMemory(), n_users=2, n_topics=3)
+    snapshot = ProfileSnapshot(
+        topics=np.array([[0, 2, 0], [1, 0, 0]], np.uint16),
+        items=np.full((2, active.items.shape[1]), -1, np.int32),
+        creators=np.full((2, active.creators.shape[1]), -1, np.int32),
+    )
+
+    def serve(version, live, users, sessions):
+        batch = Requests(np.ones(len(users)), np.array(users, np.int32), np.array(sessions), 5)
+        profiles, versions = active.activate(version, live, batch)
+        return versions.tolist(), profiles.topics[users].tolist()
+
+    assert serve(0, None, [0, 1], [10, 20]) == ([0, 0], [[0, 0, 0], [0, 0, 0]])
+    # version 1 goes live while both sessions go on: neither user sees it yet
+    assert serve(1, snapshot, [0, 1], [10, 20]) == ([0, 0], [[0, 0, 0], [0, 0, 0]])
+    # user 0 starts a new session: from it, user 0 is served version 1; user 1 is not yet
+    assert serve(1, snapshot, [0, 1], [11, 20]) == ([1, 0], [[0, 2, 0], [0, 0, 0]])

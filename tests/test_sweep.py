@@ -231,3 +231,45 @@ def test_propagation_efficiency_is_the_share_of_the_best_runs_reduction():
     assert efficiency[("b", 1)] == pytest.approx(-0.2)
     assert max(value for value in efficiency.values() if value is not None) == 1.0
     assert instant_beaten(rows) == {0: ["b"]}
+
+
+def test_propagation_efficiency_is_missing_without_frozen_a_value_or_anything_to_gain():
+    from sim.compare import instant_beaten, propagation_efficiency
+
+    def run(label, replication, value):
+        return {"variant": label, "replication": replication, "bad_impressions": value}
+
+    rows = [
+        run("frozen", 0, 100.0), run("instant", 0, 60.0), run("a", 0, None),  # a not measured
+        run("instant", 1, 50.0), run("a", 1, 70.0),  # no frozen run in replication 1
+        run("frozen", 2, 30.0), run("instant", 2, 30.0), run("a", 2, 45.0),  # nothing beats frozen
+    ]  # fmt: skip
+    efficiency = propagation_efficiency(rows)
+    assert efficiency[("instant", 0)] == 1.0 and efficiency[("frozen", 0)] == 0.0
+    missing = [("a", 0), ("instant", 1), ("a", 1), ("frozen", 2), ("instant", 2), ("a", 2)]
+    assert all(efficiency[key] is None for key in missing)
+    # a variant level with the instant bound does not beat it; no instant run, nothing beaten
+    rows += [run("b", 0, 60.0), run("c", 3, 1.0), run("frozen", 3, 2.0)]
+    assert instant_beaten(rows) == {}
+
+
+def test_times_to_suppression_are_resolved_to_the_suppression_bin():
+    from sim.compare import metric_resolution
+
+    metrics = ["ctr", "aversion.time_to_50pct_seconds", "time_to_10pct_seconds"]
+    metrics += ["aversion.time_to_50pct_seconds_low", "mytime_to_5pct_seconds"]
+    assert metric_resolution(metrics, 1800) == {
+        "aversion.time_to_50pct_seconds": 1800.0,
+        "time_to_10pct_seconds": 1800.0,
+    }
+
+
+def test_a_relative_change_is_refused_for_a_signed_metric_and_a_zero_reference():
+    from sim.compare import _relative
+
+    assert _relative("propagation_efficiency", [0.5, 0.6], [0.4, 0.5]) == {
+        "relative_missing": "the metric can be negative: no relative change"
+    }
+    assert _relative("clicks", [3.0, 4.0], [0.0, 0.0]) == {
+        "relative_missing": "the reference is zero in every replication"
+    }
