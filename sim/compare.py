@@ -172,11 +172,14 @@ def relative_change(values: list[float], base: list[float]) -> dict[str, Any]:
     if n < 2:
         return relative_from_log(centre, None, None, n, RATIO_OF_MEANS)
     covariance = np.cov(ours, theirs)
-    variance = (
-        covariance[0, 0] / ours.mean() ** 2
-        + covariance[1, 1] / theirs.mean() ** 2
-        - 2 * covariance[0, 1] / (ours.mean() * theirs.mean())
-    ) / n
+    with np.errstate(all="ignore"):  # subnormal means overflow their squares' reciprocals
+        variance = (
+            covariance[0, 0] / ours.mean() ** 2
+            + covariance[1, 1] / theirs.mean() ** 2
+            - 2 * covariance[0, 1] / (ours.mean() * theirs.mean())
+        ) / n
+    if not np.isfinite(variance):
+        return relative_from_log(centre, None, None, n, RATIO_OF_MEANS)
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * np.sqrt(max(variance, 0.0)))
     return relative_from_log(centre, centre - half, centre + half, n, RATIO_OF_MEANS)
 
