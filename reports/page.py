@@ -81,6 +81,8 @@ def _harm_metric(data: ReportData) -> tuple[str, str]:
     return "repeat_offences_per_negative", "repeat offences per explicit negative"
 
 
+#: How a sentence names a headline metric whose table title is terse.
+HEADLINE_TITLES = {"regret_per_request": "regret per request"}
 #: Metrics counted in units, for which "fewest" reads right (else "lowest").
 COUNTED = {"bad_impressions", "repeat_offences_per_negative", "sessions_lost", "churned_users"}
 
@@ -91,7 +93,7 @@ def _headline_metric(data: ReportData) -> tuple[str, str, int]:
     chosen = data.summary.get("headline_metric")
     if chosen and chosen in data.runs.columns and data.runs[chosen].notna().any():
         title, direction = next((t, d) for m, t, _, d in TABLE_METRICS if m == chosen)
-        return chosen, title, direction
+        return chosen, HEADLINE_TITLES.get(chosen, title), direction
     return (*_harm_metric(data), -1)
 
 
@@ -817,7 +819,12 @@ def delay_split_table(data: ReportData) -> str:
     means = frame.groupby(["variant", frame["layer"].astype(str)], observed=True, sort=False)[
         [*columns, "delay_seconds"]
     ].mean()
-    heads = "".join(f"<th>{esc(name)}</th>" for _, name in DELAY_PARTS)
+    parts = DELAY_PARTS
+    no_label_delay = bool((frame["label_delay_seconds"] == 0).all())
+    if no_label_delay:  # no logging section: a column of zeros says nothing
+        parts = tuple(part for part in DELAY_PARTS if part[0] != "label_delay")
+        columns = [f"{part}_seconds" for part, _ in parts]
+    heads = "".join(f"<th>{esc(name)}</th>" for _, name in parts)
     # one cell names the variant (its label, not its grid levels: the table above has those)
     columns_span = max(len(level_columns(data.axes)), 1)
     span = f" colspan='{columns_span}'" if columns_span > 1 else ""
@@ -829,7 +836,7 @@ def delay_split_table(data: ReportData) -> str:
             f"delay'>{esc(duration(float(row[column])))}</td>"
             for column in columns
         )
-        top = max(DELAY_PARTS, key=lambda part: float(row[f"{part[0]}_seconds"]))
+        top = max(parts, key=lambda part: float(row[f"{part[0]}_seconds"]))
         share = float(row[f"{top[0]}_seconds"]) / total if total > 0 else 0.0
         label = (
             ""
@@ -846,11 +853,19 @@ def delay_split_table(data: ReportData) -> str:
         "<div class='scroll'><table class='split'><thead><tr>"
         f"{variant_head}<th class='level'>layer</th>{heads}<th>total</th><th>largest part</th>"
         "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
-        "<p class='how'>Means over the negatives each layer absorbed (all replications): the "
-        "label delay (event to its arrival in the logs), the layer's ingestion latency, the wait "
-        "for its next trigger once the event was visible, the update's compute, and the rollout "
-        "until the version served the event's user (for profile memory, also the wait for the "
-        "user's next session). The parts sum to the total.</p></section>"
+        "<p class='how'>Means over the negatives each layer absorbed (all replications): "
+        + ("" if no_label_delay else "the label delay (event to its arrival in the logs), ")
+        + "the layer's ingestion latency, the wait for its next trigger once the event was "
+        "visible, the update's compute, and the rollout until the version served the event's "
+        "user (for profile memory, also the wait for the user's next session). The parts sum to "
+        "the total."
+        + (
+            " No label delays were configured (the scenario's <code>logging</code>): every "
+            "label reached the logs at once."
+            if no_label_delay
+            else ""
+        )
+        + "</p></section>"
     )
 
 

@@ -33,6 +33,7 @@ from reports.figures import (
 from reports.page import (
     build_report,
     compact_table,
+    delay_split_table,
     headline,
     reliability,
     responsiveness_section,
@@ -295,6 +296,15 @@ def test_without_effects_the_headline_names_the_best_variant_plainly(sweep, tmp_
     assert best in text and "2 replications" in text and "bad impressions" in text
     assert "excludes no change" not in text
     assert "fewer than 3" in reliability(data)
+
+
+def test_without_label_delays_the_delay_split_has_no_column_of_zeros(sweep):
+    """The sweep has no ``logging`` section: every label arrived at once, so the split shows the
+    pipeline's parts only and says why."""
+    section = delay_split_table(load_report_data(sweep))
+    heads = re.findall(r"<th>([^<]*)</th>", section)
+    assert heads[:4] == ["latency", "trigger wait", "compute", "rollout"], heads
+    assert "label delay" not in heads and "No label delays were configured" in section
 
 
 def test_a_scenarios_headline_metric_leads_the_sentence_and_the_table_in_its_direction(
