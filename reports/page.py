@@ -819,7 +819,7 @@ def delay_split_table(data: ReportData) -> str:
     means = frame.groupby(["variant", frame["layer"].astype(str)], observed=True, sort=False)[
         [*columns, "delay_seconds"]
     ].mean()
-    parts = DELAY_PARTS
+    parts: tuple[tuple[str, str], ...] = DELAY_PARTS
     no_label_delay = bool((frame["label_delay_seconds"] == 0).all())
     if no_label_delay:  # no logging section: a column of zeros says nothing
         parts = tuple(part for part in DELAY_PARTS if part[0] != "label_delay")

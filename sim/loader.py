@@ -365,8 +365,8 @@ def drop_other_policys_params(original: Any, data: Any, paths: list[str]) -> tup
         return data, ""
     policy = {**after, "params": {key: params[key] for key in params if key in given}}
     note = (
-        f" The params {before.get('name')} had were dropped ({dropped}): {after.get('name')} "
-        "runs with its own defaults for them."
+        f" stack.policy.params {', '.join(dropped)} belonged to {before.get('name')!r} and were "
+        f"dropped ({dropped}): {after.get('name')!r} runs with its own defaults."
     )
     return {**data, "stack": {**data["stack"], "policy": policy}}, note
 

@@ -84,7 +84,10 @@ def test_switching_policy_by_name_drops_the_old_policys_params_with_a_note():
     scenario, notes = load_scenario_with_notes("quickstart", ["stack.policy.name=random"])
     assert scenario.stack.policy.name == "random" and scenario.stack.policy.params == {}
     (note,) = notes
-    assert "embedding had were dropped ({'dim': 16, 'half_life': '3d'})" in note
+    assert (
+        "stack.policy.params dim, half_life belonged to 'embedding' and were dropped "
+        "({'dim': 16, 'half_life': '3d'})" in note
+    )
     assert note in scenario.description
     # params set with the new name are kept, the old ones still go
     switched = load_scenario("quickstart", ["stack.policy.name=popular", "stack.policy.params.x=1"])
