@@ -345,7 +345,7 @@ def drop_other_policys_params(original: Any, data: Any, paths: list[str]) -> tup
     ...                                                  "stack.policy.params.penalty"])
     >>> data
     {'stack': {'policy': {'name': 'random', 'params': {'penalty': 5}}}}
-    >>> note.endswith("dropped ({'dim': 16}): random runs with its own defaults for them.")
+    >>> note.endswith("dropped ({'dim': 16}): 'random' runs with its own defaults.")
     True
     """
     before, after = _policy(original), _policy(data)
