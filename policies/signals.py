@@ -282,6 +282,9 @@ def _gather(
             per_topic += adjustment.per_topic
         if adjustment.per_item is not None:
             signals.item_rates.append((1.0, _PerItem(adjustment.per_item)))
+        if adjustment.removed is not None:
+            removed = np.where(adjustment.removed, np.float32(-SNOOZED), np.float32(0))
+            signals.item_rates.append((1.0, _PerItem(removed)))
 
     return signals if found else None
 

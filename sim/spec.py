@@ -628,6 +628,8 @@ class Layers(Spec):
 
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, CustomLayer] = Field(init=False)
+    #: The model of a key of your own (the loader's nearest-key hints look inside it).
+    extra_model: ClassVar[type[Spec]] = CustomLayer
 
     realtime_features: RealtimeFeatures | None = None
     nearline_embeddings: NearlineEmbeddings | None = None

@@ -19,9 +19,6 @@ from sim.layers import EVERYONE, Adjustment, BaseLayer, Effect, Reads, nobody
 
 __all__ = ["ModerationFilter", "Removed"]
 
-#: Score added to a removed item: below anything a model scores (as a snooze).
-REMOVED = -1e6
-
 
 class Removed:
     """Which items are removed (a boolean per item that existed when the job ran); serving
@@ -31,7 +28,7 @@ class Removed:
         self.items = items
 
     def adjust(self, requests, view) -> Adjustment:
-        return Adjustment(per_item=np.where(self.items, np.float32(REMOVED), np.float32(0)))
+        return Adjustment(removed=self.items)
 
 
 class ModerationFilter(BaseLayer):

@@ -58,13 +58,16 @@ class LayerContext:
 
 @dataclass(frozen=True)
 class Adjustment:
-    """What a layer's served state adds to every scoring policy's scores for a batch of
-    requests: ``per_topic`` ``(n, topics)`` to each request's items of that topic, ``per_item``
-    ``(live items,)`` to every request alike. A large negative value removes an item (the
-    snooze uses -1e6: below anything a model scores)."""
+    """What a layer's served state changes in every built-in policy's slates for a batch of
+    requests: ``per_topic`` ``(n, topics)`` is added to the scores of each request's items of
+    that topic, ``per_item`` ``(items,)`` to every request's scores of each item, and the items
+    ``removed`` (``(items,)`` booleans) are never shown: demoted below anything a model scores,
+    and kept out of explored slots too. An item beyond an array (newer than the state) is left
+    alone."""
 
     per_topic: np.ndarray | None = None
     per_item: np.ndarray | None = None
+    removed: np.ndarray | None = None
 
 
 class BaseLayer:

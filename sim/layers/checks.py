@@ -114,7 +114,7 @@ def check_layer(
 
 
 def _watched_run(scenario: Any, key: str) -> tuple[Any, list[Any], list[str]]:
-    """Run ``scenario`` with layer ``key``'s kind watched: its event log, its version history,
+    """Run ``scenario`` with layer ``key``'s reads watched: its event log, its version history,
     and every read of an event it could not see yet."""
     from sim.engine import Engine
     from sim.runner import assemble
@@ -122,7 +122,7 @@ def _watched_run(scenario: Any, key: str) -> tuple[Any, list[Any], list[str]]:
     parts = assemble(scenario)
     runtime = next(layer for layer in parts.layers if layer.name == key)
     late: list[str] = []
-    runtime.kind = _Watched(runtime.kind, runtime, late)
+    _watch(runtime, late)
     engine = Engine(
         parts.env,
         parts.world,
@@ -137,35 +137,37 @@ def _watched_run(scenario: Any, key: str) -> tuple[Any, list[Any], list[str]]:
     return parts.log.table(), runtime.history, late
 
 
-class _Watched:
-    """A layer's kind, with every event it is given checked against what it may see: an event
-    at time t is visible to an update triggered at s when ``t + latency < s``."""
+def _watch(runtime: Any, late: list[str]) -> None:
+    """Check every event ``runtime`` hands its kind against what an update triggered at ``now``
+    may see: an event at time t is visible when ``t + latency < now``. A batch kind's input is
+    its ``compute`` call's; an incremental kind absorbs what the runtime took at the trigger."""
+    latency = runtime.spec.latency
 
-    def __init__(self, kind: Any, runtime: Any, late: list[str]):
-        self._kind = kind
-        self._runtime = runtime
-        self._late = late
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._kind, name)
-
-    def compute(self, data: Any) -> Any:
-        self._check(data.events.time, data.now)
-        return self._kind.compute(data)
-
-    def absorb(self, state: Any, events: Any) -> None:
-        spec = self._runtime.spec
-        self._check(events.time, self._runtime._env.now - spec.compute_time)
-        self._kind.absorb(state, events)
-
-    def _check(self, times: np.ndarray, triggered: float) -> None:
-        bound = triggered - self._runtime.spec.latency + TOLERANCE
-        seen = np.flatnonzero(times >= bound)
+    def check(times: np.ndarray, now: float) -> None:
+        seen = np.flatnonzero(times >= now - latency)
         if seen.shape[0]:
-            self._late.append(
+            late.append(
                 f"an event at {float(times[seen[0]]):.3f}s read by an update triggered at "
-                f"{triggered:.3f}s, latency {self._runtime.spec.latency:g}s"
+                f"{now:.3f}s, latency {latency:g}s"
             )
+
+    kind, take_new = runtime.kind, runtime._take_new
+
+    class Watched:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(kind, name)
+
+        def compute(self, data: Any) -> Any:
+            check(data.events.time, data.now)
+            return kind.compute(data)
+
+    def taken(now: float) -> Any:
+        start, since, events = take_new(now)
+        check(events.time, now)
+        return start, since, events
+
+    runtime.kind = Watched()
+    runtime._take_new = taken
 
 
 def _versions_problem(events: Any, history: list[Any], key: str, spec: Any) -> str | None:
