@@ -174,4 +174,4 @@ def test_the_example_layer_installs_passes_its_check_and_runs_by_name(tmp_path):
     summary = json.loads(
         (tmp_path / "out" / "variants" / "00-default" / "r0" / "summary.json").read_text()
     )
-    assert summary["layers"]["moderation"]["updates"] == 6  # every 10m for 1h measured
+    assert summary["layers"]["moderation"]["updates"] == 12  # every 10m for the 2h measured

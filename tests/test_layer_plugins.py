@@ -3,9 +3,11 @@ built-ins; ``check_layer`` on every built-in and on the example; the errors a sc
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import textwrap
+import typing
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -223,6 +225,16 @@ def test_the_moderation_example_never_serves_an_item_after_its_removal_is_live(m
         assert not np.isin(served_after, removed).any()
         removals = max(removals, removed.shape[0])
     assert removals > 0  # the check above had items to look for
+
+
+def test_every_built_in_layer_is_a_field_of_stack_layers_in_a_file_of_its_own():
+    """The registry's built-ins are the schema's ``stack.layers`` fields, each validated by the
+    layer's own ``Params``, and no two share a file."""
+    assert set(BUILTIN) == set(Layers.model_fields)
+    for name, field in Layers.model_fields.items():
+        assert typing.get_args(field.annotation) == (BUILTIN[name].Params, type(None))
+    files = {inspect.getsourcefile(cls) for cls in BUILTIN.values()}
+    assert len(files) == len(BUILTIN)
 
 
 def test_a_custom_layer_is_listed_in_the_active_layers_after_the_built_ins():
