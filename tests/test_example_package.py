@@ -64,19 +64,25 @@ def test_the_example_package_installs_and_runs_by_its_entry_point_name(tmp_path)
 USER_MODEL = ROOT / "examples" / "custom_user_model"
 
 
-def test_the_example_user_model_installs_passes_its_check_and_runs_by_name(tmp_path):
-    """``pip install`` the package; ``recloop users`` lists it from its entry point; it passes
-    ``check_user_model``; its scenario names it ``topic-fatigue`` and runs. recloop itself is
-    imported from this checkout (``ROOT`` after the package on ``PYTHONPATH``)."""
+def installed(package: Path, tmp_path: Path) -> dict[str, str]:
+    """``pip install`` the example ``package`` into a folder of ``tmp_path``; the environment
+    that imports it, and recloop from this checkout (``ROOT`` after the package)."""
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(USER_MODEL)],
+         "--target", str(target), str(package)],
         check=True,
         cwd=tmp_path,
         timeout=300,
     )  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(ROOT)]))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(ROOT)]))
+
+
+def test_the_example_user_model_installs_passes_its_check_and_runs_by_name(tmp_path):
+    """``pip install`` the package; ``recloop users`` lists it from its entry point; it passes
+    ``check_user_model``; its scenario names it ``topic-fatigue`` and runs. recloop itself is
+    imported from this checkout (``ROOT`` after the package on ``PYTHONPATH``)."""
+    env = installed(USER_MODEL, tmp_path)
     recloop = [sys.executable, "-m", "sim.cli"]
     listing = subprocess.run(
         [*recloop, "users"], env=env, capture_output=True, text=True, timeout=120, check=True
@@ -134,15 +140,7 @@ def test_the_example_layer_installs_passes_its_check_and_runs_by_name(tmp_path):
     """``pip install`` the package; ``recloop layers`` lists it from its entry point; it passes
     ``check_layer``; its scenario names it ``moderation`` and runs. recloop itself is imported
     from this checkout (``ROOT`` after the package on ``PYTHONPATH``)."""
-    target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(LAYER)],
-        check=True,
-        cwd=tmp_path,
-        timeout=300,
-    )  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(ROOT)]))
+    env = installed(LAYER, tmp_path)
     recloop = [sys.executable, "-m", "sim.cli"]
     listing = subprocess.run(
         [*recloop, "layers"], env=env, capture_output=True, text=True, timeout=120, check=True

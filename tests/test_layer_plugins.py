@@ -4,6 +4,7 @@ built-ins; ``check_layer`` on every built-in and on the example; the errors a sc
 from __future__ import annotations
 
 import inspect
+import json
 import subprocess
 import sys
 import textwrap
@@ -369,3 +370,33 @@ def test_recloop_layers_lists_the_built_ins_and_a_plug_ins_parameters():
     ).stdout
     assert "learning_policy" in bandit and "\n  latency " not in bandit
     assert textwrap.dedent(bandit).startswith("bandit: Layer 0: explore/exploit")
+
+
+def test_a_layer_next_to_the_scenario_runs_from_another_folder(tmp_path):
+    """As for a policy: a layer's module saved beside the scenario is found by its
+    ``module:Class`` when the command runs elsewhere, with only recloop on ``PYTHONPATH``."""
+    folder, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    (folder / "tally_layer.py").write_text(TALLY)
+    (folder / "scenario.yaml").write_text(
+        "name: beside\nduration: 1h\n"
+        "world: {users: {count: 100}, catalog: {items: 200, creators: 20}}\n"
+        "stack:\n  policy: popular\n  slate_size: 5\n"
+        "  layers: {tally: {name: 'tally_layer:TallyLayer', continuous: true}}\n"
+    )
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "sim.cli", "run", str(folder / "scenario.yaml"), "-q",
+         "--out", str(tmp_path / "out")],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    layers = json.loads(
+        (tmp_path / "out" / "variants" / "00-default" / "r0" / "summary.json").read_text()
+    )["layers"]
+    assert layers["tally"]["trigger"] == "continuous" and sum(layers["tally"]["tallied"]) > 0
