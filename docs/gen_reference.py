@@ -107,6 +107,9 @@ def reference(schema: dict) -> str:
                 if name not in paths:
                     paths[name] = path
                     visit(definitions[name].get("properties", {}), path)
+                    extra = definitions[name].get("additionalProperties")
+                    if isinstance(extra, dict):  # keys of the user's own: stack.layers.NAME
+                        visit(extra, f"{path}.NAME")
             for key, value in node.items():
                 if key in ("items", "anyOf", "oneOf", "additionalProperties"):
                     suffix = "[]" if key == "items" else ""

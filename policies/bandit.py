@@ -17,7 +17,7 @@ from mabwiser.mab import MAB, LearningPolicy
 from policies.base import top_k
 from policies.kernels import best_member
 from sim.domain import CatalogView, EventTable, Kind, Requests, TrainingData, View
-from sim.layers import Reads
+from sim.layers import LayerContext, Reads
 from sim.spec import Bandit
 
 __all__ = ["BanditState", "BanditKind", "explore"]
@@ -179,6 +179,8 @@ class BanditKind:
     every user's next picks (the state is shared), one that learned from none changes nothing.
     """
 
+    name = "bandit"
+    Params = Bandit
     incremental = True
     shared = True
 
@@ -187,6 +189,11 @@ class BanditKind:
         self.catalog = catalog
         self.seed = seed
         self.reads = Reads(on_item=True, position=spec.position)
+
+    @classmethod
+    def create(cls, params: Bandit, context: LayerContext) -> BanditKind:
+        """The layer's kind for one run, learning with the run's ``kind:bandit`` stream."""
+        return cls(params, context.catalog, context.seed)
 
     def reflected(self, state: BanditState, events: EventTable) -> np.ndarray:
         """The feedback on items the bandit placed, whose decision it will learn from."""

@@ -257,8 +257,9 @@ def ruled_out(items: np.ndarray, requests: Requests, view: View) -> np.ndarray:
     """Whether each of ``items`` (one per request) is one its user has ruled out through a user
     control the layers serve: rejected in this session (``session_context``), or remembered as a
     disliked item, a blocked creator or a topic not of interest (``profile_memory``), or snoozed
-    (a topic or creator hidden for a while: ``snooze``). The
-    ranker's scores demote these; an explored slot, which skips the scores, must not show them."""
+    (a topic or creator hidden for a while: ``snooze``), or removed by a layer of your own
+    (:class:`sim.layers.base.Adjustment`). The ranker's scores demote these; an explored slot,
+    which skips the scores, must not show them."""
     out = np.zeros(items.shape[0], bool)
     context = view.states.get("session_context")
     if context is not None:
@@ -274,6 +275,12 @@ def ruled_out(items: np.ndarray, requests: Requests, view: View) -> np.ndarray:
     if snooze is not None:  # a snoozed topic or creator, until it expires
         topics, creators = snooze.hidden(requests.users, view.now)
         out |= (topics == view.catalog.topic[items]) | (creators == view.catalog.creator[items])
+    for state in view.states.values():  # a layer's own removals
+        adjust = getattr(state, "adjust", None)
+        removed = getattr(adjust(requests, view), "removed", None) if callable(adjust) else None
+        if removed is not None:
+            known = items < removed.shape[0]
+            out[known] |= removed[items[known]]
     return out
 
 

@@ -13,20 +13,23 @@ from river import linear_model, optim
 
 from sim.domain import EventTable, Kind
 from sim.layers import Reads
+from sim.layers.realtime_features import FeatureStore
+from sim.layers.store import StoreLayer
 from sim.spec import FeatureWeights, OnlineLearning, RealtimeFeatures
-from sim.stores import FeatureStore
 
 __all__ = ["OnlineModel", "FEATURES"]
 
 FEATURES = ("user_topic_negative", "user_topic_positive", "item_negative_rate")
 
 
-class OnlineModel:
+class OnlineModel(StoreLayer):
     """A River model plus the feature store it reads; serving uses both like real-time features.
 
     Every examined impression updates the weights every user's scores use: the state is shared.
     """
 
+    name = "online_learning"
+    Params = OnlineLearning
     shared = True
 
     @staticmethod

@@ -1,8 +1,10 @@
 """Score adjustments from the layers' served state, for any policy that scores items.
 
-The real-time feature store, the session context and the profile memory publish per-user state;
-:func:`signal_scores` turns what is served to a batch of requests into an ``(n, items)`` matrix
-to add to a policy's own scores (``None`` when no such layer is on). A custom policy calls it the
+The real-time feature store, the session context and the profile memory publish per-user state,
+and a layer of your own may publish a state with ``adjust(requests, view)`` returning a
+:class:`sim.layers.base.Adjustment`; :func:`signal_scores` turns what is served to a batch of
+requests into an ``(n, items)`` matrix to add to a policy's own scores (``None`` when no such
+layer is on). A custom policy calls it the
 same way the built-ins do.
 """
 
@@ -268,7 +270,43 @@ def _gather(
         per_topic[rows, topics[rows]] -= SNOOZED
         signals.creator_penalties.append((creators[:, None], SNOOZED))
 
+    for state in view.states.values():  # layers of your own (sim.layers.base.Adjustment)
+        adjust = getattr(state, "adjust", None)
+        if not callable(adjust):
+            continue
+        adjustment = adjust(requests, view)
+        if adjustment is None:
+            continue
+        found = True
+        if adjustment.per_topic is not None:
+            per_topic += adjustment.per_topic
+        if adjustment.per_item is not None:
+            signals.item_rates.append((1.0, _PerItem(adjustment.per_item)))
+        if adjustment.removed is not None:
+            removed = np.where(adjustment.removed, np.float32(-SNOOZED), np.float32(0))
+            signals.item_rates.append((1.0, _PerItem(removed)))
+
     return signals if found else None
+
+
+class _PerItem:
+    """A layer's per-item adjustment, read like a store's per-item negative rate (an item
+    beyond the array, newer than the adjustment, gets 0)."""
+
+    def __init__(self, values: np.ndarray):
+        self.values = np.asarray(values, np.float32)
+
+    def item_negative_rate(self, n_items: int, now: float) -> np.ndarray:
+        out = np.zeros(n_items, np.float32)
+        known = min(n_items, self.values.shape[0])
+        out[:known] = self.values[:known]
+        return out
+
+    def negative_rate_of(self, items: np.ndarray, now: float) -> np.ndarray:
+        if not self.values.shape[0]:
+            return np.zeros(items.shape, np.float32)
+        known = items < self.values.shape[0]
+        return np.where(known, self.values[np.where(known, items, 0)], np.float32(0))
 
 
 def _on_candidates(

@@ -68,6 +68,11 @@ def _find_policy(scenario: Scenario, source: str) -> None:
         from users.registry import resolve as resolve_user_model
 
         resolve_user_model(scenario.world.model.name, near=near)
+    for name, layer in scenario.stack.layers.active().items():  # and a layer's of your own
+        if ":" in getattr(layer, "name", ""):
+            from sim.layers.registry import layer_class
+
+            layer_class(name, layer, near=near)
 
 
 def _stop_on_sigterm() -> Any:
@@ -178,6 +183,14 @@ def _parser() -> argparse.ArgumentParser:
         "name", nargs="?", help="a user model: list its parameters, defaults and descriptions"
     )
     users.set_defaults(handler=_user_models)
+
+    layers = commands.add_parser(
+        "layers", help="list the available update layers and where each comes from"
+    )
+    layers.add_argument(
+        "name", nargs="?", help="a layer: list its parameters, defaults and descriptions"
+    )
+    layers.set_defaults(handler=_layers)
 
     listing = commands.add_parser("scenarios", help="list the packaged scenarios")
     listing.set_defaults(handler=_scenarios)
@@ -816,20 +829,23 @@ def _plugins(
             line = summary(resolve(found))
         except RecloopError as error:
             line = f"(cannot load: {error})"
-        print(f"{found:16s} {origin:28s} {line}")
+        print(f"{found:20s} {origin:28s} {line}")
     print(f"or any 'module:Class' as {field}")
     return 0
 
 
-def _policy_parameters(cls: type) -> int:
-    """Each parameter of a policy or user model (its ``Params`` model) with its default and
-    description."""
-    print(f"{getattr(cls, 'name', cls.__name__)}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+def _policy_parameters(cls: type, skip: Any = (), described: Any = None) -> int:
+    """Each parameter of a policy, user model or layer (its ``Params`` model, but the fields in
+    ``skip``) with its default and description; ``described`` has the docstring (``cls``)."""
+    doc = ((described or cls).__doc__ or "").strip().splitlines()[0]
+    print(f"{getattr(cls, 'name', cls.__name__)}: {doc}")
     params = getattr(cls, "Params", None)
-    if params is None or not params.model_fields:
+    fields = {} if params is None else params.model_fields
+    fields = {field: info for field, info in fields.items() if field not in skip}
+    if not fields:
         print("  no parameters")
         return 0
-    for field, info in params.model_fields.items():
+    for field, info in fields.items():
         default = (
             "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
         )
@@ -842,6 +858,27 @@ def _user_models(args: argparse.Namespace) -> int:
     from users.registry import available, resolve
 
     return _plugins(args.name, "user model", "world.model.name", available, resolve, summary_line)
+
+
+def _layers(args: argparse.Namespace) -> int:
+    from sim.layers.registry import BUILTIN, available, described_by, resolve
+    from sim.plugins import summary_line
+    from sim.spec import Layer
+
+    def summary(cls: type) -> str:
+        return summary_line(described_by(cls))
+
+    if not args.name:
+        return _plugins(None, "layer", "stack.layers.NAME.name", available, resolve, summary)
+    cls = resolve(args.name, "layer")
+    builtin = cls in BUILTIN.values()
+    _policy_parameters(cls, Layer.model_fields if builtin else (), described_by(cls))
+    where = f"beside them in stack.layers.{args.name}" if builtin else "and in stack.layers.NAME"
+    print(
+        f"  {where}, the runtime's: {', '.join(Layer.model_fields)} (recloop schema; "
+        "docs/reference.md)"
+    )
+    return 0
 
 
 def _scenarios(args: argparse.Namespace) -> int:

@@ -482,7 +482,10 @@ def _fields_at(model: type[BaseModel], loc: list[Any]) -> list[str]:
     current: Any = model
     for part in loc:
         fields = getattr(current, "model_fields", None)
-        if fields is None or part not in fields:
+        if fields is not None and part not in fields:  # a key of the user's own (a layer)
+            current = getattr(current, "extra_model", None)
+            continue
+        if fields is None:
             return []
         current = _model_in(fields[part].annotation)
     fields = getattr(current, "model_fields", None)

@@ -17,8 +17,6 @@ import simpy
 import torch
 from threadpoolctl import threadpool_limits
 
-from policies.bandit import BanditKind
-from policies.online import OnlineModel
 from policies.registry import make_policy
 from sim.domain import (
     EXPLICIT_NEGATIVE_KINDS,
@@ -32,13 +30,13 @@ from sim.durations import format_duration
 from sim.engine import Engine
 from sim.eventlog import EventLog, row_chunks
 from sim.labels import LabelPipeline
-from sim.layers import Absorption, LayerRuntime, PolicyFit, PolicyRefresh, Version
+from sim.layers import Absorption, LayerContext, LayerRuntime, PolicyFit, Version
+from sim.layers.registry import layer_class, make_layer
 from sim.memory import event_log_on_disk, return_freed_arrays
 from sim.probes import ProbeRecord, deletion_delays, start_probes
 from sim.rng import Streams
 from sim.spec import RetrainLayer, Scenario
 from sim.stack import Stack
-from sim.stores import FeatureStore, ProfileMemoryKind, SessionContextStore, StoreKind
 from users.registry import check_world, make_user_model
 from users.world import Affected
 
@@ -98,10 +96,6 @@ def check_scenario(scenario: Scenario) -> list[str]:
     return _notes(scenario, build_policy(scenario)) + check_world(scenario)
 
 
-#: Layers whose math is a policy hook, and the hook they need.
-POLICY_HOOKS = {"retrain": "fit", "nearline_embeddings": "refresh"}
-
-
 def _notes(scenario: Scenario, policy: Any) -> list[str]:
     notes = []
     active = scenario.stack.layers.active()
@@ -116,8 +110,8 @@ def _notes(scenario: Scenario, policy: Any) -> list[str]:
             f"policy {scenario.stack.policy.name!r} is an oracle: it ranks by the world's ground "
             "truth, an upper bound no real stack reaches"
         )
-    for name in scenario.stack.layers.active():
-        hook = POLICY_HOOKS.get(name)
+    for name, spec in scenario.stack.layers.active().items():
+        hook = getattr(layer_class(name, spec)[0], "policy_hook", None)
         if hook is not None and not callable(getattr(policy, hook, None)):
             notes.append(
                 f"policy {scenario.stack.policy.name!r} has no {hook} hook: layer {name!r} will "
@@ -129,23 +123,24 @@ def _notes(scenario: Scenario, policy: Any) -> list[str]:
 def _layer_kind(
     name: str, spec: Any, policy: Any, world: UserModel, stack: Stack, seed: int
 ) -> Any:
-    """The math of layer ``name``, or ``None`` when the policy lacks the hook it needs."""
-    hook = POLICY_HOOKS.get(name)
+    """The math of layer ``name`` (a built-in or a plug-in, see :mod:`sim.layers.registry`), or
+    ``None`` when it needs a policy hook the policy lacks."""
+    cls, params = layer_class(name, spec)
+    hook = getattr(cls, "policy_hook", None)
     if hook is not None and not callable(getattr(policy, hook, None)):
         return None
-    n_users, catalog = world.n_users, world.catalog_view
-    builders = {
-        "retrain": lambda: PolicyFit(policy, stack.policy_name, stack.hook_timeout),
-        "nearline_embeddings": lambda: PolicyRefresh(
-            policy, stack.policy_name, spec, lambda: stack.model, stack.hook_timeout
-        ),
-        "realtime_features": lambda: StoreKind(FeatureStore, spec, n_users, catalog),
-        "session_context": lambda: StoreKind(SessionContextStore, spec, n_users, catalog),
-        "profile_memory": lambda: ProfileMemoryKind(spec, n_users, catalog),
-        "bandit": lambda: BanditKind(spec, world.catalog_view, seed),
-        "online_learning": lambda: StoreKind(OnlineModel, spec, n_users, catalog),
-    }
-    return builders[name]()
+    context = LayerContext(
+        name=name,
+        spec=spec,
+        n_users=world.n_users,
+        catalog=world.catalog_view,
+        seed=seed,
+        policy=policy,
+        policy_name=stack.policy_name,
+        hook_timeout=stack.hook_timeout,
+        model=lambda: stack.model,
+    )
+    return make_layer(cls, params, context)
 
 
 def run_scenario(

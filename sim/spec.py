@@ -7,6 +7,8 @@ strings such as ``30s``, ``2h`` or ``1w`` (see :mod:`sim.durations`); a bare num
 
 from __future__ import annotations
 
+import difflib
+import re
 import unicodedata
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -46,6 +48,7 @@ __all__ = [
     "PolicySpec",
     "Layers",
     "Layer",
+    "CustomLayer",
     "RetrainLayer",
     "RealtimeFeatures",
     "NearlineEmbeddings",
@@ -599,8 +602,34 @@ class OnlineLearning(Layer):
     half_life: Duration = Field(3600.0, gt=0, description="decay of its feature counts")
 
 
+class CustomLayer(Layer):
+    """A layer of your own (a plug-in: see :mod:`sim.layers.base`): ``name`` is its
+    ``module:Class`` target or an installed layer's name, ``params`` its own parameters,
+    validated by its ``Params`` before simulated time passes; its trigger, latency, compute time,
+    rollout and cost are the shared runtime's, written beside them as for any layer."""
+
+    name: Name = Field(
+        min_length=1, description="module:Class, or the name of an installed layer (recloop layers)"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the layer's own parameters, validated by its Params"
+    )
+
+
+#: A layer's name in stack.layers: it names event-log columns, results rows and random streams.
+LAYER_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+#: Names of served state that is not a layer's (the probes' snoozes).
+RESERVED_LAYER_NAMES = ("snooze",)
+
+
 class Layers(Spec):
-    """The update layers; each is off unless present (or ``enabled: false``)."""
+    """The update layers; each is off unless present (or ``enabled: false``). Any other key
+    names a layer of your own: ``{name: module:Class, params: {...}}`` beside its trigger."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, CustomLayer] = Field(init=False)
+    #: The model of a key of your own (the loader's nearest-key hints look inside it).
+    extra_model: ClassVar[type[Spec]] = CustomLayer
 
     realtime_features: RealtimeFeatures | None = None
     nearline_embeddings: NearlineEmbeddings | None = None
@@ -610,9 +639,37 @@ class Layers(Spec):
     bandit: Bandit | None = None
     online_learning: OnlineLearning | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _own_layers(cls, value: Any) -> Any:
+        """A key that is no built-in is a layer of your own only with a ``name``; else it is a
+        typo, named with the nearest built-in."""
+        if not isinstance(value, dict):
+            return value
+        for key, layer in value.items():
+            if key in cls.model_fields:
+                continue
+            if not (isinstance(layer, dict) and "name" in layer or isinstance(layer, CustomLayer)):
+                match = difflib.get_close_matches(str(key), list(cls.model_fields), n=1)
+                hint = f"; did you mean '{match[0]}'?" if match else ""
+                raise ValueError(
+                    f"unknown layer {key!r}{hint} (a layer of your own needs name: "
+                    "module:Class; recloop layers lists the installed ones)"
+                )
+            if not isinstance(key, str) or not LAYER_NAME.fullmatch(key):
+                raise ValueError(
+                    f"layer name {key!r} must be lowercase letters, digits and _, starting with a "
+                    "letter (it names event-log columns and results rows)"
+                )
+            if key in RESERVED_LAYER_NAMES:
+                raise ValueError(f"layer name {key!r} is reserved (the probes' snoozes)")
+        return value
+
     def active(self) -> dict[str, Layer]:
-        """The enabled layers by name, in the order they update at one instant."""
+        """The enabled layers by name, in the order they update at one instant: the built-ins,
+        then layers of your own as written."""
         found = {name: getattr(self, name) for name in type(self).model_fields}
+        found.update(self.model_extra or {})
         return {name: spec for name, spec in found.items() if spec is not None and spec.enabled}
 
 

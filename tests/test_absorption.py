@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 import sim.eventlog
 from sim.domain import EventTable, Kind, is_kind
 from sim.layers import LABELLED_NEGATIVES, Absorption, PolicyRefresh, Reads, Version
+from sim.layers.profile_memory import ProfileMemoryKind, ProfileSnapshot
+from sim.layers.store import REJECTIONS
 from sim.metrics import layer_delays, measure
 from sim.runner import RunResult, run_scenario
 from sim.spec import NearlineEmbeddings
-from sim.stores import REJECTIONS, ProfileMemoryKind, ProfileSnapshot
 from tests.conftest import tiny
 
 ALL_NEGATIVES = (

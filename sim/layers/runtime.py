@@ -1,8 +1,8 @@
-"""Update layers: when, and from which events, served state changes.
+"""The shared runtime of every layer: when, and from which events, served state changes.
 
 A :class:`LayerRuntime` owns what every layer has (trigger, latency, compute time, rollout, cost,
-version history); a *kind* supplies the math (:mod:`sim.stores` for the feature store, session
-context and profile memory; the policy's own hooks for retrain and near-line embeddings).
+version history); a *kind* supplies the math (one file per built-in layer in this package, or a
+plug-in: see :mod:`sim.layers.base`).
 
 An event at time ``t`` is visible to an update triggered at ``s`` when ``t + latency < s`` (with
 label delays, when its arrival in the logs plus ``latency`` is before ``s``: see
@@ -25,20 +25,16 @@ from typing import Any, Protocol
 import numpy as np
 from river import drift
 
-from sim.deadline import deadline
 from sim.domain import (
     EXPLICIT_NEGATIVE_KINDS,
     NEGATIVE_KINDS,
     EventTable,
     Kind,
-    RefreshData,
     Scope,
     TrainingData,
     World,
     is_kind,
 )
-from sim.durations import humanize_duration
-from sim.errors import USER_CODE_ERRORS, PolicyError, said
 from sim.eventlog import EventLog
 from sim.spec import Layer
 
@@ -51,9 +47,9 @@ __all__ = [
     "Absorption",
     "LayerKind",
     "LayerRuntime",
-    "PolicyFit",
-    "PolicyRefresh",
     "canary_cohort",
+    "changed_rows",
+    "LABELLED_NEGATIVES",
 ]
 
 
@@ -216,6 +212,10 @@ class LayerKind(Protocol):
     #   why_unchanged(state) -> str          incremental kinds: why an update changed nothing
     #   retention: float                     batch kinds: events older than this before the
     #                                        horizon are dropped from the state
+    #   forget(state, events)                incremental kinds: take deleted events, absorbed
+    #                                        earlier, out of the state (default: it keeps them)
+    #   serve(version, state, requests)      what serving reads instead of the published state,
+    #                                        and the version each request saw (see sim.stack)
 
 
 def canary_cohort(n_users: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -687,111 +687,3 @@ class LayerRuntime:
         )
         if changed == "none":
             self._why_not[number] = effect.why_not
-
-
-class PolicyFit:
-    """The ``retrain`` layer's math: the policy's ``fit`` hook.
-
-    It trains on every event in its input, with its label (see :attr:`LayerRuntime.reads`), and a
-    new model changes every user's scores.
-    """
-
-    incremental = False
-    reads = Reads()
-
-    def __init__(self, policy: Any, policy_name: str, timeout: float = 0.0):
-        self.policy = policy
-        self.policy_name = policy_name
-        self.timeout = timeout
-
-    def initial_state(self) -> None:
-        return None
-
-    def compute(self, data: TrainingData) -> Any:
-        return _call_hook(self.policy_name, "fit", data.now, self.policy.fit, data, self.timeout)
-
-    def effect(self, previous: Any, new: Any) -> Effect:
-        if new is None:
-            return nobody("the policy's fit returned no model")
-        if new is previous:
-            return nobody("the policy's fit returned the model already served")
-        return EVERYONE
-
-    def absorb(self, state: Any, events: EventTable) -> None:  # pragma: no cover - batch kind
-        raise NotImplementedError
-
-
-class PolicyRefresh:
-    """The ``nearline_embeddings`` layer's math: the policy's ``refresh`` hook, given the visible
-    events (the policy picks its windows from them) and the model deployed at trigger time.
-
-    A refresh reflects what the layer hands it to fold in: clicks and, with a ``negative_weight``,
-    rejections (short dwells and explicit negatives), on items. It changes the users whose served
-    vectors it changed: compared with the near-line vectors serving now if they belong to the
-    same model, else with the model's own user vectors (a state with ``model`` and ``users``, as
-    :class:`policies.builtin.NearlineEmbeddings`; any other new state changes everyone).
-    """
-
-    incremental = False
-
-    def __init__(
-        self, policy: Any, policy_name: str, spec: Any, deployed: Any, timeout: float = 0.0
-    ):
-        self.policy = policy
-        self.policy_name = policy_name
-        self.timeout = timeout
-        self.windows = tuple((window.span, window.weight) for window in spec.windows)
-        self.negative_weight = spec.negative_weight
-        self.deployed = deployed  # callable: the model serving outside canaries now
-        folded = (Kind.CLICK, *LABELLED_NEGATIVES) if spec.negative_weight else (Kind.CLICK,)
-        self.reads = Reads(kinds=folded, on_item=True)
-
-    def initial_state(self) -> None:
-        return None
-
-    def compute(self, data: TrainingData) -> Any:
-        refresh = RefreshData(
-            events=data.events,
-            catalog=data.catalog,
-            n_users=data.n_users,
-            now=data.now,
-            horizon=data.horizon,
-            model=self.deployed(),
-            windows=self.windows,
-            negative_weight=self.negative_weight,
-        )
-        return _call_hook(
-            self.policy_name, "refresh", data.now, self.policy.refresh, refresh, self.timeout
-        )
-
-    def effect(self, previous: Any, new: Any) -> Effect:
-        if new is None:
-            return nobody("its refresh returned no state: there was no model to fold users into")
-        if new is previous:
-            return nobody("the policy's refresh returned the state already served")
-        model, users = getattr(new, "model", None), getattr(new, "users", None)
-        if model is None or not isinstance(users, np.ndarray):
-            return EVERYONE
-        if model is not self.deployed():
-            return nobody("its vectors belong to a model that no longer serves")
-        same_model = previous is not None and getattr(previous, "model", None) is model
-        served = previous.users if same_model else getattr(model, "users", None)
-        if not isinstance(served, np.ndarray) or served.shape != users.shape:
-            return EVERYONE
-        return changed_rows([(users, served, False)], "no user's vector changed")
-
-    def absorb(self, state: Any, events: EventTable) -> None:  # pragma: no cover - batch kind
-        raise NotImplementedError
-
-
-def _call_hook(
-    policy: str, hook: str, now: float, function: Any, argument: Any, timeout: float
-) -> Any:
-    try:
-        with deadline(timeout):
-            return function(argument)
-    except USER_CODE_ERRORS as error:
-        raise PolicyError(
-            f"policy {policy!r} failed in {hook} at simulated time {humanize_duration(now)}: "
-            f"{said(error)}"
-        ) from error
