@@ -12,9 +12,9 @@ import numpy as np
 from river import linear_model, optim
 
 from sim.domain import EventTable, Kind
-from sim.layers import Reads
-from sim.spec import FeatureWeights, OnlineLearning, RealtimeFeatures
-from sim.stores import FeatureStore
+from sim.scenario.spec import FeatureWeights, OnlineLearning, RealtimeFeatures
+from sim.serving.layers import Reads
+from sim.serving.stores import FeatureStore
 
 __all__ = ["OnlineModel", "FEATURES"]
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from policies.base import scratch_matrix
 from sim.domain import CatalogView, Requests, View
-from sim.spec import FeatureWeights
+from sim.scenario.spec import FeatureWeights
 
 __all__ = ["signal_scores", "LowRankScores", "low_rank_passes"]
 

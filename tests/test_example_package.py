@@ -113,7 +113,7 @@ def test_the_example_user_model_without_fatigue_is_the_parametric_world(monkeypa
     import numpy as np
 
     from sim.domain import Kind
-    from sim.runner import run_scenario
+    from sim.serving.runner import run_scenario
     from tests.conftest import tiny
 
     monkeypatch.syspath_prepend(str(USER_MODEL))

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from policies.signals import signal_scores
 from sim.domain import CatalogView, EventTable, Kind, Requests, Scope, View
-from sim.spec import RealtimeFeatures, SessionContext
-from sim.stores import REJECTIONS, FeatureStore, SessionContextStore
+from sim.scenario.spec import RealtimeFeatures, SessionContext
+from sim.serving.stores import REJECTIONS, FeatureStore, SessionContextStore
 
 TOPIC_OF = np.array([0, 0, 1, 1, 2, 2], np.int16)
 
@@ -223,8 +223,8 @@ def test_session_context_forgets_deleted_rejections_of_the_current_session():
 
 
 def test_a_profile_published_mid_session_is_served_from_the_users_next_session():
-    from sim.spec import ProfileMemory
-    from sim.stores import ActiveProfiles, ProfileSnapshot
+    from sim.scenario.spec import ProfileMemory
+    from sim.serving.stores import ActiveProfiles, ProfileSnapshot
 
     active = ActiveProfiles(ProfileMemory(), n_users=2, n_topics=3)
     snapshot = ProfileSnapshot(

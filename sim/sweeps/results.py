@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim.compare import (
+from sim.domain import Kind, Scope
+from sim.measuring.compare import (
     NO_INTERVAL,
     compare_variants,
     instant_beaten,
@@ -35,8 +36,7 @@ from sim.compare import (
     numeric_metrics,
     propagation_efficiency,
 )
-from sim.domain import Kind, Scope
-from sim.effects import (
+from sim.measuring.effects import (
     EFFECT_COLUMNS,
     Cells,
     effect_sentences,
@@ -47,14 +47,14 @@ from sim.effects import (
     measured_updates,
     never_fires,
 )
-from sim.loader import resolved_yaml
-from sim.metrics import RunMetrics
-from sim.probes import PROBE_BIN, exposure_table, responsiveness
-from sim.replications import precision_notes
-from sim.replications import replication_plan as plan_of
-from sim.runner import RunResult
-from sim.spec import Scenario
-from sim.sweep import RunOutcome, grid_levels
+from sim.measuring.metrics import RunMetrics
+from sim.measuring.replications import precision_notes
+from sim.measuring.replications import replication_plan as plan_of
+from sim.measuring.responsiveness import PROBE_BIN, exposure_table, responsiveness
+from sim.scenario.loader import resolved_yaml
+from sim.scenario.spec import Scenario
+from sim.serving.runner import RunResult
+from sim.sweeps.plan import RunOutcome, grid_levels
 
 __all__ = [
     "write_run",
@@ -66,7 +66,7 @@ __all__ = [
     "METRIC_TABLES",
 ]
 
-#: layers.parquet: one row per published layer version and cohort (see sim.layers.Version).
+#: layers.parquet: one row per published layer version and cohort (see sim.serving.layers.Version).
 VERSION_SCHEMA = pa.schema(
     [
         ("layer", pa.string()),
@@ -169,7 +169,7 @@ def write_sweep(
     and ``summary.json`` last. Returns the summary.
 
     ``replication_plan`` says how the number of replications was reached
-    (:func:`sim.replications.replication_plan`); without it, a fixed count.
+    (:func:`sim.measuring.replications.replication_plan`); without it, a fixed count.
     """
     out = Path(out)
     atomic_write(out / "scenario.yaml", lambda p: p.write_text(resolved_yaml(scenario)))
@@ -244,7 +244,7 @@ def write_sweep(
             for o in outcomes
         },
         "interval": "95% Student-t over replications, cut to the metric's range; deltas paired "
-        "within a replication; relative changes from paired log ratios (sim/compare.py)",
+        "within a replication; relative changes from paired log ratios (sim/measuring/compare.py)",
         "unreliable": replications < 3,
         "unreliable_reason": _unreliable_reason(replications),
         "headline_metric": scenario.metrics.headline,
@@ -340,7 +340,7 @@ def _write_effects(
     }
 
 
-#: effects.parquet: main effects and two-way interactions per metric (sim/effects.py).
+#: effects.parquet: main effects and two-way interactions per metric (sim/measuring/effects.py).
 EFFECT_SCHEMA = pa.schema(
     [
         (name, pa.int64() if name == "n" else pa.string())
@@ -395,7 +395,7 @@ def _write_responsiveness(
     out: Path, labels: list[str], outcomes: list[RunOutcome]
 ) -> dict[str, Any]:
     """``responsiveness.parquet`` from every finished run and twin's ``probes.parquet``, and the
-    summary's ``responsiveness`` (see :func:`sim.probes.responsiveness`)."""
+    summary's ``responsiveness`` (see :func:`sim.measuring.responsiveness.responsiveness`)."""
     tables = {
         (o.plan.variant, o.plan.replication, not o.plan.twin): pq.read_table(
             out / o.plan.folder / "probes.parquet"

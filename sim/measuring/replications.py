@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from sim.compare import NO_INTERVAL, interval
-from sim.spec import AdaptiveReplications, Precision
+from sim.measuring.compare import NO_INTERVAL, interval
+from sim.scenario.spec import AdaptiveReplications, Precision
 
 __all__ = [
     "Reached",

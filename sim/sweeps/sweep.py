@@ -1,9 +1,9 @@
 """Running a sweep: its planned runs, serially, on local worker processes or on Ray.
 
-The runs are planned in :mod:`sim.plan` (variants, replications and their seeds). Runs are
+The runs are planned in :mod:`sim.sweeps.plan` (variants, replications and their seeds). Runs are
 independent and deterministic, so ``--workers N`` gives the same results as a serial run.
-With adaptive ``replications`` (see :mod:`sim.replications`) whole replications are added in
-batches until every variant is measured precisely enough, or ``max`` have run.
+With adaptive ``replications`` (see :mod:`sim.measuring.replications`) whole replications are added
+in batches until every variant is measured precisely enough, or ``max`` have run.
 """
 
 from __future__ import annotations
@@ -23,15 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import RecloopError
-from sim.loader import LOCAL_FOLDERS
-from sim.plan import (
-    Progress,
-    RunOutcome,
-    RunPlan,
-    plan_runs,
-)
-from sim.replications import Reached, first_met, next_batch, precision, replication_plan
-from sim.spec import RESERVED_LABELS, AdaptiveReplications, Scenario
+from sim.measuring.replications import Reached, first_met, next_batch, precision, replication_plan
+from sim.scenario.loader import LOCAL_FOLDERS
+from sim.scenario.spec import RESERVED_LABELS, AdaptiveReplications, Scenario
+from sim.sweeps.plan import Progress, RunOutcome, RunPlan, plan_runs
 
 __all__ = [
     "run_plans",
@@ -42,12 +37,13 @@ __all__ = [
     "finished_outcome",
 ]
 
+
 def execute(plan: RunPlan, out: str, progress: Progress | None = None) -> RunOutcome:
     """Run one plan, measure it and write its directory; a policy or scenario error fails this
     run only. ``progress`` hears of every served window and every step after serving."""
-    from sim.metrics import measure
-    from sim.results import write_run
-    from sim.runner import run_scenario
+    from sim.measuring.metrics import measure
+    from sim.serving.runner import run_scenario
+    from sim.sweeps.results import write_run
 
     started = wallclock.perf_counter()
     row: dict[str, Any] = {
@@ -99,7 +95,7 @@ def finished_outcome(plan: RunPlan, out: str | Path) -> RunOutcome | None:
     Raises :class:`RecloopError` when the folder holds a run of a different scenario: resuming
     must never mix results of two scenarios.
     """
-    from sim.results import scenario_hash
+    from sim.sweeps.results import scenario_hash
 
     path = Path(out) / plan.folder / "summary.json"
     if not path.is_file():
@@ -393,7 +389,7 @@ def run_sweep(
     address: str | None = None,
 ) -> dict[str, Any]:
     """Plan, run and write a scenario's every variant × replication; returns ``summary.json``."""
-    from sim.results import write_sweep
+    from sim.sweeps.results import write_sweep
 
     started = wallclock.perf_counter()
     ran = run_replications(scenario, out, workers, on_done, progress, resume, backend, address)

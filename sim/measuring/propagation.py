@@ -3,8 +3,8 @@
 An event at time ``t`` is covered by every version whose event-time horizon is later than ``t``;
 its delay is the earliest ``live_at`` among them minus ``t``. Nothing is sampled or estimated.
 This is the bound for a layer whose every version reflects every event and changes everyone;
-:func:`sim.metrics.layer_delays` counts only versions that reflected the event and changed what
-its user is served.
+:func:`sim.measuring.metrics.layer_delays` counts only versions that reflected the event and
+changed what its user is served.
 
 >>> absorption_delays(np.array([5.0, 15.0, 40.0]), np.array([10.0, 30.0]), np.array([12.0, 35.0]))
 array([ 7., 20., inf])

@@ -18,11 +18,11 @@ import simpy
 from simpy.events import Event, EventPriority
 
 from sim.domain import Kind, Responses, Scope, World
-from sim.durations import humanize_duration
 from sim.errors import USER_CODE_ERRORS, UserModelError, said
-from sim.eventlog import EventLog
-from sim.plugins import own_name
-from sim.stack import Stack
+from sim.scenario.durations import humanize_duration
+from sim.scenario.plugins import own_name
+from sim.serving.eventlog import EventLog
+from sim.serving.stack import Stack
 
 __all__ = ["Engine", "LATE", "check_responses"]
 

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from sim.errors import ScenarioError
-from sim.spec import MAX_DESCRIPTION, WRITTEN, Scenario, Spec
+from sim.scenario.spec import MAX_DESCRIPTION, WRITTEN, Scenario, Spec
 
 __all__ = [
     "load_scenario",

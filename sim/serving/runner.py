@@ -28,17 +28,17 @@ from sim.domain import (
     Kind,
     UserModel,
 )
-from sim.durations import format_duration
-from sim.engine import Engine
-from sim.eventlog import EventLog, row_chunks
-from sim.labels import LabelPipeline
-from sim.layers import Absorption, LayerRuntime, PolicyFit, PolicyRefresh, Version
-from sim.memory import event_log_on_disk, return_freed_arrays
-from sim.probes import ProbeRecord, deletion_delays, start_probes
-from sim.rng import Streams
-from sim.spec import RetrainLayer, Scenario
-from sim.stack import Stack
-from sim.stores import FeatureStore, ProfileMemoryKind, SessionContextStore, StoreKind
+from sim.scenario.durations import format_duration
+from sim.scenario.spec import RetrainLayer, Scenario
+from sim.serving.engine import Engine
+from sim.serving.eventlog import EventLog, row_chunks
+from sim.serving.labels import LabelPipeline
+from sim.serving.layers import Absorption, LayerRuntime, PolicyFit, PolicyRefresh, Version
+from sim.serving.memory import event_log_on_disk, return_freed_arrays
+from sim.serving.probes import ProbeRecord, deletion_delays, start_probes
+from sim.serving.rng import Streams
+from sim.serving.stack import Stack
+from sim.serving.stores import FeatureStore, ProfileMemoryKind, SessionContextStore, StoreKind
 from users.registry import check_world, make_user_model
 from users.world import Affected
 

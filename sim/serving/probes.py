@@ -6,7 +6,7 @@ and scope, the user's current session, the layer versions that served them last)
 layer then reads like any other. The twin run (``Scenario.probes_withheld``) chooses the same users
 and targets, from the same log (the twins are identical until then), but logs nothing, so every
 difference after the probe time is the control's. What the probes prevented is measured in
-:mod:`sim.responsiveness`.
+:mod:`sim.measuring.responsiveness`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from sim.domain import CatalogView, Kind, Scope
-from sim.durations import format_duration
-from sim.eventlog import EventLog
-from sim.spec import Probe, Scenario
+from sim.scenario.durations import format_duration
+from sim.scenario.spec import Probe, Scenario
+from sim.serving.eventlog import EventLog
 
 __all__ = [
     "ProbeRecord",

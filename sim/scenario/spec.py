@@ -2,7 +2,8 @@
 
 A scenario is validated once, before simulated time passes. Every field has a documented default
 so that a minimal scenario needs only ``name``, ``duration`` and ``stack.policy``. Durations are
-strings such as ``30s``, ``2h`` or ``1w`` (see :mod:`sim.durations`); a bare number is seconds.
+strings such as ``30s``, ``2h`` or ``1w`` (see :mod:`sim.scenario.durations`); a bare number is
+seconds.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from sim.durations import (
+from sim.scenario.durations import (
     DURATION_PATTERN,
     format_duration,
     parse_duration,
@@ -809,7 +810,7 @@ CONTROLS = (
 class Probe(Spec):
     """A sample of users take one control at one time, each on their own target: the causal
     effect of the control is measured against a twin run in which they do not (same seed, same
-    everything else; see :mod:`sim.probes`)."""
+    everything else; see :mod:`sim.serving.probes`)."""
 
     model_config = ConfigDict(populate_by_name=True)
     control: Literal[

@@ -5,7 +5,7 @@ A ``module:Class`` target's module is looked for first next to the scenario file
 current directory, then on ``sys.path``: a ``my_ranker.py`` saved beside the scenario, or in the
 folder the command runs from, is found without ``PYTHONPATH``. The folder it is found in joins
 ``sys.path`` for the rest of the process (so the module's own sibling imports work) and is
-handed to the sweep's workers (:data:`sim.loader.LOCAL_FOLDERS`).
+handed to the sweep's workers (:data:`sim.scenario.loader.LOCAL_FOLDERS`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from sim.errors import USER_CODE_ERRORS, RecloopError, ScenarioError, said
-from sim.loader import LOCAL_FOLDERS
+from sim.scenario.loader import LOCAL_FOLDERS
 
 __all__ = ["Registry", "CheckReport", "summary_line", "validate_params", "own_name"]
 

@@ -6,7 +6,7 @@ event's arrival time is drawn once, when it is logged, from the run's ``label_de
 log order; a lost event arrives never (``inf``); an event waiting for its session to end has no
 arrival time yet (``nan``) until the session's last request or abandon is logged.
 
->>> from sim.spec import Logging
+>>> from sim.scenario.spec import Logging
 >>> pipeline = LabelPipeline(Logging(delay={"click": "2s"}, loss={"skip": 1.0}))
 >>> kinds = np.array([Kind.CLICK, Kind.SKIP, Kind.IMPRESSION], np.int8)
 >>> pipeline.arrivals(np.array([1.0, 1.0, 1.0]), kinds, np.random.default_rng(0))
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from sim.domain import Kind
-from sim.spec import EmpiricalDelay, ExponentialDelay, Logging, LognormalDelay
+from sim.scenario.spec import EmpiricalDelay, ExponentialDelay, Logging, LognormalDelay
 
 __all__ = ["LabelPipeline", "delay_cdf", "PENDING", "LOST"]
 

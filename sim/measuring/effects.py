@@ -8,7 +8,8 @@ one combination of levels. For every metric of ``runs.parquet``:
   the other axes' levels. It is computed within each replication ``r`` (common random numbers
   pair the variants of a replication) as ``mean_c Y(a, c, r) - mean_c Y(a0, c, r)``, then its
   95% Student-t interval is taken over replications;
-- its **relative effect** is :func:`sim.compare.relative_change` of those two averages, per
+- its **relative effect** is :func:`sim.measuring.compare.relative_change` of those two averages,
+per
   replication: the geometric mean over replications of ``mean_c Y(a, c, r) / mean_c Y(a0, c,
   r)``, minus 1, never below -100% (a log ratio of means where a replication has a zero);
 - the **two-way interaction** of levels ``a`` of ``A`` and ``b`` of ``B`` is the difference of
@@ -42,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.compare import (
+from sim.measuring.compare import (
     LOG_RATIO,
     delta_range,
     interval,
@@ -51,7 +52,7 @@ from sim.compare import (
     relative_change,
     relative_from_log,
 )
-from sim.durations import format_duration
+from sim.scenario.durations import format_duration
 
 __all__ = [
     "Factor",
@@ -134,7 +135,7 @@ class Factor:
 
 def grid_factors(levels: dict[str, dict[str, str]], baseline: str) -> list[Factor]:
     """The axes of a grid whose variants have ``levels`` (variant: {axis path: level label},
-    from :func:`sim.sweep.grid_levels`), each referenced to ``baseline``'s level."""
+    from :func:`sim.sweeps.plan.grid_levels`), each referenced to ``baseline``'s level."""
     if baseline not in levels:
         return []
     paths = list(levels[baseline])
@@ -233,7 +234,7 @@ def conditional_effect(
 ) -> dict[str, Any]:
     """The relative effect of ``level`` of ``factor`` (against its reference) with ``other``
     held at ``other_level``, averaged over the remaining axes: what a detectable interaction
-    makes of a main effect (:func:`sim.compare.relative_change`)."""
+    makes of a main effect (:func:`sim.measuring.compare.relative_change`)."""
     pairs = cells.paired(
         metric,
         {factor.path: level, other.path: other_level},

@@ -15,8 +15,8 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from sim.eventlog import CHUNK_ROWS
-from sim.spec import Scenario
+from sim.scenario.spec import Scenario
+from sim.serving.eventlog import CHUNK_ROWS
 
 __all__ = [
     "MemoryEstimate",

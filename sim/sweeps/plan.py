@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sim.durations import format_duration
 from sim.errors import ScenarioError
-from sim.loader import drop_other_policys_params, parse_scenario, set_path
-from sim.rng import Streams
-from sim.spec import RESERVED_LABELS, AdaptiveReplications, Scenario
+from sim.scenario.durations import format_duration
+from sim.scenario.loader import drop_other_policys_params, parse_scenario, set_path
+from sim.scenario.spec import RESERVED_LABELS, AdaptiveReplications, Scenario
+from sim.serving.rng import Streams
 
 __all__ = [
     "RunPlan",
@@ -196,7 +196,7 @@ def planned_replications(scenario: Scenario) -> int:
 
 def _until_problems(scenario: Scenario, variants: dict[str, dict[str, Any]]) -> list[str]:
     """``replications.until.metric`` must be a ``runs.parquet`` metric of every variant."""
-    from sim.metrics import metric_names
+    from sim.measuring.metrics import metric_names
 
     assert isinstance(scenario.replications, AdaptiveReplications)
     metric = scenario.replications.until.metric

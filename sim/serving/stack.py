@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from sim.deadline import deadline
 from sim.domain import CatalogView, Requests, View
-from sim.durations import humanize_duration
 from sim.errors import USER_CODE_ERRORS, PolicyError, said
-from sim.plugins import own_name
+from sim.scenario.durations import humanize_duration
+from sim.scenario.plugins import own_name
+from sim.serving.deadline import deadline
 
 __all__ = ["Stack", "check_slates"]
 

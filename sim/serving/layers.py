@@ -1,13 +1,13 @@
 """Update layers: when, and from which events, served state changes.
 
 A :class:`LayerRuntime` owns what every layer has (trigger, latency, compute time, rollout, cost,
-version history); a *kind* supplies the math (:mod:`sim.stores` for the feature store, session
-context and profile memory; the policy's own hooks for retrain and near-line embeddings).
+version history); a *kind* supplies the math (:mod:`sim.serving.stores` for the feature store,
+session context and profile memory; the policy's own hooks for retrain and near-line embeddings).
 
 An event at time ``t`` is visible to an update triggered at ``s`` when ``t + latency < s`` (with
 label delays, when its arrival in the logs plus ``latency`` is before ``s``: see
-:mod:`sim.labels`; an incremental layer then also reads the late rows it passed over before). A
-batch update publishes a new snapshot ``compute_time`` later (through a canary first, if
+:mod:`sim.serving.labels`; an incremental layer then also reads the late rows it passed over
+before). A batch update publishes a new snapshot ``compute_time`` later (through a canary first, if
 configured); an incremental one applies the new events to its state in place. A continuous layer
 updates at the start of every serving window. Every update is recorded as a :class:`Version`:
 what it covers (event-time horizon), when it was triggered, when it went live and for whom, and
@@ -25,7 +25,6 @@ from typing import Any, Protocol
 import numpy as np
 from river import drift
 
-from sim.deadline import deadline
 from sim.domain import (
     EXPLICIT_NEGATIVE_KINDS,
     NEGATIVE_KINDS,
@@ -37,10 +36,11 @@ from sim.domain import (
     World,
     is_kind,
 )
-from sim.durations import humanize_duration
 from sim.errors import USER_CODE_ERRORS, PolicyError, said
-from sim.eventlog import EventLog
-from sim.spec import Layer
+from sim.scenario.durations import humanize_duration
+from sim.scenario.spec import Layer
+from sim.serving.deadline import deadline
+from sim.serving.eventlog import EventLog
 
 __all__ = [
     "Version",
@@ -175,7 +175,7 @@ class Reads:
 
 @dataclass
 class Absorption:
-    """What one layer's versions reflected, for :func:`sim.metrics.layer_delays`.
+    """What one layer's versions reflected, for :func:`sim.measuring.metrics.layer_delays`.
 
     A version absorbs an event of user u when its input covers the event (``since <= time <
     horizon``), ``reads`` admits the event, and the version changed what u is served: it

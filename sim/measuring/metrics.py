@@ -1,5 +1,5 @@
 """What one run measured: propagation, residual exposure, suppression after interventions, and
-business metrics over time. Pure functions of a :class:`sim.runner.RunResult`.
+business metrics over time. Pure functions of a :class:`sim.serving.runner.RunResult`.
 
 Every figure is computed exactly from the event log and the layers' version histories. A figure
 that cannot be computed (no data, or censored by the end of the run) is ``None`` and its reason is
@@ -16,12 +16,12 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from sim import eventlog
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind, Scope
-from sim.eventlog import row_chunks
-from sim.layers import Absorption, Reads, Version
-from sim.runner import RunResult
-from sim.spec import Scenario
+from sim.scenario.spec import Scenario
+from sim.serving import eventlog
+from sim.serving.eventlog import row_chunks
+from sim.serving.layers import Absorption, Reads, Version
+from sim.serving.runner import RunResult
 
 __all__ = [
     "RunMetrics",
@@ -146,8 +146,8 @@ def _rows_where(events: Any, select: Callable[[slice], np.ndarray]) -> np.ndarra
 
 def _user_shards(events: Any, only: np.ndarray | None = None) -> list[tuple[int, int]]:
     """Ranges ``[low, high)`` of user ids, in order, each with about ``CHUNK_ROWS`` of the log's
-    rows (:mod:`sim.eventlog`) of the users ``only`` marks (all users: ``None``); one range when
-    there are fewer such rows."""
+    rows (:mod:`sim.serving.eventlog`) of the users ``only`` marks (all users: ``None``); one range
+    when there are fewer such rows."""
     if events.user.shape[0] <= eventlog.CHUNK_ROWS:
         return [(0, np.iinfo(np.int64).max)]
     per_user = np.zeros(0, np.int64)
@@ -651,8 +651,8 @@ def layer_delays(result: RunResult, layer: str, rows: np.ndarray) -> np.ndarray:
     (``since <= t < horizon``; with label delays, the event arrived before the horizon: ``since
     <= t`` and ``arrival < horizon``, and for an incremental layer, whose versions each read what
     arrived since the last, ``since <= arrival < horizon``), reflects it (the layer's
-    :class:`sim.layers.Reads` admit it and no incremental update read it without reflecting it)
-    and changed what u is served: everyone, or u among the users it changed. A version that
+    :class:`sim.serving.layers.Reads` admit it and no incremental update read it without reflecting
+    it) and changed what u is served: everyone, or u among the users it changed. A version that
     changed nothing absorbs nothing; a lost event is absorbed by none. A user in the layer's
     canary cohort is served a version from its canary release on; everyone else from its full
     rollout.

@@ -24,9 +24,9 @@ from sim.domain import (
     TrainingData,
     is_kind,
 )
-from sim.kernels import absorb_decayed_counts
-from sim.layers import Effect, Reads, changed_rows
-from sim.spec import ProfileMemory, RealtimeFeatures, SessionContext
+from sim.scenario.spec import ProfileMemory, RealtimeFeatures, SessionContext
+from sim.serving.kernels import absorb_decayed_counts
+from sim.serving.layers import Effect, Reads, changed_rows
 
 __all__ = [
     "StoreKind",

@@ -9,8 +9,8 @@ the operating system's file cache, written back and dropped under memory pressur
 memory stays bounded while reads stay array reads. Growing a disk column extends its file and maps
 it again, without copying.
 
-With label delays (the scenario's ``logging`` section, see :mod:`sim.labels`) the log also keeps
-each event's arrival time: an event is visible to a read with horizon ``h`` when it arrived
+With label delays (the scenario's ``logging`` section, see :mod:`sim.serving.labels`) the log also
+keeps each event's arrival time: an event is visible to a read with horizon ``h`` when it arrived
 before ``h``, so what a layer sees is no longer a prefix of the log. Without them arrival is
 the event's time, no column is kept, and every read is the prefix found by one binary search.
 """
@@ -28,7 +28,7 @@ import numpy as np
 
 from sim.domain import EVENT_COLUMNS, EventTable, Kind, Requests, Responses, Scope, readonly
 from sim.errors import RecloopError
-from sim.labels import LabelPipeline
+from sim.serving.labels import LabelPipeline
 
 __all__ = ["EventLog", "row_chunks", "CHUNK_ROWS"]
 

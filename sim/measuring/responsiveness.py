@@ -1,6 +1,7 @@
 """What the probes prevented: per run, the probe users' exposure to what they said no to
 (:func:`exposure_table`), and over a probe run and its twin (the same run without the controls,
-see :mod:`sim.probes`), the share of that exposure the control prevented (:func:`responsiveness`).
+see :mod:`sim.serving.probes`), the share of that exposure the control prevented
+(:func:`responsiveness`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from sim.compare import interval
 from sim.domain import CatalogView
-from sim.durations import format_duration
-from sim.probes import ProbeRecord
+from sim.measuring.compare import interval
+from sim.scenario.durations import format_duration
+from sim.serving.probes import ProbeRecord
 
 __all__ = ["PROBE_BIN", "HORIZONS", "exposure_table", "responsiveness"]
 
@@ -22,7 +23,6 @@ PROBE_BIN = 3600.0
 
 #: Horizons of the prevented share, in seconds after the control (``end``: the run's end).
 HORIZONS: dict[str, float] = {"1h": 3600.0, "1d": 86400.0, "end": np.inf}
-
 
 
 EXPOSURE_SCHEMA = pa.schema(
