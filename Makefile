@@ -66,7 +66,7 @@ docs: $(DOCS_STAMP)
 # Mutation testing (bench/mutation.py): mutmut over the modules that decide the numbers users act
 # on, each with the tests that cover it, one mutant at a time (hours for all ~6,200 mutants; one
 # module takes 1-30 min). Scores and every surviving mutant: bench/results/mutation.md. One module:
-# `make mutate MODULES=sim/eventlog.py`. `make test` does not need mutmut.
+# `make mutate MODULES=sim/serving/eventlog.py`. `make test` does not need mutmut.
 MUTATE_STAMP := $(VENV)/.mutate-installed
 $(MUTATE_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[mutate]'

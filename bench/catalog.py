@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import write_results  # noqa: E402
 from throughput import ALL_LAYERS  # noqa: E402
 
-from sim.loader import load_scenario  # noqa: E402
-from sim.runner import run_scenario  # noqa: E402
+from sim.scenario.loader import load_scenario  # noqa: E402
+from sim.serving.runner import run_scenario  # noqa: E402
 
 #: (label, retrieval setting or None for scoring every item)
 CONFIGURATIONS = (

@@ -11,9 +11,9 @@ The score of a module is killed / (mutants - equivalent): a timeout (the mutant 
 a crash of the test process counts as killed, a mutant that no selected test reaches as surviving.
 
     python bench/mutation.py                  # every module
-    python bench/mutation.py sim/eventlog.py  # one module; the others keep their last figures
-    python bench/mutation.py --survivors      # only the last survivors (not argued equivalent)
-    python bench/mutation.py --report         # re-render mutation.md only
+    python bench/mutation.py sim/serving/eventlog.py  # one module; the others keep their last
+    figures python bench/mutation.py --survivors      # only the last survivors (not argued
+    equivalent) python bench/mutation.py --report         # re-render mutation.md only
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    "sim/propagation.py": Target(["tests/test_metrics.py", "tests/test_layers.py"]),
-    "sim/eventlog.py": Target(
+    "sim/measuring/propagation.py": Target(["tests/test_metrics.py", "tests/test_layers.py"]),
+    "sim/serving/eventlog.py": Target(
         [
             "tests/test_eventlog.py",
             "tests/test_causality.py",
@@ -71,7 +71,7 @@ TARGETS: dict[str, Target] = {
             "tests/test_metrics.py::test_row_chunks_cut_between_times_and_at_bin_edges",
         ]
     ),
-    "sim/layers.py": Target(
+    "sim/serving/layers.py": Target(
         [
             "tests/test_layers.py",
             "tests/test_layer_properties.py",
@@ -79,10 +79,10 @@ TARGETS: dict[str, Target] = {
             "tests/test_absorption.py",
         ]
     ),
-    "sim/stores.py": Target(
+    "sim/serving/stores.py": Target(
         ["tests/test_stores.py", "tests/test_absorption.py", "tests/test_causality.py"]
     ),
-    "sim/metrics.py": Target(
+    "sim/measuring/metrics.py": Target(
         ["tests/test_metrics.py", "tests/test_absorption.py"],
         # propagation, exposure, suppression, repeat offences, harm and regret; the business
         # ratios, concentration, homogenization and the timeseries table are left out
@@ -108,8 +108,8 @@ TARGETS: dict[str, Target] = {
         ],
     ),
     "policies/bandit.py": Target(["tests/test_bandit.py", "tests/test_regret.py"]),
-    "sim/compare.py": Target(["tests/test_sweep.py", "tests/test_effects.py"]),
-    "sim/sweep.py": Target(
+    "sim/measuring/compare.py": Target(["tests/test_sweep.py", "tests/test_effects.py"]),
+    "sim/sweeps/sweep.py": Target(
         ["tests/test_sweep.py", "tests/test_reliability.py", "tests/test_replications.py"],
         # planning, seeds and resume; the process pool, signal and Ray plumbing is left out
         [
@@ -129,7 +129,7 @@ TARGETS: dict[str, Target] = {
             "x_run_sweep",
         ],
     ),
-    "sim/effects.py": Target(
+    "sim/measuring/effects.py": Target(
         ["tests/test_effects.py"],
         # the effect estimates; the sentences that word them are left out
         [

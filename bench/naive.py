@@ -8,9 +8,9 @@ import time as wallclock
 import numpy as np
 
 from sim.domain import Requests
-from sim.rng import Streams
-from sim.runner import assemble
-from sim.spec import Scenario
+from sim.scenario.spec import Scenario
+from sim.serving.rng import Streams
+from sim.serving.runner import assemble
 from users.arrivals import REQUEST_UNIFORMS, SLOT_NORMALS, SLOT_UNIFORMS, RequestBlock
 from users.world import WorldBatch
 

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim.loader import packaged_scenarios  # noqa: E402
-from sim.results import atomic_write  # noqa: E402
+from sim.scenario.loader import packaged_scenarios  # noqa: E402
+from sim.sweeps.results import atomic_write  # noqa: E402
 
 TIMINGS = ROOT / "scenarios" / "timings.json"
 

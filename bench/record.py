@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sim.results import atomic_write
+from sim.sweeps.results import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -42,11 +42,11 @@ def measure_in_this_process(overrides: list[str]) -> dict[str, Any]:
     """Run the quickstart with ``overrides`` as ``recloop run`` does (simulate, measure, write a
     results directory) and report its size, wall time and peak memory (MiB) per phase: the peak
     of anonymous resident memory while serving, and while measuring and writing."""
-    from sim.loader import load_scenario
-    from sim.memory import PeakMemory
-    from sim.metrics import measure
-    from sim.results import write_run
-    from sim.runner import run_scenario
+    from sim.measuring.metrics import measure
+    from sim.scenario.loader import load_scenario
+    from sim.serving.memory import PeakMemory
+    from sim.serving.runner import run_scenario
+    from sim.sweeps.results import write_run
 
     scenario = load_scenario("quickstart", overrides)
     RESULTS.mkdir(exist_ok=True)

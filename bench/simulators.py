@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import write_results  # noqa: E402
 
-from sim.loader import load_scenario  # noqa: E402
-from sim.runner import run_scenario  # noqa: E402
+from sim.scenario.loader import load_scenario  # noqa: E402
+from sim.serving.runner import run_scenario  # noqa: E402
 
 USERS, ITEMS, SLATE = 10_000, 1_000, 10
 

@@ -24,9 +24,9 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from naive import run_naive  # noqa: E402
 
-from sim.loader import load_scenario  # noqa: E402
-from sim.results import atomic_write  # noqa: E402
-from sim.runner import run_scenario  # noqa: E402
+from sim.scenario.loader import load_scenario  # noqa: E402
+from sim.serving.runner import run_scenario  # noqa: E402
+from sim.sweeps.results import atomic_write  # noqa: E402
 
 #: Every production layer on at a realistic cadence (online learning, the counterfactual, off).
 ALL_LAYERS = (

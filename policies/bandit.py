@@ -17,8 +17,8 @@ from mabwiser.mab import MAB, LearningPolicy
 from policies.base import top_k
 from policies.kernels import best_member
 from sim.domain import CatalogView, EventTable, Kind, Requests, TrainingData, View
-from sim.layers import LayerContext, Reads
-from sim.spec import Bandit
+from sim.scenario.spec import Bandit
+from sim.serving.layers import LayerContext, Reads
 
 __all__ = ["BanditState", "BanditKind", "explore"]
 

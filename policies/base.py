@@ -98,9 +98,9 @@ def _refuse_nan(values: torch.Tensor) -> None:
 class _Scratch:
     """Reusable float32 storage for a serving batch's dense ``(requests, items)`` matrices.
 
-    Runs map every allocation over 1 MiB on its own (``sim.memory.return_freed_arrays``), so a
-    fresh multi-megabyte array per batch is mapped from the operating system, faulted in page by
-    page and handed back every time: at 100,000 users x 5,000 items with every layer on, that
+    Runs map every allocation over 1 MiB on its own (``sim.serving.memory.return_freed_arrays``),
+    so a fresh multi-megabyte array per batch is mapped from the operating system, faulted in page
+    by page and handed back every time: at 100,000 users x 5,000 items with every layer on, that
     kernel time was 40% of a run's wall time.
     """
 

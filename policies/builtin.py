@@ -28,7 +28,7 @@ from sim.domain import (
     TrainingData,
     View,
 )
-from sim.spec import Duration, FeatureWeights
+from sim.scenario.spec import Duration, FeatureWeights
 
 __all__ = [
     "RandomPolicy",

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.plugins import CheckReport
+from sim.scenario.plugins import CheckReport
 
 __all__ = ["check_policy", "CheckReport"]
 
@@ -46,8 +46,8 @@ def check_policy(
 
     ``target`` is how a scenario names it (default ``module:QualifiedName`` of ``cls``).
     """
-    from sim.loader import apply_override, parse_scenario
-    from sim.runner import build_policy, run_scenario
+    from sim.scenario.loader import apply_override, parse_scenario
+    from sim.serving.runner import build_policy, run_scenario
 
     target = target or f"{cls.__module__}:{cls.__qualname__}"
     report = CheckReport("check_policy", target)

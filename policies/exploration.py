@@ -258,8 +258,8 @@ def ruled_out(items: np.ndarray, requests: Requests, view: View) -> np.ndarray:
     control the layers serve: rejected in this session (``session_context``), or remembered as a
     disliked item, a blocked creator or a topic not of interest (``profile_memory``), or snoozed
     (a topic or creator hidden for a while: ``snooze``), or removed by a layer of your own
-    (:class:`sim.layers.base.Adjustment`). The ranker's scores demote these; an explored slot,
-    which skips the scores, must not show them."""
+    (:class:`sim.serving.layers.base.Adjustment`). The ranker's scores demote these; an explored
+    slot, which skips the scores, must not show them."""
     out = np.zeros(items.shape[0], bool)
     context = view.states.get("session_context")
     if context is not None:

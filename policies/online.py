@@ -12,10 +12,10 @@ import numpy as np
 from river import linear_model, optim
 
 from sim.domain import EventTable, Kind
-from sim.layers import Reads
-from sim.layers.realtime_features import FeatureStore
-from sim.layers.store import StoreLayer
-from sim.spec import FeatureWeights, OnlineLearning, RealtimeFeatures
+from sim.scenario.spec import FeatureWeights, OnlineLearning, RealtimeFeatures
+from sim.serving.layers import Reads
+from sim.serving.layers.realtime_features import FeatureStore
+from sim.serving.layers.store import StoreLayer
 
 __all__ = ["OnlineModel", "FEATURES"]
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from policies.base import BasePolicy
 from policies.builtin import click_rate_lift, serve_scores
 from sim.domain import Kind, Requests, TrainingData, View
-from sim.spec import Duration
+from sim.scenario.spec import Duration
 
 __all__ = ["OraclePolicy", "RiverOnlinePolicy", "LinUCBPolicy", "LinUCBModel"]
 

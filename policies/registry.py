@@ -2,7 +2,7 @@
 entry-point group for installed packages. Adding a policy never means editing this file.
 
 How a ``module:Class`` target's module is found (next to the scenario file first) is
-:mod:`sim.plugins`', shared with user models.
+:mod:`sim.scenario.plugins`', shared with user models.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from policies.builtin import EmbeddingPolicy, PopularPolicy, RandomPolicy
 from policies.reference import LinUCBPolicy, OraclePolicy, RiverOnlinePolicy
 from policies.torch_ranker import TorchRanker
 from sim.errors import USER_CODE_ERRORS, ScenarioError, said
-from sim.plugins import Registry, validate_params
-from sim.plugins import summary_line as plugin_summary_line
+from sim.scenario.plugins import Registry, validate_params
+from sim.scenario.plugins import summary_line as plugin_summary_line
 
 __all__ = [
     "BUILTIN",

@@ -2,8 +2,8 @@
 
 The real-time feature store, the session context and the profile memory publish per-user state,
 and a layer of your own may publish a state with ``adjust(requests, view)`` returning a
-:class:`sim.layers.base.Adjustment`; :func:`signal_scores` turns what is served to a batch of
-requests into an ``(n, items)`` matrix to add to a policy's own scores (``None`` when no such
+:class:`sim.serving.layers.base.Adjustment`; :func:`signal_scores` turns what is served to a batch
+of requests into an ``(n, items)`` matrix to add to a policy's own scores (``None`` when no such
 layer is on). A custom policy calls it the
 same way the built-ins do.
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 from policies.base import scratch_matrix
 from sim.domain import CatalogView, Requests, View
-from sim.spec import FeatureWeights
+from sim.scenario.spec import FeatureWeights
 
 __all__ = ["signal_scores", "LowRankScores", "low_rank_passes"]
 
@@ -270,7 +270,7 @@ def _gather(
         per_topic[rows, topics[rows]] -= SNOOZED
         signals.creator_penalties.append((creators[:, None], SNOOZED))
 
-    for state in view.states.values():  # layers of your own (sim.layers.base.Adjustment)
+    for state in view.states.values():  # layers of your own (sim.serving.layers.base.Adjustment)
         adjust = getattr(state, "adjust", None)
         if not callable(adjust):
             continue

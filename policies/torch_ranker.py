@@ -32,8 +32,8 @@ from policies.builtin import serve_scores
 from policies.exploration import Exploration, ExplorationParams, score_noise_field
 from policies.signals import LowRankScores
 from sim.domain import EVENT_COLUMNS, CatalogView, EventTable, Kind, Requests, TrainingData, View
-from sim.layers.store import REJECTIONS
-from sim.spec import Duration, FeatureWeights
+from sim.scenario.spec import Duration, FeatureWeights
+from sim.serving.layers.store import REJECTIONS
 
 __all__ = [
     "TorchRanker",

@@ -12,8 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from sim.errors import PolicyError, RecloopError, ScenarioError
-from sim.loader import load_scenario
-from sim.spec import Scenario
+from sim.scenario.loader import load_scenario
+from sim.scenario.spec import Scenario
 
 try:
     __version__ = version("recloop")
@@ -37,11 +37,11 @@ def __getattr__(name: str) -> Any:
     # The runner wires users/ and policies/ together; importing it lazily keeps `import sim`
     # (and every core module) free of them.
     if name in ("run_scenario", "RunResult"):
-        from sim import runner
+        from sim.serving import runner
 
         return getattr(runner, name)
     if name == "run_sweep":
-        from sim.sweep import run_sweep
+        from sim.sweeps.sweep import run_sweep
 
         return run_sweep
     raise AttributeError(f"module 'sim' has no attribute {name!r}")

@@ -42,8 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sim.domain import Kind
-from sim.durations import format_duration
 from sim.errors import RecloopError
+from sim.scenario.durations import format_duration
 
 __all__ = [
     "EventData",
@@ -537,7 +537,7 @@ def fit_world(
     stats: Statistics, progress: Progress | None = None, seed: int = 0, factorize: bool = True
 ) -> Calibration:
     """Fit the parametric world's parameters to a log's statistics (see the module docstring)."""
-    from sim.spec import Behavior, Catalog
+    from sim.scenario.spec import Behavior, Catalog
 
     step = progress or (lambda _: None)
     fitted: dict[str, Fitted] = {}
@@ -956,7 +956,7 @@ def _world_sample(catalog_spec: Any, seed: int) -> dict[str, Any]:
     fresh draws, clicks as the sample's worlds do on average. A single drawn world (mean 0.051
     on the example, against 0.084 over worlds) put the example's fitted world 10% above the
     log. ``spread`` is the sd within a world, what one log's preference structure shows."""
-    from sim.spec import Users
+    from sim.scenario.spec import Users
     from users.catalog import Catalog
     from users.population import Population
 
@@ -1394,7 +1394,7 @@ def parse_text(text: str, label: str) -> Any:
     """The scenario a calibrated YAML text describes (validated as a person's file is)."""
     import yaml
 
-    from sim.loader import parse_scenario
+    from sim.scenario.loader import parse_scenario
 
     return parse_scenario(yaml.safe_load(text), label)
 
@@ -1421,7 +1421,7 @@ def simulation_scenario(scenario: Any, stats: Statistics, rows: int = SIMULATION
 
 def simulate_log(scenario: Any, on_progress: Callable[[float], None] | None = None) -> EventData:
     """Run ``scenario`` once and return its event log as :class:`EventData`."""
-    from sim.runner import run_scenario
+    from sim.serving.runner import run_scenario
 
     result = run_scenario(scenario, on_progress=on_progress)
     events = result.events
@@ -1763,7 +1763,7 @@ def _calibrate(
     plotlyjs: str,
     replications: int,
 ) -> Outcome:
-    from sim.results import atomic_write
+    from sim.sweeps.results import atomic_write
 
     started = wallclock.perf_counter()
     step = progress or (lambda _: None)

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from sim.durations import format_duration, humanize_duration
 from sim.errors import RecloopError
-from sim.loader import load_scenario
-from sim.spec import Scenario
+from sim.scenario.durations import format_duration, humanize_duration
+from sim.scenario.loader import load_scenario
+from sim.scenario.spec import Scenario
 
 if TYPE_CHECKING:
-    from sim.sweep import RunOutcome
+    from sim.sweeps.plan import RunOutcome
 
 __all__ = ["main"]
 
@@ -70,7 +70,7 @@ def _find_policy(scenario: Scenario, source: str) -> None:
         resolve_user_model(scenario.world.model.name, near=near)
     for name, layer in scenario.stack.layers.active().items():  # and a layer's of your own
         if ":" in getattr(layer, "name", ""):
-            from sim.layers.registry import layer_class
+            from sim.serving.layers.registry import layer_class
 
             layer_class(name, layer, near=near)
 
@@ -353,12 +353,13 @@ def _add_overrides(command: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sim.loader import load_scenario_with_notes, resolved_yaml
-    from sim.replications import describe
-    from sim.results import atomic_write, write_report, write_sweep
-    from sim.runner import check_scenario
-    from sim.spec import AdaptiveReplications
-    from sim.sweep import describe_plan, plan_runs, remove_stray_files, run_replications
+    from sim.measuring.replications import describe
+    from sim.scenario.loader import load_scenario_with_notes, resolved_yaml
+    from sim.scenario.spec import AdaptiveReplications
+    from sim.serving.runner import check_scenario
+    from sim.sweeps.plan import describe_plan, plan_runs
+    from sim.sweeps.results import atomic_write, write_report, write_sweep
+    from sim.sweeps.sweep import remove_stray_files, run_replications
 
     if args.workers < 1:
         raise RecloopError(f"--workers {args.workers}: must be at least 1")
@@ -496,7 +497,7 @@ def _run(args: argparse.Namespace) -> int:
         if summary.get("responsiveness"):
             print(responsiveness_table(summary["responsiveness"]), file=sys.stderr)
     if args.profile:
-        from sim.breakdown import profile_table
+        from sim.measuring.breakdown import profile_table
 
         written = [out / outcome.plan.folder / "summary.json" for outcome in ran.outcomes]
         summaries = [json.loads(path.read_text()) for path in written if path.is_file()]
@@ -666,7 +667,7 @@ def _change(effect: dict[str, Any]) -> str:
 
 def _check_memory(plans: list[Any], workers: int) -> None:
     """Refuse a sweep whose estimated peak memory exceeds what is available now."""
-    from sim.memory import available_bytes, estimate_run
+    from sim.serving.memory import available_bytes, estimate_run
 
     available = available_bytes()
     if available is None:
@@ -692,7 +693,7 @@ RESULT_FILES = ("scenario.yaml", "summary.json", "report.html", "variants")
 def _finished_summary(out: Path, scenario: Scenario) -> int | None:
     """How many runs a finished sweep of ``scenario`` in ``out`` has (``None``: unfinished, some
     runs failed, or the sweep there was of another scenario, which resuming refuses)."""
-    from sim.results import scenario_hash
+    from sim.sweeps.results import scenario_hash
 
     try:
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
@@ -748,7 +749,7 @@ def _clear_results(out: Path) -> None:
 
 def _report_command(args: argparse.Namespace) -> int:
     from reports.results import ResultsError, read_summary
-    from sim.results import write_report
+    from sim.sweeps.results import write_report
 
     try:
         path = write_report(args.results, args.out, args.plotlyjs)
@@ -763,7 +764,7 @@ def _report_command(args: argparse.Namespace) -> int:
 
 def _environment_changes(recorded: dict[str, str]) -> list[str]:
     """Where the installed packages differ from those that wrote the results."""
-    from sim.results import environment
+    from sim.sweeps.results import environment
 
     if not recorded:
         return ["these results record no package versions (written by an older recloop)"]
@@ -777,8 +778,8 @@ def _environment_changes(recorded: dict[str, str]) -> list[str]:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from sim.runner import check_scenario
-    from sim.sweep import plan_runs
+    from sim.serving.runner import check_scenario
+    from sim.sweeps.plan import plan_runs
 
     problems: list[str] = []
     for source in args.scenarios:
@@ -854,16 +855,16 @@ def _policy_parameters(cls: type, skip: Any = (), described: Any = None) -> int:
 
 
 def _user_models(args: argparse.Namespace) -> int:
-    from sim.plugins import summary_line
+    from sim.scenario.plugins import summary_line
     from users.registry import available, resolve
 
     return _plugins(args.name, "user model", "world.model.name", available, resolve, summary_line)
 
 
 def _layers(args: argparse.Namespace) -> int:
-    from sim.layers.registry import BUILTIN, available, described_by, resolve
-    from sim.plugins import summary_line
-    from sim.spec import Layer
+    from sim.scenario.plugins import summary_line
+    from sim.scenario.spec import Layer
+    from sim.serving.layers.registry import BUILTIN, available, described_by, resolve
 
     def summary(cls: type) -> str:
         return summary_line(described_by(cls))
@@ -886,8 +887,8 @@ def _scenarios(args: argparse.Namespace) -> int:
     import json
     import textwrap
 
-    from sim.durations import humanize_duration
-    from sim.loader import packaged_scenarios
+    from sim.scenario.durations import humanize_duration
+    from sim.scenario.loader import packaged_scenarios
 
     timings_file = importlib.resources.files("sim.scenarios") / "timings.json"
     timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}

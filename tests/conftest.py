@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from sim.loader import apply_override, parse_scenario
-from sim.spec import Scenario
+from sim.scenario.loader import apply_override, parse_scenario
+from sim.scenario.spec import Scenario
 
 TINY: dict[str, Any] = {
     "name": "tiny",

@@ -79,7 +79,7 @@ def main() -> int:
     parser.add_argument("names", nargs="*", help="packaged scenarios (default: all)")
     parser.add_argument("--record", action="store_true", help="write the hashes as the reference")
     args = parser.parse_args()
-    from sim.loader import packaged_scenarios
+    from sim.scenario.loader import packaged_scenarios
 
     names = args.names or sorted(packaged_scenarios())
     recorded = json.loads(RECORDED.read_text()) if RECORDED.exists() else {}

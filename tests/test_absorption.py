@@ -1,9 +1,9 @@
 """A version absorbs an event only when it changes what that user would be served.
 
-Each layer's rule (see ``sim.layers.Reads`` and ``Effect``): a retrain absorbs the events it was
-trained on with their label; near-line and profile memory the events they fold in, for the users
-whose served state changed; the incremental stores the kinds they keep; the bandit the feedback
-on its slot it learned from. A version that changed nothing absorbs nothing.
+Each layer's rule (see ``sim.serving.layers.Reads`` and ``Effect``): a retrain absorbs the events
+it was trained on with their label; near-line and profile memory the events they fold in, for the
+users whose served state changed; the incremental stores the kinds they keep; the bandit the
+feedback on its slot it learned from. A version that changed nothing absorbs nothing.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sim.eventlog
+import sim.serving.eventlog
 from sim.domain import EventTable, Kind, is_kind
-from sim.layers import LABELLED_NEGATIVES, Absorption, PolicyRefresh, Reads, Version
-from sim.layers.profile_memory import ProfileMemoryKind, ProfileSnapshot
-from sim.layers.store import REJECTIONS
-from sim.metrics import layer_delays, measure
-from sim.runner import RunResult, run_scenario
-from sim.spec import NearlineEmbeddings
+from sim.measuring.metrics import layer_delays, measure
+from sim.scenario.spec import NearlineEmbeddings
+from sim.serving.layers import LABELLED_NEGATIVES, Absorption, PolicyRefresh, Reads, Version
+from sim.serving.layers.profile_memory import ProfileMemoryKind, ProfileSnapshot
+from sim.serving.layers.store import REJECTIONS
+from sim.serving.runner import RunResult, run_scenario
 from tests.conftest import tiny
 
 ALL_NEGATIVES = (
@@ -316,5 +316,5 @@ def test_layer_delays_of_any_history_equal_the_definition(data):
     expected = brute_force_delays(result, "x", rows)
     np.testing.assert_array_equal(layer_delays(result, "x", rows), expected)
     with pytest.MonkeyPatch.context() as patch:  # changed users read in shards of 2
-        patch.setattr(sim.eventlog, "CHUNK_ROWS", 2)
+        patch.setattr(sim.serving.eventlog, "CHUNK_ROWS", 2)
         np.testing.assert_array_equal(layer_delays(result, "x", rows), expected)

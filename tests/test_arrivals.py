@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.spec import Users
+from sim.scenario.spec import Users
 from users.arrivals import Arrivals
 
 DAY = 86400.0

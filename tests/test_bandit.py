@@ -10,9 +10,9 @@ import pytest
 from policies.bandit import BanditKind, BanditState
 from policies.builtin import RandomPolicy, _cold_start
 from sim.domain import EventTable, Kind, Scope
-from sim.metrics import measure
-from sim.runner import run_scenario
-from sim.spec import Bandit
+from sim.measuring.metrics import measure
+from sim.scenario.spec import Bandit
+from sim.serving.runner import run_scenario
 from tests.conftest import tiny
 
 ARMS = 40

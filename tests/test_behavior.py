@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from sim.domain import Kind, Scope
-from sim.runner import run_scenario
-from sim.spec import Behavior
+from sim.scenario.spec import Behavior
+from sim.serving.runner import run_scenario
 from tests.conftest import tiny
 from users.behavior import respond_to_slates
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sim.breakdown import profile_table
+from sim.measuring.breakdown import profile_table
 
 
 def summary(windows: int, items: float) -> dict:

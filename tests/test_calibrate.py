@@ -31,7 +31,7 @@ from sim.calibrate import (
     simulation_scenario,
 )
 from sim.cli import main
-from sim.loader import load_scenario
+from sim.scenario.loader import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "calibrate"

@@ -9,7 +9,7 @@ import pytest
 
 from policies.builtin import EmbeddingPolicy
 from sim.domain import CatalogView, EventTable, RefreshData, Requests, TrainingData, View
-from sim.runner import run_scenario
+from sim.serving.runner import run_scenario
 from tests.conftest import tiny
 
 #: Everything a policy may be handed, field by field; ground truth (preferences, item vectors,
@@ -40,7 +40,7 @@ ALLOWED_FIELDS = {
         "dwell",
         "session",
         "versions",
-        "arrival",  # with label delays: when each visible label arrived (sim.labels)
+        "arrival",  # with label delays: when each visible label arrived (sim.serving.labels)
     },
 }
 

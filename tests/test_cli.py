@@ -16,7 +16,7 @@ import yaml
 
 from reports.results import read_events, read_run_summary, run_folder
 from sim.cli import main, scenario_schema
-from sim.loader import load_scenario, packaged_scenarios
+from sim.scenario.loader import load_scenario, packaged_scenarios
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]

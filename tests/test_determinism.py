@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.runner import run_scenario
+from sim.serving.runner import run_scenario
 from tests.conftest import tiny
 
 STABLE_SUMMARY_KEYS = (

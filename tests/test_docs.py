@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 import yaml
 
-from sim.loader import load_scenario, parse_scenario
-from sim.runner import check_scenario
-from sim.sweep import plan_runs
+from sim.scenario.loader import load_scenario, parse_scenario
+from sim.serving.runner import check_scenario
+from sim.sweeps.plan import plan_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -16,9 +16,9 @@ import simpy
 from river import drift
 
 from sim.domain import Kind, Scope
-from sim.eventlog import EventLog
-from sim.layers import LayerRuntime
-from sim.spec import DriftTrigger, RetrainLayer
+from sim.scenario.spec import DriftTrigger, RetrainLayer
+from sim.serving.eventlog import EventLog
+from sim.serving.layers import LayerRuntime
 
 PER_MINUTE = 20  # impressions logged each minute, at one second past it
 LATENCY = 90.0  # not a multiple of the minute: horizons fall between the scripted times

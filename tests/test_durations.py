@@ -1,6 +1,6 @@
 import pytest
 
-from sim.durations import format_duration, parse_duration
+from sim.scenario.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from sim.cli import main
-from sim.compare import (
+from sim.measuring.compare import (
     LOG_RATIO,
     RATIO_OF_MEANS,
     compare_variants,
@@ -27,10 +27,11 @@ from sim.compare import (
     metric_range,
     relative_change,
 )
-from sim.effects import Cells, estimate_effects, grid_factors
-from sim.loader import apply_override
-from sim.results import _variant_row
-from sim.sweep import grid_levels, run_sweep
+from sim.measuring.effects import Cells, estimate_effects, grid_factors
+from sim.scenario.loader import apply_override
+from sim.sweeps.plan import grid_levels
+from sim.sweeps.results import _variant_row
+from sim.sweeps.sweep import run_sweep
 from tests.conftest import TINY, tiny
 
 AXES = {
@@ -192,7 +193,7 @@ def test_a_cadence_that_never_fires_in_the_measured_period_is_flagged_from_the_r
 
 
 def test_a_sentence_says_whatever_the_other_levers_only_without_a_detectable_interaction():
-    from sim.effects import effect_sentences
+    from sim.measuring.effects import effect_sentences
 
     factors = grid_factors(
         {"a1 · b1": {"A": "a1", "B": "b1"}, "a1 · b0": {"A": "a1", "B": "b0"},
@@ -270,7 +271,7 @@ def test_grid_levels_are_recorded_when_planning_not_parsed_from_labels():
 def test_every_metric_a_run_writes_has_a_known_range(grid_sweep):
     out, _ = grid_sweep
     runs = pq.read_table(out / "runs.parquet").to_pylist()
-    from sim.compare import numeric_metrics
+    from sim.measuring.compare import numeric_metrics
 
     unknown = [metric for metric in numeric_metrics(runs) if metric_kind(metric) == "unknown"]
     assert unknown == []

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sim.domain import Kind, Requests, Responses, Scope
-from sim.eventlog import EventLog
+from sim.serving.eventlog import EventLog
 
 
 def batch(times, k=3, abandoned=()):
@@ -134,7 +134,7 @@ def test_a_log_is_in_memory_unless_asked_and_a_full_disk_names_its_directory(tmp
     import errno
     import tempfile
 
-    import sim.eventlog
+    import sim.serving.eventlog
     from sim.errors import RecloopError
 
     assert EventLog().on_disk is False and EventLog(on_disk=True).on_disk is True
@@ -142,7 +142,7 @@ def test_a_log_is_in_memory_unless_asked_and_a_full_disk_names_its_directory(tmp
     def full(*_):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(sim.eventlog.os, "posix_fallocate", full)
+    monkeypatch.setattr(sim.serving.eventlog.os, "posix_fallocate", full)
     for directory, named in [(tmp_path, str(tmp_path)), (None, tempfile.gettempdir())]:
         with pytest.raises(RecloopError, match="No space left on device") as error:
             EventLog(on_disk=True, directory=directory)
@@ -154,16 +154,16 @@ def test_a_log_is_in_memory_unless_asked_and_a_full_disk_names_its_directory(tmp
 
 
 def test_a_log_on_disk_reserves_each_columns_bytes_from_the_start_of_its_file(monkeypatch):
-    import sim.eventlog
+    import sim.serving.eventlog
 
     reserved = []
-    real = sim.eventlog.os.posix_fallocate
+    real = sim.serving.eventlog.os.posix_fallocate
 
     def record(fd, offset, length):
         reserved.append((offset, length))
         real(fd, offset, length)
 
-    monkeypatch.setattr(sim.eventlog.os, "posix_fallocate", record)
+    monkeypatch.setattr(sim.serving.eventlog.os, "posix_fallocate", record)
     EventLog(layers=("retrain",), capacity=1000, on_disk=True)
     # time, user, item, position, kind, scope, dwell, session, the retrain version, deleted_at
     widths = [8, 4, 4, 2, 1, 1, 4, 8, 4, 8]
@@ -178,14 +178,15 @@ def test_a_log_on_disk_keeps_its_columns_in_the_directory_given(tmp_path):
 
 
 def test_row_chunks_cut_at_the_last_bin_edge_within_a_chunk_or_else_the_next(monkeypatch):
-    import sim.eventlog
+    import sim.serving.eventlog
 
-    monkeypatch.setattr(sim.eventlog, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(sim.serving.eventlog, "CHUNK_ROWS", 4)
     times = np.arange(8.0)
-    cut = sim.eventlog.row_chunks(times, np.array([0.0, 2.0, 4.0, 6.0]))
+    cut = sim.serving.eventlog.row_chunks(times, np.array([0.0, 2.0, 4.0, 6.0]))
     assert [(c.start, c.stop) for c in cut] == [(0, 4), (4, 8)]  # the edge at 4, not at 2
-    monkeypatch.setattr(sim.eventlog, "CHUNK_ROWS", 3)
-    cut = sim.eventlog.row_chunks(np.arange(10.0), np.array([0.0]))  # no edge after the first
+    monkeypatch.setattr(sim.serving.eventlog, "CHUNK_ROWS", 3)
+    # no edge after the first
+    cut = sim.serving.eventlog.row_chunks(np.arange(10.0), np.array([0.0]))
     assert [(c.start, c.stop) for c in cut if c.stop > c.start] == [(0, 10)]  # one bin, whole
 
 

@@ -120,7 +120,7 @@ def test_the_example_user_model_without_fatigue_is_the_parametric_world(monkeypa
     import numpy as np
 
     from sim.domain import Kind
-    from sim.runner import run_scenario
+    from sim.serving.runner import run_scenario
     from tests.conftest import tiny
 
     monkeypatch.syspath_prepend(str(USER_MODEL))
@@ -149,7 +149,7 @@ def test_the_example_layer_installs_passes_its_check_and_runs_by_name(tmp_path):
     assert "entry point moderation_filter:ModerationFilter" in line
     assert "package recloop-moderation" in line
     check = (
-        "from sim.layers.checks import check_layer\n"
+        "from sim.serving.layers.checks import check_layer\n"
         "from moderation_filter import ModerationFilter\n"
         "report = check_layer(ModerationFilter, {'reports': 2}, target='moderation')\n"
         "print(report)\n"

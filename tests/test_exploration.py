@@ -11,8 +11,8 @@ from policies.exploration import Exploration, ExplorationParams, shared_spread
 from policies.signals import LowRankScores
 from sim.domain import CatalogView, EventTable, Kind, Requests, TrainingData, View
 from sim.errors import ScenarioError
-from sim.spec import Bandit
-from sim.stack import check_slates
+from sim.scenario.spec import Bandit
+from sim.serving.stack import check_slates
 
 N_ITEMS, N_USERS, TOPICS = 400, 300, 4
 RANKERS = ["embedding", "torch_ranker"]

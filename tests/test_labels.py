@@ -19,13 +19,13 @@ from policies.torch_ranker import TorchRanker, predict_clicks
 from reports.data import duration, load_report_data
 from sim.domain import Kind
 from sim.errors import ScenarioError
-from sim.eventlog import EventLog
-from sim.labels import LabelPipeline, delay_cdf, draw_delays
-from sim.metrics import DELAY_PARTS, layer_delay_parts, measure
-from sim.results import write_report
-from sim.runner import run_scenario
-from sim.spec import EmpiricalDelay, ExponentialDelay, Logging, LognormalDelay
-from sim.sweep import run_sweep
+from sim.measuring.metrics import DELAY_PARTS, layer_delay_parts, measure
+from sim.scenario.spec import EmpiricalDelay, ExponentialDelay, Logging, LognormalDelay
+from sim.serving.eventlog import EventLog
+from sim.serving.labels import LabelPipeline, delay_cdf, draw_delays
+from sim.serving.runner import run_scenario
+from sim.sweeps.results import write_report
+from sim.sweeps.sweep import run_sweep
 from tests.conftest import tiny
 from tests.test_absorption import synthetic_result
 

@@ -17,11 +17,11 @@ import pytest
 
 from sim.domain import Kind
 from sim.errors import ScenarioError
-from sim.layers.checks import _versions_problem, _watch, check_layer
-from sim.layers.registry import BUILTIN
-from sim.layers.runtime import Version
-from sim.runner import check_scenario, run_scenario
-from sim.spec import Layers
+from sim.scenario.spec import Layers
+from sim.serving.layers.checks import _versions_problem, _watch, check_layer
+from sim.serving.layers.registry import BUILTIN
+from sim.serving.layers.runtime import Version
+from sim.serving.runner import check_scenario, run_scenario
 from tests.conftest import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ EXAMPLE = ROOT / "examples" / "custom_layer"
 
 TALLY = '''
 import numpy as np
-from sim.layers import BaseLayer
+from sim.serving.layers import BaseLayer
 
 class Tally:
     """Every visible event, counted by kind."""
@@ -114,7 +114,7 @@ def test_check_layer_passes_for_the_example_and_names_its_target(monkeypatch):
 NOISY = '''
 import os
 import numpy as np
-from sim.layers import Adjustment, BaseLayer
+from sim.serving.layers import Adjustment, BaseLayer
 
 class Shuffle:
     def __init__(self, n_items):
@@ -281,7 +281,7 @@ def test_a_layer_section_is_refused_with_one_line_naming_path_and_value(override
 
 BROKEN = '''
 from pydantic import BaseModel, ConfigDict
-from sim.layers import BaseLayer
+from sim.serving.layers import BaseLayer
 
 class NotALayer:
     """Has no create method."""

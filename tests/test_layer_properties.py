@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind
-from sim.runner import run_scenario
+from sim.serving.runner import run_scenario
 from tests.conftest import tiny
 
 MINUTES = st.integers(min_value=0, max_value=30).map(lambda m: f"{m}m")

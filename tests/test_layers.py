@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from policies.builtin import EmbeddingPolicy
-from sim.propagation import absorption_delays
-from sim.runner import run_scenario
+from sim.measuring.propagation import absorption_delays
+from sim.serving.runner import run_scenario
 from tests.conftest import tiny
 
 
@@ -159,8 +159,8 @@ class RecordsTraining(EmbeddingPolicy):
 
 def test_sparse_labels_reach_training_from_the_panel_only():
     from sim.domain import Kind
-    from sim.layers import LABELLED_NEGATIVES
-    from sim.runner import assemble
+    from sim.serving.layers import LABELLED_NEGATIVES
+    from sim.serving.runner import assemble
 
     RecordsTraining.seen.clear()
     scenario = tiny(
@@ -203,7 +203,7 @@ class Recorder:
 def logged_at(*times: float):
     """An event log with one impression at each of ``times``."""
     from sim.domain import Kind, Requests, Responses, Scope
-    from sim.eventlog import EventLog
+    from sim.serving.eventlog import EventLog
 
     log = EventLog()
     for user, time in enumerate(times):
@@ -229,8 +229,8 @@ def test_an_event_exactly_on_an_updates_horizon_waits_for_the_next_update(increm
 
     import simpy
 
-    from sim.layers import LayerRuntime
-    from sim.spec import RetrainLayer
+    from sim.scenario.spec import RetrainLayer
+    from sim.serving.layers import LayerRuntime
 
     kind = Recorder(incremental)
     world = SimpleNamespace(n_users=3, catalog_view=lambda: None)

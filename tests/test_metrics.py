@@ -12,10 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sim.metrics
+import sim.measuring.metrics
 from sim.domain import EVENT_COLUMNS, EXPLICIT_NEGATIVE_KINDS, EventTable, Kind, Scope
-from sim.layers import Absorption, Version
-from sim.metrics import (
+from sim.measuring.metrics import (
     KeyedTimes,
     RunMetrics,
     _concentration,
@@ -25,9 +24,10 @@ from sim.metrics import (
     measure,
     timeseries,
 )
-from sim.propagation import absorption_delays
-from sim.runner import RunResult, run_scenario
-from sim.stores import ProfileMemoryKind
+from sim.measuring.propagation import absorption_delays
+from sim.serving.layers import Absorption, Version
+from sim.serving.layers.profile_memory import ProfileMemoryKind
+from sim.serving.runner import RunResult, run_scenario
 from tests.conftest import tiny
 
 small_ints = st.lists(st.integers(0, 4), min_size=1, max_size=40)
@@ -191,7 +191,7 @@ def test_residual_exposure_is_the_mean_cumulative_function_counted_by_hand():
     """Each step of the curve adds the impressions in it per negative observed through it (a
     cumulative mean over the negatives observed that long changes its cohort at every point and
     fell from 4.1 to 2.6 in a short run, issue 20)."""
-    from sim.metrics import exposure_grid
+    from sim.measuring.metrics import exposure_grid
 
     result = run_scenario(tiny("duration=2h", "metrics.exposure_horizon=1h"))
     curve = measure(result).tables["exposure"].to_pandas()
@@ -374,7 +374,7 @@ def test_fresh_share_under_random_slates_is_the_fresh_share_of_the_catalogue():
 def test_consumption_similarity_matches_brute_force_jaccard(data):
     from types import SimpleNamespace
 
-    from sim.metrics import consumption_similarity
+    from sim.measuring.metrics import consumption_similarity
 
     n = data.draw(st.integers(2, 60))
     users = np.array(data.draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)))
@@ -398,8 +398,8 @@ def test_metrics_read_a_long_log_in_chunks_and_user_shards_with_the_same_figures
     """A log longer than ``CHUNK_ROWS`` is measured chunk by chunk and user shard by user shard
     (so that a week of a million users fits in memory); every figure and table is the same as
     measured in one piece, bit for bit."""
-    import sim.eventlog
-    import sim.metrics
+    import sim.measuring.metrics
+    import sim.serving.eventlog
 
     result = run_scenario(
         tiny(
@@ -411,18 +411,18 @@ def test_metrics_read_a_long_log_in_chunks_and_user_shards_with_the_same_figures
     )
     whole = measure(result)
     rows = len(result.events)
-    monkeypatch.setattr(sim.eventlog, "CHUNK_ROWS", 997)  # prime: cuts land mid-request
+    monkeypatch.setattr(sim.serving.eventlog, "CHUNK_ROWS", 997)  # prime: cuts land mid-request
     again = run_scenario(result.scenario)  # its summary's counts are taken chunk by chunk
     timing = {"wall_seconds", "requests_per_second", "wall_seconds_by_component"}
     assert {k: v for k, v in again.summary.items() if k not in timing} == {
         k: v for k, v in result.summary.items() if k not in timing
     }
-    assert len(sim.eventlog.row_chunks(result.events.time)) > rows // 2000
-    all_users = sim.metrics._user_shards(result.events)
+    assert len(sim.serving.eventlog.row_chunks(result.events.time)) > rows // 2000
+    all_users = sim.measuring.metrics._user_shards(result.events)
     assert len(all_users) > 3
     some = np.zeros(result.churned_at.shape[0], bool)
     some[::3] = True  # shards sized by these users' rows alone: fewer, wider
-    fewer = sim.metrics._user_shards(result.events, only=some)
+    fewer = sim.measuring.metrics._user_shards(result.events, only=some)
     assert 1 < len(fewer) < len(all_users) and fewer[-1][1] == all_users[-1][1]
     steps: list[str] = []
     chunked = measure(result, steps.append)
@@ -441,14 +441,14 @@ def test_metrics_read_a_long_log_in_chunks_and_user_shards_with_the_same_figures
 
 
 def test_row_chunks_cut_between_times_and_at_bin_edges(monkeypatch):
-    import sim.eventlog
+    import sim.serving.eventlog
 
-    monkeypatch.setattr(sim.eventlog, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(sim.serving.eventlog, "CHUNK_ROWS", 4)
     times = np.array([0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 3.0, 5.0, 6.0])
-    chunks = sim.eventlog.row_chunks(times)
+    chunks = sim.serving.eventlog.row_chunks(times)
     assert [(c.start, c.stop) for c in chunks] == [(0, 2), (2, 7), (7, 11)]
-    monkeypatch.setattr(sim.eventlog, "CHUNK_ROWS", 3)
-    binned = sim.eventlog.row_chunks(times, np.array([0.0, 2.0, 4.0]))
+    monkeypatch.setattr(sim.serving.eventlog, "CHUNK_ROWS", 3)
+    binned = sim.serving.eventlog.row_chunks(times, np.array([0.0, 2.0, 4.0]))
     assert [(c.start, c.stop) for c in binned] == [(0, 7), (7, 9), (9, 11)]
 
 
@@ -507,9 +507,9 @@ def _hand_built_result():
 def test_exposure_concentration_of_a_hand_built_log_matches_pandas(monkeypatch, chunk_rows):
     """The three concentration figures, run and per bin, against their definitions evaluated
     with pandas, read in one piece and in chunks (a day's coverage spans many chunks)."""
-    import sim.eventlog
+    import sim.serving.eventlog
 
-    monkeypatch.setattr(sim.eventlog, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(sim.serving.eventlog, "CHUNK_ROWS", chunk_rows)
     result = _hand_built_result()
     created, end = result.item_created_at, result.scenario.end
     frame = pd.DataFrame({"time": result.events.time, "item": result.events.item})
@@ -691,7 +691,7 @@ def test_residual_exposure_and_repeat_offences_of_a_hand_built_log():
     scenario = tiny("warmup=1h", "duration=3h", "metrics.exposure_horizon=1h")
     result = _hand_log(rows, 3, scenario)
     metrics = RunMetrics()
-    sim.metrics._exposure(result, metrics)
+    sim.measuring.metrics._exposure(result, metrics)
     assert metrics.scalars["explicit_negatives"] == 3
     # A: item 0 at 4100; B: topic 1 at 5060, 6000, 7200, 8000; C: creator 1 at 12100, 12200,
     # 13000
@@ -766,7 +766,7 @@ def test_harm_of_a_topic_aversion_in_a_hand_built_log():
         rows, 3, scenario, churned_at=[9000.0, np.inf, 9600.0], affected={"averse": aversion}
     )
     metrics = RunMetrics()
-    sim.metrics._suppression(result, metrics)
+    sim.measuring.metrics._suppression(result, metrics)
     scalars = metrics.scalars
     assert scalars["averse.level"] == 0.5
     assert scalars["averse.bad_impressions"] == scalars["bad_impressions"] == 3
@@ -790,7 +790,7 @@ def test_harm_not_suppressed_by_the_end_is_missing_with_its_reason():
     aversion = Affected("topic_aversion", 7200.0, users=np.array([True]), topic=1)
     result = _hand_log(rows, 1, scenario, affected={"averse": aversion})
     metrics = RunMetrics()
-    sim.metrics._suppression(result, metrics)
+    sim.measuring.metrics._suppression(result, metrics)
     assert metrics.scalars["averse.level"] == 1.0
     for percent in (50, 10):
         assert metrics.scalars[f"averse.time_to_{percent}pct_seconds"] is None
@@ -837,7 +837,7 @@ def test_a_profile_is_absorbed_at_the_users_next_session_start_once_it_is_live()
     )
     result.summary = {"layers": {"profile_memory": {}}}
     metrics = RunMetrics()
-    sim.metrics._propagation(result, metrics)
+    sim.measuring.metrics._propagation(result, metrics)
     table = metrics.tables["propagation"].to_pandas()
     assert table.event.tolist() == [0, 2, 3]
     assert table.absorbed.tolist() == [True, True, False]
@@ -861,7 +861,7 @@ def test_cost_per_day_counts_the_updates_triggered_while_measuring(compute_time)
     unfinished = result.summary["layers"]["retrain"]["unfinished_updates"]
     assert unfinished == 0 if compute_time == "0s" else unfinished in (1, 2)
     metrics = RunMetrics()
-    sim.metrics._costs(result, metrics)
+    sim.measuring.metrics._costs(result, metrics)
     assert metrics.scalars == {
         "cost_per_day.retrain": 8 * 3 * 6,
         "cost_per_day.bandit": 24 * 0.5 * 6,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from policies.online import OnlineModel
-from sim.metrics import measure
-from sim.runner import run_scenario
-from sim.spec import OnlineLearning
+from sim.measuring.metrics import measure
+from sim.scenario.spec import OnlineLearning
+from sim.serving.runner import run_scenario
 from tests.conftest import tiny
 from tests.test_torch_ranker import N_TOPICS, N_USERS, synthetic
 

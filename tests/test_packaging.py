@@ -18,12 +18,12 @@ PACKAGES = ("sim", "users", "policies", "reports")
 #: Modules of `sim` allowed to reach beyond the core: the composition root and its callers, and
 #: the layer registry (the bandit and online-learning layers live in `policies`).
 SIM_COMPOSITION = {
-    "sim.runner",
+    "sim.serving.runner",
     "sim.cli",
-    "sim.results",
+    "sim.sweeps.results",
     "sim.calibrate",
     "sim",
-    "sim.layers.registry",
+    "sim.serving.layers.registry",
 }
 
 

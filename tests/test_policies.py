@@ -11,7 +11,7 @@ from policies import available, make_policy, top_k
 from policies.kernels import best_member, uniform_fill
 from sim.domain import CatalogView, EventTable, Kind, Requests, TrainingData, View
 from sim.errors import PolicyError
-from sim.stack import check_slates
+from sim.serving.stack import check_slates
 
 N_ITEMS, N_USERS = 60, 30
 

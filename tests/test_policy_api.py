@@ -13,7 +13,7 @@ from policies.checks import check_policy
 from policies.registry import BUILTIN
 from sim.cli import main
 from sim.domain import Requests, View
-from sim.runner import run_scenario
+from sim.serving.runner import run_scenario
 from tests.conftest import tiny
 
 

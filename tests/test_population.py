@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import users.population as population_module
-from sim.spec import Users
+from sim.scenario.spec import Users
 from users.population import DAY, Population
 
 
@@ -26,7 +26,7 @@ def test_drift_in_runs_of_users_equals_one_draw_over_every_user(monkeypatch):
 
 
 def _appeal(exponent: float) -> np.ndarray:
-    from sim.spec import Catalog as CatalogSpec
+    from sim.scenario.spec import Catalog as CatalogSpec
     from users.catalog import Catalog
 
     spec = CatalogSpec(items=2000, new_items_per_day=0, zipf_exponent=exponent)

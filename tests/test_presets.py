@@ -11,9 +11,9 @@ import pytest
 
 from sim.domain import Kind
 from sim.errors import ScenarioError
-from sim.loader import load_scenario, packaged_scenarios
-from sim.metrics import measure
-from sim.runner import run_scenario
+from sim.measuring.metrics import measure
+from sim.scenario.loader import load_scenario, packaged_scenarios
+from sim.serving.runner import run_scenario
 
 SMALL = ["world.users.count=2000", "world.catalog.items=1000", "world.catalog.creators=100"]
 
@@ -207,7 +207,7 @@ def test_spotify_nearline_absorbs_in_minutes_and_halves_an_aversion_sooner_than_
 
 
 def test_netflix_delayed_feedback_absorbs_in_days_and_other_layers_cut_residual_exposure():
-    from sim.sweep import plan_runs
+    from sim.sweeps.plan import plan_runs
 
     scenario = load_scenario("netflix-delayed-feedback", [*SMALL, "world.users.count=1500"])
     _, _, plans = plan_runs(scenario)
@@ -276,7 +276,7 @@ def test_youtube_example_age_keeps_fresh_items_from_being_penalized_by_model_age
 
 @pytest.mark.slow
 def test_delayed_labels_corrected_retrain_beats_naive_and_the_label_pipeline_dominates():
-    from sim.sweep import plan_runs
+    from sim.sweeps.plan import plan_runs
 
     # by its file: a checkout's scenarios, whichever recloop is installed
     preset = Path(__file__).resolve().parents[1] / "scenarios" / "delayed-labels.yaml"

@@ -9,10 +9,10 @@ import pytest
 from sim.cli import responsiveness_table
 from sim.domain import Kind, Scope
 from sim.errors import ScenarioError
-from sim.layers import PolicyFit
-from sim.probes import exposure_table, responsiveness
-from sim.runner import run_scenario
-from sim.sweep import plan_runs
+from sim.measuring.responsiveness import exposure_table, responsiveness
+from sim.serving.layers import PolicyFit
+from sim.serving.runner import run_scenario
+from sim.sweeps.plan import plan_runs
 from tests.conftest import tiny
 
 PROBED = (
@@ -247,8 +247,8 @@ def test_the_command_line_table_gives_each_controls_prevented_shares_and_deletio
 def test_the_responsiveness_preset_probes_every_control_and_has_a_quick_configuration():
     from pathlib import Path
 
-    from sim.loader import load_scenario
-    from sim.spec import CONTROLS
+    from sim.scenario.loader import load_scenario
+    from sim.scenario.spec import CONTROLS
 
     path = Path(__file__).parents[1] / "scenarios" / "responsiveness.yaml"
     full, quick = load_scenario(str(path)), load_scenario(str(path), quick=True)

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from policies.builtin import EmbeddingPolicy
-from sim.sweep import plan_runs, run_plans, run_sweep
+from sim.sweeps.plan import plan_runs
+from sim.sweeps.sweep import run_plans, run_sweep
 from tests.conftest import tiny
 
 ray = pytest.importorskip("ray")

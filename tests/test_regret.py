@@ -7,9 +7,9 @@ import pytest
 from scipy import integrate
 
 from sim.domain import Kind
-from sim.metrics import measure
-from sim.runner import run_scenario
-from sim.spec import Behavior
+from sim.measuring.metrics import measure
+from sim.scenario.spec import Behavior
+from sim.serving.runner import run_scenario
 from tests.conftest import tiny
 from users.behavior import click_probability
 

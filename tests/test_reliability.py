@@ -387,12 +387,12 @@ def test_the_memory_estimate_covers_the_measured_peak(tmp_path, event_log):
     File-backed pages (an on-disk log, shared libraries) are the file cache's: how much of
     libtorch is resident differs between machines by hundreds of MB (CI saw 1,202 MiB resident
     where this machine sees 724), while anonymous memory does not."""
-    from sim.loader import load_scenario
-    from sim.memory import estimate_run
+    from sim.scenario.loader import load_scenario
+    from sim.serving.memory import estimate_run
 
     overrides = ["world.users.count=15000", "duration=12h", f"output.event_log={event_log}"]
     code = (
-        "import sys; from sim.cli import main; from sim.memory import PeakMemory\n"
+        "import sys; from sim.cli import main; from sim.serving.memory import PeakMemory\n"
         "with PeakMemory() as peak:\n"
         f"    code = main(['run', 'quickstart', '-q', '--out', {str(tmp_path / 'o')!r}, "
         + ", ".join(f"'--set', {o!r}" for o in overrides)

@@ -16,12 +16,13 @@ import yaml
 from scipy import stats
 
 from sim.cli import main
-from sim.loader import parse_scenario
-from sim.metrics import measure, metric_names
-from sim.replications import first_met, next_batch, precision
-from sim.runner import run_scenario
-from sim.spec import AdaptiveReplications, Precision
-from sim.sweep import describe_plan, plan_runs, run_sweep
+from sim.measuring.metrics import measure, metric_names
+from sim.measuring.replications import first_met, next_batch, precision
+from sim.scenario.loader import parse_scenario
+from sim.scenario.spec import AdaptiveReplications, Precision
+from sim.serving.runner import run_scenario
+from sim.sweeps.plan import describe_plan, plan_runs
+from sim.sweeps.sweep import run_sweep
 from tests.conftest import TINY, tiny
 from tests.test_reliability import comparable, start, wait_for_runs, write
 

@@ -39,8 +39,8 @@ from reports.page import (
     responsiveness_section,
 )
 from sim.cli import main
-from sim.results import write_report
-from sim.sweep import run_sweep
+from sim.sweeps.results import write_report
+from sim.sweeps.sweep import run_sweep
 from tests.conftest import tiny
 
 ROOT = Path(__file__).resolve().parents[1]

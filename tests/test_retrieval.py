@@ -12,7 +12,7 @@ import pytest
 from policies.builtin import EmbeddingPolicy, serve_scores
 from policies.retrieval import CandidateIndex, RecallMeter, RetrievalParams
 from policies.signals import LowRankScores, low_rank_passes, signal_scores
-from sim.runner import run_scenario
+from sim.serving.runner import run_scenario
 from tests.conftest import tiny
 
 ALL_LAYERS = (

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sim.errors import ScenarioError
-from sim.loader import load_scenario, load_scenario_with_notes, parse_scenario
-from sim.runner import check_scenario
-from sim.sweep import plan_runs
+from sim.scenario.loader import load_scenario, load_scenario_with_notes, parse_scenario
+from sim.serving.runner import check_scenario
+from sim.sweeps.plan import plan_runs
 from tests.conftest import TINY, tiny
 
 
@@ -300,7 +300,7 @@ def test_an_unknown_key_that_looks_like_a_pydantic_tag_is_named_as_written():
 def test_command_line_overrides_are_named_in_the_description():
     """The file's description was written for its own values: a run changed by ``--set`` says
     so, and the resolved scenario loads back unchanged."""
-    from sim.loader import load_scenario, parse_scenario
+    from sim.scenario.loader import load_scenario, parse_scenario
 
     plain = load_scenario("quickstart")
     changed = load_scenario("quickstart", ["duration=2h", "world.users.count=100"])

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from policies.signals import signal_scores
 from sim.domain import CatalogView, EventTable, Kind, Requests, Scope, View
-from sim.layers.realtime_features import FeatureStore
-from sim.layers.session_context import SessionContextStore
-from sim.layers.store import REJECTIONS
-from sim.spec import RealtimeFeatures, SessionContext
+from sim.scenario.spec import RealtimeFeatures, SessionContext
+from sim.serving.layers.realtime_features import FeatureStore
+from sim.serving.layers.session_context import SessionContextStore
+from sim.serving.layers.store import REJECTIONS
 
 TOPIC_OF = np.array([0, 0, 1, 1, 2, 2], np.int16)
 
@@ -225,8 +225,8 @@ def test_session_context_forgets_deleted_rejections_of_the_current_session():
 
 
 def test_a_profile_published_mid_session_is_served_from_the_users_next_session():
-    from sim.layers.profile_memory import ActiveProfiles, ProfileSnapshot
-    from sim.spec import ProfileMemory
+    from sim.scenario.spec import ProfileMemory
+    from sim.serving.layers.profile_memory import ActiveProfiles, ProfileSnapshot
 
     active = ActiveProfiles(ProfileMemory(), n_users=2, n_topics=3)
     snapshot = ProfileSnapshot(

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 from policies.base import BasePolicy, top_k
-from sim.compare import compare_variants, interval
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, Requests, TrainingData, View
 from sim.errors import ScenarioError
-from sim.loader import apply_override, parse_scenario
-from sim.sweep import plan_runs, run_sweep
+from sim.measuring.compare import compare_variants, interval
+from sim.scenario.loader import apply_override, parse_scenario
+from sim.sweeps.plan import plan_runs
+from sim.sweeps.sweep import run_sweep
 from tests.conftest import TINY, tiny
 
 
@@ -213,7 +214,7 @@ def test_comparisons_pair_by_replication():
 
 
 def test_propagation_efficiency_is_the_share_of_the_best_runs_reduction():
-    from sim.compare import instant_beaten, propagation_efficiency
+    from sim.measuring.compare import instant_beaten, propagation_efficiency
 
     rows = [
         {"variant": label, "replication": 0, "bad_impressions": value}
@@ -234,7 +235,7 @@ def test_propagation_efficiency_is_the_share_of_the_best_runs_reduction():
 
 
 def test_propagation_efficiency_is_missing_without_frozen_a_value_or_anything_to_gain():
-    from sim.compare import instant_beaten, propagation_efficiency
+    from sim.measuring.compare import instant_beaten, propagation_efficiency
 
     def run(label, replication, value):
         return {"variant": label, "replication": replication, "bad_impressions": value}
@@ -254,7 +255,7 @@ def test_propagation_efficiency_is_missing_without_frozen_a_value_or_anything_to
 
 
 def test_times_to_suppression_are_resolved_to_the_suppression_bin():
-    from sim.compare import metric_resolution
+    from sim.measuring.compare import metric_resolution
 
     metrics = ["ctr", "aversion.time_to_50pct_seconds", "time_to_10pct_seconds"]
     metrics += ["aversion.time_to_50pct_seconds_low", "mytime_to_5pct_seconds"]
@@ -265,7 +266,7 @@ def test_times_to_suppression_are_resolved_to_the_suppression_bin():
 
 
 def test_a_relative_change_is_refused_for_a_signed_metric_and_a_zero_reference():
-    from sim.compare import _relative
+    from sim.measuring.compare import _relative
 
     assert _relative("propagation_efficiency", [0.5, 0.6], [0.4, 0.5]) == {
         "relative_missing": "the metric can be negative: no relative change"

@@ -10,9 +10,9 @@ from scipy import stats
 from sim.cli import main
 from sim.domain import EXPLICIT_NEGATIVE_KINDS, Kind
 from sim.errors import ScenarioError
-from sim.loader import load_scenario
-from sim.rng import Streams
-from sim.runner import check_scenario, run_scenario
+from sim.scenario.loader import load_scenario
+from sim.serving.rng import Streams
+from sim.serving.runner import check_scenario, run_scenario
 from users.table_world import TableWorld
 
 N_ITEMS = 80
@@ -355,7 +355,7 @@ def test_a_parquet_table_reads_like_its_csv(tmp_path):
 
 
 def test_a_sweep_over_tables_reads_each_relative_to_the_scenario(tmp_path, monkeypatch):
-    from sim.sweep import plan_runs
+    from sim.sweeps.plan import plan_runs
 
     for name in ("a.csv", "b.csv", "c.csv"):
         (tmp_path / name).write_text(GOOD)

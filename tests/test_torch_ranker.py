@@ -102,7 +102,7 @@ def test_prior_sums_match_a_direct_computation():
 def logged_world(freshness: float):
     """Two days of random slates in a world where users value newness ``freshness`` (new
     items every hour), and the catalogue the policy would see."""
-    from sim.runner import run_scenario
+    from sim.serving.runner import run_scenario
     from tests.conftest import tiny
 
     result = run_scenario(

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from sim.loader import packaged_scenarios
+from sim.scenario.loader import packaged_scenarios
 from tests.fingerprints import RECORDED, quick_run_hashes
 
 RECORDED_HASHES = json.loads(RECORDED.read_text())

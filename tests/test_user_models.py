@@ -11,7 +11,7 @@ import pytest
 from sim.cli import main
 from sim.domain import Kind
 from sim.errors import ScenarioError, UserModelError
-from sim.runner import check_scenario, run_scenario
+from sim.serving.runner import check_scenario, run_scenario
 from tests.conftest import tiny
 from users.checks import check_user_model
 from users.world import SimulatedWorld

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from policies.evaluation import model_age_curve
-from sim.loader import load_scenario
-from sim.runner import run_scenario
+from sim.scenario.loader import load_scenario
+from sim.serving.runner import run_scenario
 
 #: The small configuration of the wang-2023 and chaney-2018 tests.
 SMALL = ("world.users.count=2000", "world.catalog.items=1000", "world.catalog.creators=100")
@@ -45,7 +45,7 @@ def wang_2023(*overrides: str) -> dict[str, dict[str, float]]:
     """Per variant: thumbs-downs per impression over the measured period, and those on a
     creator the user had already disliked (repeat dislikes of the same creator)."""
     from sim.domain import Kind
-    from sim.sweep import plan_runs
+    from sim.sweeps.plan import plan_runs
 
     scenario = load_scenario("validation/wang-2023-dislikes", list(overrides))
     _, _, plans = plan_runs(scenario)
@@ -99,8 +99,8 @@ def test_wang_2023_at_full_size_the_label_cuts_dislikes_and_same_creator_repeats
 def chaney_2018(*overrides: str, figures: dict | None = None) -> dict[str, float]:
     """consumption_similarity per variant; with ``figures``, also each variant's CTR and topic
     concentration (the hourly topic Gini over the measured period, averaged) put there."""
-    from sim.metrics import measure
-    from sim.sweep import plan_runs
+    from sim.measuring.metrics import measure
+    from sim.sweeps.plan import plan_runs
 
     _, _, plans = plan_runs(load_scenario("validation/chaney-2018", list(overrides)))
     similarity = {}

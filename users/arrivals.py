@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.spec import TrafficSpike
-from sim.spec import Users as UsersSpec
+from sim.scenario.spec import TrafficSpike
+from sim.scenario.spec import Users as UsersSpec
 
 __all__ = ["Arrivals", "RequestBlock", "SLOT_UNIFORMS", "SLOT_NORMALS", "REQUEST_UNIFORMS"]
 

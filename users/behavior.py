@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from sim.domain import Kind, Scope
-from sim.spec import Behavior
+from sim.scenario.spec import Behavior
 
 __all__ = [
     "utility",

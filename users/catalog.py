@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from sim.domain import CatalogView, readonly
-from sim.spec import Catalog as CatalogSpec
-from sim.spec import CatalogBurst
+from sim.scenario.spec import Catalog as CatalogSpec
+from sim.scenario.spec import CatalogBurst
 from users.tables import ItemTable
 
 __all__ = ["Catalog"]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from sim.domain import CatalogView, Kind, Requests, View
-from sim.plugins import CheckReport
+from sim.scenario.plugins import CheckReport
 
 __all__ = ["check_user_model", "RequestPolicy"]
 
@@ -64,8 +64,8 @@ def check_user_model(
     ``world`` replaces sections (``users``, ``catalog``, ``behavior``) of the small world the
     checks run in, e.g. ``{"catalog": {"table": "items.csv"}}`` for a model that reads a table.
     """
-    from sim.loader import apply_override, parse_scenario
-    from sim.runner import run_scenario
+    from sim.scenario.loader import apply_override, parse_scenario
+    from sim.serving.runner import run_scenario
     from users.registry import check_world, make_user_model
 
     target = target or f"{cls.__module__}:{cls.__qualname__}"
@@ -92,7 +92,7 @@ def check_user_model(
     runs: dict[str, Any] = {}
 
     def constructs() -> str | None:
-        from sim.rng import Streams
+        from sim.serving.rng import Streams
 
         check_world(scenario())
         model = make_user_model(scenario(), Streams(11))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.spec import Users as UsersSpec
+from sim.scenario.spec import Users as UsersSpec
 
 __all__ = ["Population"]
 

@@ -1,6 +1,6 @@
 """Finding user models: built-in names (``parametric``, ``table``), ``module:Class`` targets,
 and the ``recloop.users`` entry-point group for installed packages, as for policies (see
-:mod:`sim.plugins`). Adding a user model never means editing this file.
+:mod:`sim.scenario.plugins`). Adding a user model never means editing this file.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 
 from sim.domain import UserModel
 from sim.errors import USER_CODE_ERRORS, ScenarioError, said
-from sim.plugins import Registry, validate_params
-from sim.rng import Streams
-from sim.spec import Scenario
+from sim.scenario.plugins import Registry, validate_params
+from sim.scenario.spec import Scenario
+from sim.serving.rng import Streams
 from users.table_world import TableWorld
 from users.world import SimulatedWorld
 

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from sim.errors import ScenarioError
-from sim.rng import Streams
-from sim.spec import Scenario
+from sim.scenario.spec import Scenario
+from sim.serving.rng import Streams
 from users.arrivals import RequestBlock
 from users.behavior import impression_kinds
 from users.catalog import Catalog

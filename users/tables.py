@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from sim.errors import ScenarioError
-from sim.spec import Scenario
+from sim.scenario.spec import Scenario
 
 __all__ = ["ItemTable", "SegmentTable", "read_items", "read_segments", "ITEM_COLUMNS"]
 

@@ -14,8 +14,7 @@ import numpy as np
 
 from sim.domain import CatalogView, Kind, Requests, Responses
 from sim.errors import ScenarioError
-from sim.rng import Streams
-from sim.spec import (
+from sim.scenario.spec import (
     CatalogBurst,
     ItemTurnsBad,
     PreferenceShift,
@@ -23,6 +22,7 @@ from sim.spec import (
     TopicAversion,
     TrafficSpike,
 )
+from sim.serving.rng import Streams
 from users.arrivals import Arrivals, RequestBlock
 from users.behavior import expected_clicks, freshness, respond_to_slates, utility
 from users.catalog import Catalog

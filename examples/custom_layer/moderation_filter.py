@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from sim.domain import Kind, TrainingData
-from sim.layers import EVERYONE, Adjustment, BaseLayer, Effect, Reads, nobody
+from sim.serving.layers import EVERYONE, Adjustment, BaseLayer, Effect, Reads, nobody
 
 __all__ = ["ModerationFilter", "Removed"]
 
