@@ -168,10 +168,12 @@ def _copy_checkout(work: Path) -> None:
 def _configure(work: Path, module: str, target: Target) -> None:
     """Append mutmut's settings for this module to the copy's pyproject.toml."""
     copied = ["sim", "policies", "users", "reports", "scenarios", "examples", "docs", "README.md"]
+    copied.append("bench")
     settings = {
         "source_paths": [module],
         "pytest_add_cli_args_test_selection": target.tests,
-        "pytest_add_cli_args": ["-p", "no:cacheprovider"],
+        # fixtures' time counted, and a mutant's tests run fastest first (mutation_plugin.py)
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "bench.mutation_plugin"],
         # a mutant that loops forever is stopped after 5x its tests' measured time (mutmut's
         # default, 15x, spends minutes on each such mutant)
         "timeout_multiplier": 5.0,
