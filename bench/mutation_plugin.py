@@ -8,6 +8,9 @@ mutant caught by a fast test could first wait for every slow test collected befo
 
 - While mutmut measures the tests (``MUTANT_UNDER_TEST=stats``), each test's setup time is added
   to its measured time: the fixture's cost counts, once, for the first test that builds it.
+- Hypothesis does not shrink a failing example (nor keep a database of them): a mutant's verdict
+  needs a failure, not the smallest one, and shrinking under a mutant that raises took longer
+  than the timeout.
 - While a mutant is tested, the tests run fastest first (by that measured time), each module's
   tests together (so a module's fixture is built once): a mutant is killed by its cheapest
   failing test. Which tests run, and so every verdict, is unchanged.
@@ -27,6 +30,17 @@ def _durations() -> MutableMapping[str, float] | None:
     except ImportError:
         return None
     return state().duration_by_test
+
+
+def pytest_configure(config: Any) -> None:
+    if _durations() is None:
+        return
+    from hypothesis import Phase, settings
+
+    settings.register_profile(
+        "mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None
+    )
+    settings.load_profile("mutation")
 
 
 def pytest_runtest_logreport(report: Any) -> None:
