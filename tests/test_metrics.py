@@ -874,9 +874,9 @@ def test_harm_of_two_interventions_with_items_turned_bad_at_the_edges_of_their_b
     """Item 0 turns bad at 1h for everyone; user 3 turns averse to topic 1 (items 2, 3) at 1h;
     a traffic spike (no harm) is listed first. With a two-hour level window (from time 0, the
     start of the run) and one-hour bins, events exactly at the window's start, the intervention
-    and a bin's edge each fall in the later period. Bad items: level 1/4, then 2/4 and 0/1 (the
-    second bin suppresses both levels). Aversion: level 1/1, then 1/2 (50% at the end of the
-    first bin) and no population in the second (never 10%)."""
+    and a bin's edge each fall in the later period. Bad items: level 1/4, then 2/4, 0/1 (the
+    second bin suppresses both levels) and no impressions. Aversion: level 1/1, then 1/2 (50% at
+    the end of the first bin, exactly half), 1/1 and no population in the third (never 10%)."""
     from users.world import Affected
 
     imp = Kind.IMPRESSION
@@ -889,10 +889,10 @@ def test_harm_of_two_interventions_with_items_turned_bad_at_the_edges_of_their_b
         (3600, 2, 1, imp, 0),
         (4000, 3, 2, imp, 0),  # bin 0: bad for the aversion
         (4000, 3, 0, imp, 0),  # bin 0: bad item
-        (7200, 1, 1, imp, 0),  # bin 1, at its start
+        (7200, 3, 3, imp, 0),  # bin 1, at its start: bad for the aversion
     ]
     scenario = tiny(
-        "warmup=1h", "duration=2h", "metrics.suppression_bin=1h", "metrics.level_window=2h"
+        "warmup=1h", "duration=3h", "metrics.suppression_bin=1h", "metrics.level_window=2h"
     )
     affected = {
         "spike": Affected("traffic_spike", 1800.0),
@@ -909,18 +909,19 @@ def test_harm_of_two_interventions_with_items_turned_bad_at_the_edges_of_their_b
         assert scalars[f"bad items.time_to_{percent}pct_seconds"] == 7200
         assert scalars[f"bad items.bad_before_{percent}pct"] == 2
     assert scalars["averse.level"] == 1.0
-    assert scalars["averse.bad_impressions"] == 1
+    assert scalars["averse.bad_impressions"] == 2
     assert scalars["averse.time_to_50pct_seconds"] == 3600
     assert scalars["averse.bad_before_50pct"] == 1
     assert scalars["averse.time_to_10pct_seconds"] is None
-    assert scalars["bad_impressions"] == 3
+    assert scalars["bad_impressions"] == 4
     assert scalars["sessions_lost"] == scalars["churned_exposed_users"] == 0
     assert not any(name.startswith("spike") for name in scalars)
     table = metrics.tables["suppression"].to_pandas()
-    assert table.intervention.tolist() == ["bad items"] * 2 + ["averse"] * 2
-    assert table.seconds_since_intervention.tolist() == [0, 3600] * 2
-    assert table.bad_impressions.tolist() == [2, 0, 1, 0]
-    assert table.population_impressions.tolist() == [4, 1, 2, 0]
+    assert table.intervention.tolist() == ["bad items"] * 3 + ["averse"] * 3
+    assert table.kind.tolist() == ["item_turns_bad"] * 3 + ["topic_aversion"] * 3
+    assert table.seconds_since_intervention.tolist() == [0, 3600, 7200] * 2
+    assert table.bad_impressions.tolist() == [2, 0, 0, 1, 1, 0]
+    assert table.population_impressions.tolist() == [4, 1, 0, 2, 1, 0]
 
     # without a harmful intervention there is no harm to total
     result = _hand_log(rows, 4, scenario, affected={"spike": affected["spike"]})
@@ -946,19 +947,22 @@ def test_a_session_is_lost_only_after_its_users_own_bad_slate_at_that_time():
     ]
     scenario = tiny("warmup=0s", "duration=1h", "metrics.suppression_bin=1h")
     bad = {"bad": Affected("item_turns_bad", 0.0, items=np.arange(6) == 0)}
-    result = _hand_log(rows, 4, scenario, churned_at=[np.inf, 20.0, 20.0, 5.0], affected=bad)
+    result = _hand_log(rows, 4, scenario, churned_at=[np.inf, 20.0, 20.0, 0.0], affected=bad)
     metrics = RunMetrics()
     sim.metrics._suppression(result, metrics)
     assert metrics.scalars["bad.bad_impressions"] == 3  # an abandon row is no impression
     assert metrics.scalars["bad.sessions_lost"] == 1
-    # users 1, 2 and 3 were shown the bad item and churned after the intervention
+    # users 1, 2 and 3 were shown the bad item and churned after the intervention (3 at it)
     assert metrics.scalars["bad.churned_exposed_users"] == 3
     assert metrics.scalars["bad.level"] is None
     assert metrics.missing["bad.level"] == (
         "no impressions to the affected population before the intervention"
     )
     no_level = "no pre-intervention level to compare with"
-    assert metrics.missing["bad.time_to_50pct_seconds"] == no_level
+    for percent in (50, 10):
+        assert metrics.scalars[f"bad.time_to_{percent}pct_seconds"] is None
+        assert metrics.missing[f"bad.time_to_{percent}pct_seconds"] == no_level
+        assert metrics.missing[f"bad.bad_before_{percent}pct"] == no_level
 
     # a catalogue of one item: an abandon row (item -1) is read as that item, masked
     rows = [(0, 0, 0, imp, 0), (0, 0, -1, abandon, 0)]
