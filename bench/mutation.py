@@ -389,7 +389,43 @@ def render(results: dict) -> str:
             + ", ".join(f"`{m}`" for m in partial)
             + ".",
         ]
+    lines += ["", *_cost(results)]
     return "\n".join(lines + ["", "# Surviving mutants", ""] + sections).rstrip() + "\n"
+
+
+def _cost(results: dict) -> list[str]:
+    """What a full pass costs: per module, the mutants mutmut makes of its functions times the
+    seconds per mutant its last run measured (one child). A stopped run checked the mutants
+    with the fastest tests first (mutmut's order), so its rate, and the estimate, is a floor."""
+    lines = [
+        "## Cost of a full pass",
+        "",
+        "Mutants planned times the measured seconds per mutant (wall time of the module's "
+        "last full or partial run, one mutant at a time, on this 2-core machine shared with "
+        "other work). `≥`: the run was stopped, and mutmut checks the mutants with the fastest "
+        "tests first, so the rest cost more.",
+        "",
+        "| module | mutants planned | seconds per mutant | full pass |",
+        "|---|---|---|---|",
+    ]
+    total, floor = 0.0, False
+    for module in TARGETS:
+        planned = _planned(module)
+        entry = results["modules"].get(module)
+        if entry is None or not entry["mutants"]:
+            lines.append(f"| `{module}` | {planned} | not measured | |")
+            floor = True
+            continue
+        rate = entry["seconds"] / entry["mutants"]
+        stopped = "≥ " if entry.get("unchecked") else ""
+        floor |= bool(stopped)
+        total += planned * rate
+        minutes = planned * rate / 60
+        lines.append(
+            f"| `{module}` | {planned} | {stopped}{rate:.1f} | {stopped}{minutes:.0f} min |"
+        )
+    lines.append(f"| all | | | {'≥ ' if floor else ''}{total / 3600:.1f} h |")
+    return lines
 
 
 def _planned(module: str) -> int:
