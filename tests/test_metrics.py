@@ -1068,3 +1068,61 @@ def test_of_two_versions_live_at_once_the_earlier_horizon_absorbs():
     result = dataclasses.replace(result, versions=versions, absorption=absorption)
     parts = sim.metrics.layer_delay_parts(result, "x", np.array([0]))
     assert (parts["delay"][0], parts["latency"][0], parts["trigger_wait"][0]) == (100, 10, 20)
+
+
+def test_only_profile_memory_waits_for_the_next_session_and_the_wait_is_its_rollout():
+    """A profile version and a retrain version both cover events before 5000 s and go live at
+    5000 s. The retrain serves everyone at once; the profile a user from their next session
+    that starts once it is live (user 0: 6000 s), and that wait is part of its rollout. The
+    dismiss at 3600 s, exactly the end of the warm-up, is measured."""
+    dismiss, imp, item = Kind.DISMISS, Kind.IMPRESSION, Scope.ITEM
+    rows = [
+        (3600, 0, 5, dismiss, item),  # user 0's session 0
+        (4000, 0, 0, dismiss, item),  # session 1
+        (4100, 0, 1, imp, 0),
+        (4500, 1, 2, dismiss, item),
+        (4800, 2, 3, dismiss, item),
+        (5000, 1, 4, imp, 0),  # user 1's session 4
+        (5500, 2, 5, imp, 0),  # user 2's session 5, begun before the versions went live
+        (6000, 0, 1, imp, 0),  # user 0's session 2
+    ]
+    common = dict(version=1, triggered_at=5000.0, horizon=5000.0, live_at=5000.0, cohort="all")
+    common |= dict(events=4, cost=0.0, wall_seconds=0.0, since=0.0)
+    result = _hand_log(
+        rows,
+        3,
+        tiny("warmup=1h", "metrics.propagation_kinds=[dismiss]"),
+        sessions=[0, 1, 1, 3, 5, 4, 5, 2],
+        versions=[Version(layer=layer, **common) for layer in ("profile_memory", "retrain")],
+        absorption={
+            "profile_memory": Absorption(ProfileMemoryKind.reads, incremental=False),
+            "retrain": Absorption(Reads(), incremental=False),
+        },
+    )
+    result.summary = {"layers": {"profile_memory": {}, "retrain": {}}}
+    metrics = RunMetrics()
+    sim.metrics._propagation(result, metrics)
+    table = metrics.tables["propagation"].to_pandas()
+    profile, retrain = table[table.layer == "profile_memory"], table[table.layer == "retrain"]
+    assert profile.event.tolist() == retrain.event.tolist() == [0, 1, 3, 4]
+    assert profile.delay_seconds.tolist()[:3] == [2400, 2000, 500]
+    assert profile.absorbed.tolist() == [True, True, True, False]
+    assert profile.rollout_seconds.tolist()[:3] == [1000, 1000, 0]
+    assert retrain.delay_seconds.tolist() == [1400, 1000, 500, 200]
+    assert retrain.rollout_seconds.tolist() == [0, 0, 0, 0]
+    assert metrics.scalars["absorption.retrain.mean_seconds"] == 775
+
+
+def test_a_run_without_harm_writes_an_empty_suppression_table_with_its_types():
+    result = _hand_log([(0, 0, 0, Kind.IMPRESSION, 0)], 1, tiny())
+    metrics = RunMetrics()
+    sim.metrics._suppression(result, metrics)
+    table = metrics.tables["suppression"]
+    assert table.num_rows == 0
+    assert [(field.name, field.type) for field in table.schema] == [
+        ("intervention", pa.string()),
+        ("kind", pa.string()),
+        ("seconds_since_intervention", pa.float64()),
+        ("bad_impressions", pa.int64()),
+        ("population_impressions", pa.int64()),
+    ]
