@@ -17,6 +17,7 @@ import sim.metrics
 from sim.domain import EVENT_COLUMNS, EXPLICIT_NEGATIVE_KINDS, EventTable, Kind, Scope
 from sim.layers import Absorption, Reads, Version
 from sim.metrics import (
+    ABSORPTION_PARTS,
     KeyedTimes,
     RunMetrics,
     _concentration,
@@ -1110,7 +1111,49 @@ def test_only_profile_memory_waits_for_the_next_session_and_the_wait_is_its_roll
     assert profile.rollout_seconds.tolist()[:3] == [1000, 1000, 0]
     assert retrain.delay_seconds.tolist() == [1400, 1000, 500, 200]
     assert retrain.rollout_seconds.tolist() == [0, 0, 0, 0]
-    assert metrics.scalars["absorption.retrain.mean_seconds"] == 775
+    # quantiles by the inverted CDF: the smallest delay with at least that share at or below it
+    scalars, missing = metrics.scalars, metrics.missing
+    assert {part: scalars[f"absorption.retrain.{part}"] for part in ABSORPTION_PARTS} == {
+        "median_seconds": 500,
+        "p90_seconds": 1400,
+        "p99_seconds": 1400,
+        "mean_seconds": 775,
+        "absorbed_share": 1.0,
+    }
+    assert {part: scalars[f"absorption.profile_memory.{part}"] for part in ABSORPTION_PARTS} == {
+        "median_seconds": 2000,
+        "p90_seconds": None,
+        "p99_seconds": None,
+        "mean_seconds": None,
+        "absorbed_share": 0.75,
+    }
+    censored = "fewer events absorbed before the run ended than this quantile needs"
+    assert missing["absorption.profile_memory.p90_seconds"] == censored
+    assert missing["absorption.profile_memory.p99_seconds"] == censored
+    assert missing["absorption.profile_memory.mean_seconds"] == (
+        "some events were not absorbed before the run ended"
+    )
+    assert metrics.tables["propagation"].schema.field("layer").type == pa.dictionary(
+        pa.int8(), pa.string()
+    )
+
+    # one measured negative, absorbed: every quantile is its delay
+    result.summary = {"layers": {"retrain": {}}}
+    metrics = RunMetrics()
+    first = result.events.take(np.arange(1))
+    sim.metrics._propagation(dataclasses.replace(result, events=first), metrics)
+    assert [metrics.scalars[f"absorption.retrain.{part}"] for part in ABSORPTION_PARTS] == (
+        [1400, 1400, 1400, 1400, 1.0]
+    )
+    # no negative in the measured period: every figure missing, with that reason
+    metrics = RunMetrics()
+    before = result.events.take(np.array([2, 5, 6, 7]))
+    sim.metrics._propagation(dataclasses.replace(result, events=before), metrics)
+    for part in ABSORPTION_PARTS:
+        assert metrics.scalars[f"absorption.retrain.{part}"] is None
+        assert metrics.missing[f"absorption.retrain.{part}"] == (
+            "no negative events in the measured period"
+        )
 
 
 def test_a_run_without_harm_writes_an_empty_suppression_table_with_its_types():
