@@ -1099,7 +1099,14 @@ class _Harm:
             bad = shown & affected.items[item]
         at = affected.at
         after = time >= at
-        bins = np.searchsorted(edges, time, side="right") - 1
+        bins = (
+            np.searchsorted(
+                np.arange(at, result.scenario.end, result.scenario.metrics.suppression_bin),
+                time,
+                side="right",
+            )
+            - 1
+        )
         size = self.bad_per_bin.shape[0]
         self.bad_per_bin += np.bincount(bins[after & bad], minlength=size)
         self.population_per_bin += np.bincount(bins[after & population], minlength=size)
