@@ -57,8 +57,16 @@ def pytest_collection_modifyitems(items: list[Any]) -> None:
     for item in items:
         modules.setdefault(item.nodeid.split("::")[0], []).append(item)
 
+    # A test that uses a fixture shared beyond it (module or session scope) may be the one to
+    # build it: it costs what the costliest of the fixture's users measured (who built it then)
+    shared: dict[str, float] = {}
+    for item in items:
+        for name in _shared_fixtures(item):
+            shared[name] = max(shared.get(name, 0.0), durations.get(item.nodeid, 0.0))
+
     def cost(item: Any) -> float:
-        return durations.get(item.nodeid, 0.0)
+        own = durations.get(item.nodeid, 0.0)
+        return own + sum(shared[name] for name in _shared_fixtures(item))
 
     ordered = sorted(
         (sorted(group, key=cost) for group in modules.values()),
@@ -69,3 +77,18 @@ def pytest_collection_modifyitems(items: list[Any]) -> None:
 
 def _mutant() -> str:
     return os.environ.get("MUTANT_UNDER_TEST", "")
+
+
+def _shared_fixtures(item: Any) -> list[str]:
+    """The project's fixtures of ``item`` (not pytest's own, such as ``tmp_path_factory``) set
+    up once for more than one test."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return []
+    return [
+        name
+        for name, definitions in info.name2fixturedefs.items()
+        if definitions
+        and definitions[-1].scope not in ("function", "class")
+        and definitions[-1].baseid
+    ]
