@@ -565,14 +565,14 @@ def test_measured_updates_count_updates_live_inside_each_variants_measured_perio
     from sim.effects import Factor, measured_updates, never_fires
 
     layers = {
-        "variant": ["v1", "v1", "v1", "v1", "v2", "v3"],
-        "layer": ["retrain", "retrain", "retrain", "retrain", "retrain", "retrain"],
-        "origin": ["update", "update", "warm", "update", "update", "update"],
-        "live_at": [100.0, 99.9, 150.0, 200.0, 150.0, 150.0],
+        "variant": ["v1", "v1", "v1", "v1", "v1", "v2", "v3"],
+        "layer": ["retrain"] * 7,
+        "origin": ["update", "update", "warmup", "update", "update", "update", "update"],
+        "live_at": [100.0, 99.9, 150.0, 199.0, 200.0, 150.0, 150.0],
     }
     periods = {"v1": (100.0, 200.0), "v2": (160.0, 300.0)}
-    # live at the start counts, at the end does not; warm starts and unknown variants never
-    assert measured_updates(layers, periods) == {("v1", "retrain"): 1}
+    # live at the start counts, at the end does not; warm-up refits and unknown variants never
+    assert measured_updates(layers, periods) == {("v1", "retrain"): 2}
     factor = Factor("every", "stack.layers.retrain.every", ("20m", "7d", "off"), "20m")
     other = Factor("prob", "world.behavior.explicit_prob", ("0.2",), "0.2")
     levels = {
@@ -583,5 +583,5 @@ def test_measured_updates_count_updates_live_inside_each_variants_measured_perio
     active = {"v1": {"retrain"}, "v2": {"retrain"}, "v3": set()}
     updates = measured_updates(layers, periods)
     # 7d ran with the layer on and published nothing live; "off" did not run the layer at all
-    assert never_fires([factor, other], levels, active, updates) == {"every": ["7d"], "prob": []}
+    assert never_fires([other, factor], levels, active, updates) == {"prob": [], "every": ["7d"]}
     assert never_fires([factor], levels, {}, updates) == {"every": []}
