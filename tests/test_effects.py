@@ -457,6 +457,9 @@ def test_effects_of_a_hand_built_grid_are_the_paired_differences_worked_out_by_h
     assert by[("ctr", "A", "a2")]["effect"] == pytest.approx((0.05 - 0.4) / 2, abs=1e-6)
     assert by[("ctr", "B", "b1")]["n"] == 2
     assert by[("ctr", "A × B", "a2 · b1")]["n"] == 2
+    # shares below 1, none zero: a ratio of ratios (CTR does not depend on B: exactly none)
+    assert by[("ctr", "A × B", "a2 · b1")]["note"] is None
+    assert by[("ctr", "A × B", "a2 · b1")]["relative"] == 0.0
     assert by[("ctr", "A", "a1")]["n"] == 3
     # CTR does not depend on B: no interaction; a zero cell leaves no ratio of ratios
     row = by[("ctr", "A × B", "a1 · b1")]
@@ -585,3 +588,18 @@ def test_measured_updates_count_updates_live_inside_each_variants_measured_perio
     # 7d ran with the layer on and published nothing live; "off" did not run the layer at all
     assert never_fires([other, factor], levels, active, updates) == {"prob": [], "every": ["7d"]}
     assert never_fires([factor], levels, {}, updates) == {"every": []}
+
+
+def test_an_interaction_whose_log_ratios_are_not_finite_says_so():
+    rows = [
+        {"variant": label, "replication": r, "clicks": np.inf if label == "a1 · b1" else 1.0 + r}
+        for label in ("a0 · b0", "a0 · b1", "a1 · b0", "a1 · b1")
+        for r in range(2)
+    ]
+    levels = {label: dict(zip("AB", label.split(" · "), strict=True)) for label in {
+        row["variant"] for row in rows}}  # fmt: skip
+    with np.errstate(all="ignore"):
+        effects = estimate_effects(rows, grid_factors(levels, "a0 · b0"), levels, ["clicks"])
+    interaction = next(row for row in effects if row["kind"] == "interaction")
+    assert interaction["note"] == "the ratio of ratios overflows"
+    assert interaction["relative"] is None
