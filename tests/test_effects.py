@@ -533,14 +533,15 @@ def test_grid_factors_name_an_axis_by_its_last_two_parts_unless_two_share_them()
     from sim.effects import Factor
 
     levels = {
-        "x": {"stack.layers.retrain.every": "20m", "a.b.c": "1", "d.b.c": "2"},
-        "y": {"stack.layers.retrain.every": "1h", "a.b.c": "1", "d.b.c": "3"},
+        "x": {"stack.layers.retrain.every": "20m", "a.b.c": "1", "d.b.c": "2", "e.f.g": "4"},
+        "y": {"stack.layers.retrain.every": "1h", "a.b.c": "1", "d.b.c": "3", "e.f.g": "5"},
     }
     factors = grid_factors(levels, "y")
     assert [(f.name, f.levels, f.reference) for f in factors] == [
         ("retrain.every", ("20m", "1h"), "1h"),
         ("a.b.c", ("1",), "1"),
         ("d.b.c", ("2", "3"), "3"),
+        ("f.g", ("4", "5"), "5"),
     ]
     assert grid_factors(levels, "z") == []
     cadence, switch, other = (
