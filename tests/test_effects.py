@@ -604,3 +604,20 @@ def test_an_interaction_whose_log_ratios_are_not_finite_says_so():
     interaction = next(row for row in effects if row["kind"] == "interaction")
     assert interaction["note"] == "the ratio of ratios overflows"
     assert interaction["relative"] is None
+
+
+def test_a_run_missing_from_a_variant_leaves_that_replication_out():
+    rows = [
+        {"variant": "a", "replication": 0, "clicks": 1.0},
+        {"variant": "a", "replication": 1, "clicks": 3.0},
+        {"variant": "b", "replication": 0, "clicks": 2.0},  # replication 1 failed: no row
+    ]
+    compared = compare_variants(rows, ["a", "b"], "a")
+    assert compared["b"]["clicks"] == {
+        "mean": 2.0,
+        "ci95": None,
+        "n": 1,
+        "delta": {"mean": 1.0, "ci95": None, "n": 1},
+        "relative": {"mean": 1.0, "ci95": None, "n": 1, "method": LOG_RATIO},
+    }
+    assert (compared["a"]["clicks"]["mean"], compared["a"]["clicks"]["n"]) == (2.0, 2)
