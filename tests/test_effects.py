@@ -621,3 +621,13 @@ def test_a_run_missing_from_a_variant_leaves_that_replication_out():
         "relative": {"mean": 1.0, "ci95": None, "n": 1, "method": LOG_RATIO},
     }
     assert (compared["a"]["clicks"]["mean"], compared["a"]["clicks"]["n"]) == (2.0, 2)
+
+
+def test_relative_changes_without_pairs_or_with_an_interval_beyond_any_float_say_so():
+    from sim.compare import relative_from_log
+
+    assert relative_change([], []) == {"missing": "no replication measured both", "n": 0}
+    # exp(1000) - 1 is beyond any float: no interval, the mean kept
+    found = relative_from_log(0.5, -1000.0, 1000.0, 3, LOG_RATIO)
+    mean = round(float(np.expm1(0.5)), 6)
+    assert found == {"mean": mean, "ci95": None, "n": 3, "method": LOG_RATIO}
