@@ -631,3 +631,10 @@ def test_relative_changes_without_pairs_or_with_an_interval_beyond_any_float_say
     found = relative_from_log(0.5, -1000.0, 1000.0, 3, LOG_RATIO)
     mean = round(float(np.expm1(0.5)), 6)
     assert found == {"mean": mean, "ci95": None, "n": 3, "method": LOG_RATIO}
+    assert relative_change([1.0, 2.0], [0.0, 0.0]) == {
+        "missing": "the reference is zero in every replication",
+        "n": 2,
+    }
+    # positive values whose ratio overflows: no log ratio, and no ratio of the means either
+    overflowing = relative_change([1e300, 1e300], [1e-300, 1e-300])
+    assert overflowing == {"missing": "the ratio of the means overflows", "n": 2}
