@@ -638,3 +638,9 @@ def test_relative_changes_without_pairs_or_with_an_interval_beyond_any_float_say
     # positive values whose ratio overflows: no log ratio, and no ratio of the means either
     overflowing = relative_change([1e300, 1e300], [1e-300, 1e-300])
     assert overflowing == {"missing": "the ratio of the means overflows", "n": 2}
+    # two replications, one with a zero: the log ratio of the means, its interval by the delta
+    # method (variances 8 and 0 over means 2 and 10, n = 2) and Student's t with 1 degree
+    found = relative_change([0.0, 4.0], [10.0, 10.0])
+    half = stats.t.ppf(0.975, 1) * np.sqrt((8 / 2**2) / 2)
+    assert found["method"] == RATIO_OF_MEANS and found["mean"] == pytest.approx(-0.8)
+    assert found["ci95"] == pytest.approx(np.expm1(np.log(0.2) + np.array([-half, half])), rel=1e-5)
