@@ -71,17 +71,28 @@ TARGETS: dict[str, Target] = {
             "tests/test_metrics.py::test_row_chunks_cut_between_times_and_at_bin_edges",
         ]
     ),
-    "sim/serving/layers.py": Target(
+    "sim/serving/layers/runtime.py": Target(
         [
             "tests/test_layers.py",
             "tests/test_layer_properties.py",
             "tests/test_causality.py",
             "tests/test_absorption.py",
+            "tests/test_drift_trigger.py",
         ]
     ),
-    "sim/serving/stores.py": Target(
-        ["tests/test_stores.py", "tests/test_absorption.py", "tests/test_causality.py"]
-    ),
+    # the built-in layers' own math, one file each (sim/serving/layers/)
+    **{
+        f"sim/serving/layers/{name}.py": Target(
+            ["tests/test_stores.py", "tests/test_absorption.py", "tests/test_causality.py"]
+        )
+        for name in ("store", "realtime_features", "session_context", "profile_memory")
+    },
+    **{
+        f"sim/serving/layers/{name}.py": Target(
+            ["tests/test_absorption.py", "tests/test_layers.py", "tests/test_causality.py"]
+        )
+        for name in ("retrain", "nearline_embeddings")
+    },
     "sim/measuring/metrics.py": Target(
         ["tests/test_metrics.py", "tests/test_absorption.py"],
         # propagation, exposure, suppression, repeat offences, harm and regret; the business
@@ -109,9 +120,9 @@ TARGETS: dict[str, Target] = {
     ),
     "policies/bandit.py": Target(["tests/test_bandit.py", "tests/test_regret.py"]),
     "sim/measuring/compare.py": Target(["tests/test_sweep.py", "tests/test_effects.py"]),
-    "sim/sweeps/sweep.py": Target(
+    "sim/sweeps/plan.py": Target(
         ["tests/test_sweep.py", "tests/test_reliability.py", "tests/test_replications.py"],
-        # planning, seeds and resume; the process pool, signal and Ray plumbing is left out
+        # variants, grid levels, replications and their seeds, the instant bound
         [
             "x__base_data",
             "x__label",
@@ -122,12 +133,12 @@ TARGETS: dict[str, Target] = {
             "x_planned_replications",
             "x__replication_seed",
             "x__instant",
-            "x_execute",
-            "x_finished_outcome",
-            "x_run_plans",
-            "x_run_replications",
-            "x_run_sweep",
         ],
+    ),
+    "sim/sweeps/sweep.py": Target(
+        ["tests/test_sweep.py", "tests/test_reliability.py", "tests/test_replications.py"],
+        # running and resuming; the process pool, signal and Ray plumbing is left out
+        ["x_execute", "x_finished_outcome", "x_run_plans", "x_run_replications", "x_run_sweep"],
     ),
     "sim/measuring/effects.py": Target(
         ["tests/test_effects.py"],
@@ -168,10 +179,12 @@ def _copy_checkout(work: Path) -> None:
 def _configure(work: Path, module: str, target: Target) -> None:
     """Append mutmut's settings for this module to the copy's pyproject.toml."""
     copied = ["sim", "policies", "users", "reports", "scenarios", "examples", "docs", "README.md"]
+    copied.append("bench")
     settings = {
         "source_paths": [module],
         "pytest_add_cli_args_test_selection": target.tests,
-        "pytest_add_cli_args": ["-p", "no:cacheprovider"],
+        # fixtures' time counted, and a mutant's tests run fastest first (mutation_plugin.py)
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "bench.mutation_plugin"],
         # a mutant that loops forever is stopped after 5x its tests' measured time (mutmut's
         # default, 15x, spends minutes on each such mutant)
         "timeout_multiplier": 5.0,
@@ -387,7 +400,43 @@ def render(results: dict) -> str:
             + ", ".join(f"`{m}`" for m in partial)
             + ".",
         ]
+    lines += ["", *_cost(results)]
     return "\n".join(lines + ["", "# Surviving mutants", ""] + sections).rstrip() + "\n"
+
+
+def _cost(results: dict) -> list[str]:
+    """What a full pass costs: per module, the mutants mutmut makes of its functions times the
+    seconds per mutant its last run measured (one child). A stopped run checked the mutants
+    with the fastest tests first (mutmut's order), so its rate, and the estimate, is a floor."""
+    lines = [
+        "## Cost of a full pass",
+        "",
+        "Mutants planned times the measured seconds per mutant (wall time of the module's "
+        "last full or partial run, one mutant at a time, on this 2-core machine shared with "
+        "other work). `≥`: the run was stopped, and mutmut checks the mutants with the fastest "
+        "tests first, so the rest cost more.",
+        "",
+        "| module | mutants planned | seconds per mutant | full pass |",
+        "|---|---|---|---|",
+    ]
+    total, floor = 0.0, False
+    for module in TARGETS:
+        planned = _planned(module)
+        entry = results["modules"].get(module)
+        if entry is None or not entry["mutants"]:
+            lines.append(f"| `{module}` | {planned} | not measured | |")
+            floor = True
+            continue
+        rate = entry["seconds"] / entry["mutants"]
+        stopped = "≥ " if entry.get("unchecked") else ""
+        floor |= bool(stopped)
+        total += planned * rate
+        minutes = planned * rate / 60
+        lines.append(
+            f"| `{module}` | {planned} | {stopped}{rate:.1f} | {stopped}{minutes:.0f} min |"
+        )
+    lines.append(f"| all | | | {'≥ ' if floor else ''}{total / 3600:.1f} h |")
+    return lines
 
 
 def _planned(module: str) -> int:

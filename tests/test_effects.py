@@ -347,3 +347,301 @@ def test_no_interval_falls_outside_the_metrics_possible_range(replications, data
         if row["metric"] == "ctr" and row["ci_low"] is not None:
             width = 1.0 if row["kind"] == "main" else 2.0
             assert -width <= row["ci_low"] <= row["ci_high"] <= width, row
+
+
+# --- effects of a hand-built grid ---------------------------------------------------------------
+
+#: clicks per (A level, B level) and replication; A's reference a0, B's b0
+CLICKS = {
+    ("a0", "b0"): (10, 12, 8),
+    ("a0", "b1"): (14, 16, 10),
+    ("a1", "b0"): (20, 26, 18),
+    ("a1", "b1"): (30, 34, 24),
+    ("a2", "b0"): (5, 6, 4),
+    ("a2", "b1"): (9, 10, 8),
+}
+#: CTR by A level alone (a1 has a zero: the relative effect falls back to the ratio of means);
+#: a2 · b1 of replication 2 was not measured
+CTR = {"a0": (0.05, 0.5, 0.05), "a1": (0.95, 0.0, 0.95), "a2": (0.1, 0.1, 0.1)}
+HAND_LEVELS = {f"{a} · {b}": {"A": a, "B": b} for a, b in CLICKS}
+
+
+def _hand_rows() -> list[dict]:
+    rows = []
+    for (a, b), clicks in CLICKS.items():
+        for r in range(3):
+            ctr = None if (a, b, r) == ("a2", "b1", 2) else CTR[a][r]
+            rows.append(
+                {"variant": f"{a} · {b}", "replication": r, "clicks": clicks[r], "ctr": ctr}
+                | {"propagation_efficiency": 0.5 - 0.1 * r if a == "a1" else 0.2, "seed": 7}
+            )
+    # a bound is no grid cell: ignored
+    rows.append({"variant": "frozen", "replication": 0, "clicks": 1000, "ctr": 0.5})
+    return rows
+
+
+def _student(values: list[float]) -> tuple[float, float]:
+    values = np.asarray(values, float)
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return values.mean() - half, values.mean() + half
+
+
+def test_effects_of_a_hand_built_grid_are_the_paired_differences_worked_out_by_hand():
+    factors = grid_factors(HAND_LEVELS, "a0 · b0")
+    assert [(f.name, f.path, f.levels, f.reference) for f in factors] == [
+        ("A", "A", ("a0", "a1", "a2"), "a0"),
+        ("B", "B", ("b0", "b1"), "b0"),
+    ]
+    effects = estimate_effects(_hand_rows(), factors, HAND_LEVELS)
+    assert [(e["metric"], e["kind"], e["factor"], e["level"]) for e in effects] == [
+        (metric, kind, factor, level)
+        for metric in ("clicks", "ctr", "propagation_efficiency")
+        for kind, factor, level in (
+            ("main", "A", "a1"),
+            ("main", "A", "a2"),
+            ("main", "B", "b1"),
+            ("interaction", "A × B", "a1 · b1"),
+            ("interaction", "A × B", "a2 · b1"),
+        )
+    ]
+    by = {(e["metric"], e["factor"], e["level"]): e for e in effects}
+    # clicks, a1 against a0 averaged over B: (25 - 12, 30 - 14, 21 - 9) = (13, 16, 12)
+    row = by[("clicks", "A", "a1")]
+    low, high = _student([13, 16, 12])
+    logs = np.log([25 / 12, 30 / 14, 21 / 9])
+    log_low, log_high = _student(logs)
+    assert row == {
+        "metric": "clicks",
+        "kind": "main",
+        "factor": "A",
+        "level": "a1",
+        "reference": "a0",
+        "effect": pytest.approx(41 / 3, abs=1e-6),
+        "ci_low": pytest.approx(low, abs=1e-6),
+        "ci_high": pytest.approx(high, abs=1e-6),
+        "relative": pytest.approx(np.expm1(logs.mean()), abs=1e-6),
+        "relative_ci_low": pytest.approx(np.expm1(log_low), abs=1e-6),
+        "relative_ci_high": pytest.approx(np.expm1(log_high), abs=1e-6),
+        "relative_method": LOG_RATIO,
+        "n": 3,
+        "note": None,
+    }
+    # a2: (7 - 12, 8 - 14, 6 - 9); B's b1 against b0 averaged over the three levels of A
+    assert by[("clicks", "A", "a2")]["effect"] == pytest.approx(-14 / 3, abs=1e-6)
+    assert by[("clicks", "B", "b1")]["effect"] == pytest.approx((6 + 16 / 3 + 4) / 3, abs=1e-6)
+    assert by[("clicks", "B", "b1")]["reference"] == "b0"
+    # interactions: Y(a, b1) - Y(a0, b1) - Y(a, b0) + Y(a0, b0) per replication
+    row = by[("clicks", "A × B", "a1 · b1")]
+    assert (row["reference"], row["n"], row["note"]) == ("a0 · b0", 3, None)
+    assert row["effect"] == pytest.approx(14 / 3, abs=1e-6)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(_student([6, 4, 4]), abs=1e-6)
+    ratios = np.log(np.array([30, 34, 24]) / [14, 16, 10] / ([20, 26, 18] / np.array([10, 12, 8])))
+    assert row["relative"] == pytest.approx(np.expm1(ratios.mean()), abs=1e-6)
+    assert (row["relative_ci_low"], row["relative_ci_high"]) == pytest.approx(
+        np.expm1(_student(ratios)), abs=1e-6
+    )
+    assert row["relative_method"] == LOG_RATIO + " of ratios"
+    assert by[("clicks", "A × B", "a2 · b1")]["effect"] == pytest.approx(2 / 3, abs=1e-6)
+
+    # CTR, a share: a1 - a0 is (0.9, -0.5, 0.9), whose t-interval is cut to [-1, 1]; a1's zero
+    # in replication 1 makes the relative effect the log ratio of the means
+    row = by[("ctr", "A", "a1")]
+    assert row["effect"] == pytest.approx(1.3 / 3, abs=1e-6)
+    assert _student([0.9, -0.5, 0.9])[0] < -1 and _student([0.9, -0.5, 0.9])[1] > 1
+    assert (row["ci_low"], row["ci_high"]) == (-1.0, 1.0)
+    assert row["relative"] == pytest.approx(1.9 / 0.6 - 1, abs=1e-6)
+    assert row["relative_method"] == RATIO_OF_MEANS
+    expected = relative_change([0.95, 0.0, 0.95], [0.05, 0.5, 0.05])["ci95"]
+    assert [row["relative_ci_low"], row["relative_ci_high"]] == expected
+    # a2 · b1 is missing in replication 2: every figure that needs that cell has 2 replications
+    assert by[("ctr", "A", "a2")]["n"] == 2
+    assert by[("ctr", "A", "a2")]["effect"] == pytest.approx((0.05 - 0.4) / 2, abs=1e-6)
+    assert by[("ctr", "B", "b1")]["n"] == 2
+    assert by[("ctr", "A × B", "a2 · b1")]["n"] == 2
+    # shares below 1, none zero: a ratio of ratios (CTR does not depend on B: exactly none)
+    assert by[("ctr", "A × B", "a2 · b1")]["note"] is None
+    assert by[("ctr", "A × B", "a2 · b1")]["relative"] == 0.0
+    assert by[("ctr", "A", "a1")]["n"] == 3
+    # CTR does not depend on B: no interaction; a zero cell leaves no ratio of ratios
+    row = by[("ctr", "A × B", "a1 · b1")]
+    assert (row["effect"], row["ci_low"], row["ci_high"]) == (0.0, 0.0, 0.0)
+    assert row["note"] == "a cell is zero in a replication: the ratio of ratios is undefined"
+    assert row["relative"] is None
+    # a signed metric has differences but no relative effect
+    row = by[("propagation_efficiency", "A", "a1")]
+    assert row["effect"] == pytest.approx(0.2, abs=1e-6)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(_student([0.3, 0.2, 0.1]), abs=1e-6)
+    assert row["note"] == "the metric can be negative: no relative effect"
+    assert row["relative"] is None and row["relative_method"] is None
+    row = by[("propagation_efficiency", "A × B", "a1 · b1")]
+    assert row["note"] == "the metric can be negative: no relative effect"
+    assert row["effect"] == 0.0
+
+
+def test_an_effect_with_no_complete_replication_says_so():
+    rows = [row for row in _hand_rows() if row["variant"] != "a1 · b1" or row["replication"] > 0]
+    for row in rows:
+        if row["variant"] == "a0 · b0" and row["replication"] > 0:
+            row["clicks"] = None
+    factors = grid_factors(HAND_LEVELS, "a0 · b0")
+    effects = estimate_effects(rows, factors, HAND_LEVELS, metrics=["clicks"])
+    by = {(e["factor"], e["level"]): e for e in effects}
+    for key in (("A", "a1"), ("A × B", "a1 · b1")):
+        assert by[key]["n"] == 0
+        assert by[key]["note"] == "not measured in every cell of any replication"
+        assert by[key]["effect"] is None
+    # with one replication: a difference, but no interval
+    assert by[("A", "a2")]["n"] == 1
+    assert by[("A", "a2")]["effect"] == pytest.approx(7 - 12)
+    assert by[("A", "a2")]["ci_low"] is None and by[("A", "a2")]["relative_ci_low"] is None
+    assert by[("A", "a2")]["relative"] == pytest.approx(7 / 12 - 1, abs=1e-6)
+
+
+def test_a_relative_effect_against_a_reference_at_zero_is_missing_with_the_reason():
+    rows = [
+        {"variant": f"{a} · {b}", "replication": r, "clicks": 0.0 if a == "a0" else 5.0 + r}
+        for a, b in CLICKS
+        for r in range(3)
+    ]
+    factors = grid_factors(HAND_LEVELS, "a0 · b0")
+    main = estimate_effects(rows, factors, HAND_LEVELS, metrics=["clicks"])[0]
+    assert main["effect"] == pytest.approx(6.0)
+    assert main["note"] == "the reference is zero in every replication"
+    assert main["relative"] is None
+
+
+def test_conditional_effect_holds_the_other_lever_at_one_level():
+    from sim.measuring.effects import conditional_effect
+
+    factors = grid_factors(HAND_LEVELS, "a0 · b0")
+    cells = Cells(_hand_rows(), factors, HAND_LEVELS)
+    assert cells.replications == [0, 1, 2]
+    assert cells.average("clicks", {"A": "a1"}, 1) == pytest.approx(30.0)
+    assert cells.average("clicks", {}, 0) == pytest.approx(88 / 6)
+    assert cells.average("ctr", {"B": "b1"}, 2) is None
+    assert cells.average("clicks", {"A": "a9"}, 0) is None
+    a, b = factors
+    found = conditional_effect(cells, "clicks", a, "a1", b, "b1")
+    assert found == relative_change([30, 34, 24], [14, 16, 10])
+    logs = np.log(np.array([30, 34, 24]) / [14, 16, 10])
+    assert found["mean"] == pytest.approx(np.expm1(logs.mean()), abs=1e-6)
+    assert found["n"] == 3
+    at_zero = conditional_effect(cells, "ctr", a, "a2", b, "b1")
+    assert at_zero["n"] == 2  # replication 2 did not measure a2 · b1
+
+
+def test_grid_factors_name_an_axis_by_its_last_two_parts_unless_two_share_them():
+    from sim.measuring.effects import Factor
+
+    levels = {
+        "x": {"stack.layers.retrain.every": "20m", "a.b.c": "1", "d.b.c": "2", "e.f.g": "4"},
+        "y": {"stack.layers.retrain.every": "1h", "a.b.c": "1", "d.b.c": "3", "e.f.g": "5"},
+    }
+    factors = grid_factors(levels, "y")
+    assert [(f.name, f.levels, f.reference) for f in factors] == [
+        ("retrain.every", ("20m", "1h"), "1h"),
+        ("a.b.c", ("1",), "1"),
+        ("d.b.c", ("2", "3"), "3"),
+        ("f.g", ("4", "5"), "5"),
+    ]
+    assert grid_factors(levels, "z") == []
+    cadence, switch, other = (
+        Factor("c", "stack.layers.retrain.every", ("1h",), "1h"),
+        Factor("s", "stack.layers.nearline_embeddings.enabled", ("on",), "on"),
+        Factor("o", "world.behavior.explicit_prob", ("0.2",), "0.2"),
+    )
+    assert (cadence.title, switch.title, other.title) == (
+        "the retrain cadence",
+        "nearline embeddings",
+        "o",
+    )
+    assert Factor("w", "stack.layers.retrain.window", (), "").title == "w"
+    assert Factor("w", "stack.layers.retrain", (), "").title == "w"
+    assert Factor("w", "other.layers.retrain.every", (), "").title == "w"
+    assert (cadence.switch, switch.switch, other.switch) == (False, True, False)
+    assert Factor("s", "stack.layers.enabled_x", (), "").switch is False
+    assert (cadence.layer, switch.layer, other.layer) == ("retrain", "nearline_embeddings", None)
+    assert Factor("l", "stack.layers.bandit", (), "").layer == "bandit"
+    assert Factor("l", "stack.layers", (), "").layer is None
+    assert Factor("l", "stack.other.bandit", (), "").layer is None
+
+
+def test_measured_updates_count_updates_live_inside_each_variants_measured_period():
+    from sim.measuring.effects import Factor, measured_updates, never_fires
+
+    layers = {
+        "variant": ["v1", "v1", "v1", "v1", "v1", "v2", "v3"],
+        "layer": ["retrain"] * 7,
+        "origin": ["update", "update", "warmup", "update", "update", "update", "update"],
+        "live_at": [100.0, 99.9, 150.0, 199.0, 200.0, 150.0, 150.0],
+    }
+    periods = {"v1": (100.0, 200.0), "v2": (160.0, 300.0)}
+    # live at the start counts, at the end does not; warm-up refits and unknown variants never
+    assert measured_updates(layers, periods) == {("v1", "retrain"): 2}
+    factor = Factor("every", "stack.layers.retrain.every", ("20m", "7d", "off"), "20m")
+    other = Factor("prob", "world.behavior.explicit_prob", ("0.2",), "0.2")
+    levels = {
+        "v1": {factor.path: "20m", other.path: "0.2"},
+        "v2": {factor.path: "7d", other.path: "0.2"},
+        "v3": {factor.path: "off", other.path: "0.2"},
+    }
+    active = {"v1": {"retrain"}, "v2": {"retrain"}, "v3": set()}
+    updates = measured_updates(layers, periods)
+    # 7d ran with the layer on and published nothing live; "off" did not run the layer at all
+    assert never_fires([other, factor], levels, active, updates) == {"prob": [], "every": ["7d"]}
+    assert never_fires([factor], levels, {}, updates) == {"every": []}
+
+
+def test_an_interaction_whose_log_ratios_are_not_finite_says_so():
+    rows = [
+        {"variant": label, "replication": r, "clicks": np.inf if label == "a1 · b1" else 1.0 + r}
+        for label in ("a0 · b0", "a0 · b1", "a1 · b0", "a1 · b1")
+        for r in range(2)
+    ]
+    levels = {label: dict(zip("AB", label.split(" · "), strict=True)) for label in {
+        row["variant"] for row in rows}}  # fmt: skip
+    with np.errstate(all="ignore"):
+        effects = estimate_effects(rows, grid_factors(levels, "a0 · b0"), levels, ["clicks"])
+    interaction = next(row for row in effects if row["kind"] == "interaction")
+    assert interaction["note"] == "the ratio of ratios overflows"
+    assert interaction["relative"] is None
+
+
+def test_a_run_missing_from_a_variant_leaves_that_replication_out():
+    rows = [
+        {"variant": "a", "replication": 0, "clicks": 1.0},
+        {"variant": "a", "replication": 1, "clicks": 3.0},
+        {"variant": "b", "replication": 0, "clicks": 2.0},  # replication 1 failed: no row
+    ]
+    compared = compare_variants(rows, ["a", "b"], "a")
+    assert compared["b"]["clicks"] == {
+        "mean": 2.0,
+        "ci95": None,
+        "n": 1,
+        "delta": {"mean": 1.0, "ci95": None, "n": 1},
+        "relative": {"mean": 1.0, "ci95": None, "n": 1, "method": LOG_RATIO},
+    }
+    assert (compared["a"]["clicks"]["mean"], compared["a"]["clicks"]["n"]) == (2.0, 2)
+
+
+def test_relative_changes_without_pairs_or_with_an_interval_beyond_any_float_say_so():
+    from sim.measuring.compare import relative_from_log
+
+    assert relative_change([], []) == {"missing": "no replication measured both", "n": 0}
+    # exp(1000) - 1 is beyond any float: no interval, the mean kept
+    found = relative_from_log(0.5, -1000.0, 1000.0, 3, LOG_RATIO)
+    mean = round(float(np.expm1(0.5)), 6)
+    assert found == {"mean": mean, "ci95": None, "n": 3, "method": LOG_RATIO}
+    assert relative_change([1.0, 2.0], [0.0, 0.0]) == {
+        "missing": "the reference is zero in every replication",
+        "n": 2,
+    }
+    # positive values whose ratio overflows: no log ratio, and no ratio of the means either
+    overflowing = relative_change([1e300, 1e300], [1e-300, 1e-300])
+    assert overflowing == {"missing": "the ratio of the means overflows", "n": 2}
+    # two replications, one with a zero: the log ratio of the means, its interval by the delta
+    # method (variances 8 and 0 over means 2 and 10, n = 2) and Student's t with 1 degree
+    found = relative_change([0.0, 4.0], [10.0, 10.0])
+    half = stats.t.ppf(0.975, 1) * np.sqrt((8 / 2**2) / 2)
+    assert found["method"] == RATIO_OF_MEANS and found["mean"] == pytest.approx(-0.8)
+    assert found["ci95"] == pytest.approx(np.expm1(np.log(0.2) + np.array([-half, half])), rel=1e-5)

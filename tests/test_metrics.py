@@ -3,6 +3,7 @@ analytic results."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 import sim.measuring.metrics
 from sim.domain import EVENT_COLUMNS, EXPLICIT_NEGATIVE_KINDS, EventTable, Kind, Scope
 from sim.measuring.metrics import (
+    ABSORPTION_PARTS,
     KeyedTimes,
     RunMetrics,
     _concentration,
@@ -25,7 +27,7 @@ from sim.measuring.metrics import (
     timeseries,
 )
 from sim.measuring.propagation import absorption_delays
-from sim.serving.layers import Absorption, Version
+from sim.serving.layers import Absorption, Reads, Version
 from sim.serving.layers.profile_memory import ProfileMemoryKind
 from sim.serving.runner import RunResult, run_scenario
 from tests.conftest import tiny
@@ -867,3 +869,305 @@ def test_cost_per_day_counts_the_updates_triggered_while_measuring(compute_time)
         "cost_per_day.bandit": 24 * 0.5 * 6,
         "cost_per_day": 8 * 3 * 6 + 24 * 0.5 * 6,
     }
+
+
+def test_harm_of_two_interventions_with_items_turned_bad_at_the_edges_of_their_bins():
+    """Item 0 turns bad at 1h for everyone; user 3 turns averse to topic 1 (items 2, 3) at 1h;
+    a traffic spike (no harm) is listed first. With a two-hour level window (from time 0, the
+    start of the run) and one-hour bins, events exactly at the window's start, the intervention
+    and a bin's edge each fall in the later period. Bad items: level 1/4, then 2/4, 0/1 (the
+    second bin suppresses both levels) and no impressions. Aversion: level 1/1, then 1/2 (50% at
+    the end of the first bin, exactly half), 1/1 and no population in the third (never 10%)."""
+    from users.world import Affected
+
+    imp = Kind.IMPRESSION
+    rows = [
+        (0, 0, 0, imp, 0),  # level: bad item
+        (0, 1, 1, imp, 0),
+        (2000, 1, 1, imp, 0),
+        (2000, 3, 2, imp, 0),  # level: averse user 3 shown topic 1
+        (3600, 2, 0, imp, 0),  # bin 0: bad item, at the intervention
+        (3600, 2, 1, imp, 0),
+        (4000, 3, 2, imp, 0),  # bin 0: bad for the aversion
+        (4000, 3, 0, imp, 0),  # bin 0: bad item
+        (7200, 3, 3, imp, 0),  # bin 1, at its start: bad for the aversion
+    ]
+    scenario = tiny(
+        "warmup=1h", "duration=3h", "metrics.suppression_bin=1h", "metrics.level_window=2h"
+    )
+    affected = {
+        "spike": Affected("traffic_spike", 1800.0),
+        "bad items": Affected("item_turns_bad", 3600.0, items=np.arange(6) == 0),
+        "averse": Affected("topic_aversion", 3600.0, users=np.arange(4) == 3, topic=1),
+    }
+    result = _hand_log(rows, 4, scenario, affected=affected)
+    metrics = RunMetrics()
+    sim.measuring.metrics._suppression(result, metrics)
+    scalars = metrics.scalars
+    assert scalars["bad items.level"] == 0.25
+    assert scalars["bad items.bad_impressions"] == 2
+    for percent in (50, 10):
+        assert scalars[f"bad items.time_to_{percent}pct_seconds"] == 7200
+        assert scalars[f"bad items.bad_before_{percent}pct"] == 2
+    assert scalars["averse.level"] == 1.0
+    assert scalars["averse.bad_impressions"] == 2
+    assert scalars["averse.time_to_50pct_seconds"] == 3600
+    assert scalars["averse.bad_before_50pct"] == 1
+    assert scalars["averse.time_to_10pct_seconds"] is None
+    assert scalars["bad_impressions"] == 4
+    assert scalars["sessions_lost"] == scalars["churned_exposed_users"] == 0
+    assert not any(name.startswith("spike") for name in scalars)
+    table = metrics.tables["suppression"].to_pandas()
+    assert table.intervention.tolist() == ["bad items"] * 3 + ["averse"] * 3
+    assert table.kind.tolist() == ["item_turns_bad"] * 3 + ["topic_aversion"] * 3
+    assert table.seconds_since_intervention.tolist() == [0, 3600, 7200] * 2
+    assert table.bad_impressions.tolist() == [2, 0, 0, 1, 1, 0]
+    assert table.population_impressions.tolist() == [4, 1, 0, 2, 1, 0]
+
+    # without a harmful intervention there is no harm to total
+    result = _hand_log(rows, 4, scenario, affected={"spike": affected["spike"]})
+    metrics = RunMetrics()
+    sim.measuring.metrics._suppression(result, metrics)
+    assert metrics.scalars == {} and metrics.tables["suppression"].num_rows == 0
+
+
+def test_a_session_is_lost_only_after_its_users_own_bad_slate_at_that_time():
+    """A request is one user's slate at one time. Users 1 and 3 are shown the bad item at 0 s,
+    user 2 at 10 s and abandons; user 0 abandons a slate at 10 s with no bad item: one session
+    lost. With no impression before the intervention there is no level to suppress to."""
+    from users.world import Affected
+
+    imp, abandon = Kind.IMPRESSION, Kind.ABANDON
+    rows = [
+        (0, 1, 0, imp, 0),
+        (0, 3, 0, imp, 0),
+        (10, 0, 1, imp, 0),
+        (10, 0, -1, abandon, 0),
+        (10, 2, 0, imp, 0),
+        (10, 2, -1, abandon, 0),
+    ]
+    scenario = tiny("warmup=0s", "duration=1h", "metrics.suppression_bin=1h")
+    bad = {"bad": Affected("item_turns_bad", 0.0, items=np.arange(6) == 0)}
+    result = _hand_log(rows, 4, scenario, churned_at=[np.inf, 20.0, 20.0, 0.0], affected=bad)
+    metrics = RunMetrics()
+    sim.measuring.metrics._suppression(result, metrics)
+    assert metrics.scalars["bad.bad_impressions"] == 3  # an abandon row is no impression
+    assert metrics.scalars["bad.sessions_lost"] == 1
+    # users 1, 2 and 3 were shown the bad item and churned after the intervention (3 at it)
+    assert metrics.scalars["bad.churned_exposed_users"] == 3
+    assert metrics.scalars["bad.level"] is None
+    assert metrics.missing["bad.level"] == (
+        "no impressions to the affected population before the intervention"
+    )
+    no_level = "no pre-intervention level to compare with"
+    for percent in (50, 10):
+        assert metrics.scalars[f"bad.time_to_{percent}pct_seconds"] is None
+        assert metrics.missing[f"bad.time_to_{percent}pct_seconds"] == no_level
+        assert metrics.missing[f"bad.bad_before_{percent}pct"] == no_level
+
+    # a catalogue of one item: an abandon row (item -1) is read as that item, masked
+    rows = [(0, 0, 0, imp, 0), (0, 0, -1, abandon, 0)]
+    one = {"bad": Affected("item_turns_bad", 0.0, items=np.array([True]))}
+    result = _hand_log(rows, 1, scenario, affected=one)
+    result = dataclasses.replace(result, item_topic=HAND_TOPIC[:1], item_creator=HAND_CREATOR[:1])
+    metrics = RunMetrics()
+    sim.measuring.metrics._suppression(result, metrics)
+    assert metrics.scalars["bad.bad_impressions"] == 1
+    assert metrics.scalars["bad.sessions_lost"] == 1
+
+
+def test_regret_is_the_expected_clicks_lost_per_measured_request():
+    """Requests at 100 s (in the warm-up), 600 s (its end) and 900 s: the oracle's expected
+    clicks minus the served ones are 5, 0.5 and 0.25; the first is not measured."""
+    scenario = tiny("warmup=10m", "duration=10m")
+    result = _hand_log([(0, 0, 0, Kind.IMPRESSION, 0)], 1, scenario)
+    times = np.array([100.0, 600.0, 900.0])
+    served, best = np.array([1.0, 1.5, 0.75]), np.array([6.0, 2.0, 1.0])
+    metrics = RunMetrics()
+    sim.measuring.metrics._regret(
+        dataclasses.replace(result, expected_clicks=(times, served, best)), metrics
+    )
+    assert metrics.scalars == {
+        "expected_clicks_per_request": 1.125,
+        "oracle_expected_clicks_per_request": 1.5,
+        "regret_per_request": 0.375,
+        "regret": 0.75,
+    }
+    assert metrics.missing == {}
+    metrics = RunMetrics()
+    early = (np.array([100.0]), np.array([1.0]), np.array([2.0]))
+    sim.measuring.metrics._regret(dataclasses.replace(result, expected_clicks=early), metrics)
+    empty = "no requests in the measured period"
+    assert metrics.scalars == {
+        "expected_clicks_per_request": None,
+        "oracle_expected_clicks_per_request": None,
+        "regret_per_request": None,
+        "regret": 0.0,
+    }
+    assert metrics.missing == dict.fromkeys(
+        ("expected_clicks_per_request", "oracle_expected_clicks_per_request", "regret_per_request"),
+        empty,
+    )
+    metrics = RunMetrics()
+    sim.measuring.metrics._regret(result, metrics)  # regret not asked for
+    assert metrics.scalars == {}
+
+
+def test_measure_reports_each_step_as_it_starts():
+    result = run_scenario(tiny("duration=20m", "warmup=10m", "world.users.count=30"))
+    steps: list[str] = []
+    sim.measuring.metrics.measure(result, on_step=steps.append)
+    assert steps == [
+        f"measuring {step}"
+        for step in (
+            "business outcomes",
+            "propagation delays",
+            "residual exposure",
+            "suppression and harm",
+            "regret",
+            "freshness",
+            "exposure concentration",
+            "homogenization",
+            "timeseries",
+            "costs",
+        )
+    ]
+
+
+def test_delay_parts_of_an_event_no_version_absorbed_are_missing():
+    """Versions whose live times are out of horizon order (the version-by-version path):
+    version 2 covers [0, 50) and goes live at 140, version 1 covers [50, 100) and goes live at
+    130. The event at 10 is absorbed by version 2, the one at 60 by version 1, each delay split
+    into its parts; the one at 120 by none, its parts missing (nan)."""
+    rows = [(10, 0, 1, Kind.SKIP, 0), (60, 0, 1, Kind.SKIP, 0), (120, 0, 1, Kind.SKIP, 0)]
+    result = _hand_log(rows, 1, tiny())
+    common = dict(layer="x", cohort="all", events=0, cost=0.0, wall_seconds=0.0, changed="all")
+    versions = [
+        Version(version=1, since=50.0, horizon=100.0, triggered_at=105.0, live_at=130.0, **common),
+        Version(version=2, since=0.0, horizon=50.0, triggered_at=55.0, live_at=140.0, **common),
+    ]
+    absorption = {"x": Absorption(Reads(), incremental=False)}
+    result = dataclasses.replace(result, versions=versions, absorption=absorption)
+    parts = sim.measuring.metrics.layer_delay_parts(result, "x", np.array([0, 1, 2]))
+    np.testing.assert_array_equal(parts["delay"], [130.0, 70.0, np.inf])
+    np.testing.assert_array_equal(parts["latency"], [5.0, 5.0, np.nan])
+    np.testing.assert_array_equal(parts["trigger_wait"], [40.0, 40.0, np.nan])
+    np.testing.assert_array_equal(parts["compute"], [85.0, 25.0, np.nan])
+    np.testing.assert_array_equal(parts["rollout"], [0.0, 0.0, np.nan])
+    np.testing.assert_array_equal(parts["label_delay"], [0.0, 0.0, np.nan])
+
+
+def test_of_two_versions_live_at_once_the_earlier_horizon_absorbs():
+    """Version 1 covers [20, 50), version 2 [0, 100) (input starts out of horizon order), both
+    live at 130: the event at 30 is absorbed by version 1, the first by horizon, as on the
+    path for histories in order."""
+    result = _hand_log([(30, 0, 1, Kind.SKIP, 0)], 1, tiny())
+    common = dict(layer="x", cohort="all", events=0, cost=0.0, wall_seconds=0.0, changed="all")
+    versions = [
+        Version(version=1, since=20.0, horizon=50.0, triggered_at=60.0, live_at=130.0, **common),
+        Version(version=2, since=0.0, horizon=100.0, triggered_at=110.0, live_at=130.0, **common),
+    ]
+    absorption = {"x": Absorption(Reads(), incremental=False)}
+    result = dataclasses.replace(result, versions=versions, absorption=absorption)
+    parts = sim.measuring.metrics.layer_delay_parts(result, "x", np.array([0]))
+    assert (parts["delay"][0], parts["latency"][0], parts["trigger_wait"][0]) == (100, 10, 20)
+
+
+def test_only_profile_memory_waits_for_the_next_session_and_the_wait_is_its_rollout():
+    """A profile version and a retrain version both cover events before 5000 s and go live at
+    5000 s. The retrain serves everyone at once; the profile a user from their next session
+    that starts once it is live (user 0: 6000 s), and that wait is part of its rollout. The
+    dismiss at 3600 s, exactly the end of the warm-up, is measured."""
+    dismiss, imp, item = Kind.DISMISS, Kind.IMPRESSION, Scope.ITEM
+    rows = [
+        (3600, 0, 5, dismiss, item),  # user 0's session 0
+        (4000, 0, 0, dismiss, item),  # session 1
+        (4100, 0, 1, imp, 0),
+        (4500, 1, 2, dismiss, item),
+        (4800, 2, 3, dismiss, item),
+        (5000, 1, 4, imp, 0),  # user 1's session 4
+        (5500, 2, 5, imp, 0),  # user 2's session 5, begun before the versions went live
+        (6000, 0, 1, imp, 0),  # user 0's session 2
+    ]
+    common = dict(version=1, triggered_at=5000.0, horizon=5000.0, live_at=5000.0, cohort="all")
+    common |= dict(events=4, cost=0.0, wall_seconds=0.0, since=0.0)
+    result = _hand_log(
+        rows,
+        3,
+        tiny("warmup=1h", "metrics.propagation_kinds=[dismiss]"),
+        sessions=[0, 1, 1, 3, 5, 4, 5, 2],
+        versions=[Version(layer=layer, **common) for layer in ("profile_memory", "retrain")],
+        absorption={
+            "profile_memory": Absorption(ProfileMemoryKind.reads, incremental=False),
+            "retrain": Absorption(Reads(), incremental=False),
+        },
+    )
+    result.summary = {"layers": {"profile_memory": {}, "retrain": {}}}
+    metrics = RunMetrics()
+    sim.measuring.metrics._propagation(result, metrics)
+    table = metrics.tables["propagation"].to_pandas()
+    profile, retrain = table[table.layer == "profile_memory"], table[table.layer == "retrain"]
+    assert profile.event.tolist() == retrain.event.tolist() == [0, 1, 3, 4]
+    assert profile.delay_seconds.tolist()[:3] == [2400, 2000, 500]
+    assert profile.absorbed.tolist() == [True, True, True, False]
+    assert profile.rollout_seconds.tolist()[:3] == [1000, 1000, 0]
+    assert retrain.delay_seconds.tolist() == [1400, 1000, 500, 200]
+    assert retrain.rollout_seconds.tolist() == [0, 0, 0, 0]
+    # quantiles by the inverted CDF: the smallest delay with at least that share at or below it
+    scalars, missing = metrics.scalars, metrics.missing
+    assert {part: scalars[f"absorption.retrain.{part}"] for part in ABSORPTION_PARTS} == {
+        "median_seconds": 500,
+        "p90_seconds": 1400,
+        "p99_seconds": 1400,
+        "mean_seconds": 775,
+        "absorbed_share": 1.0,
+    }
+    assert {part: scalars[f"absorption.profile_memory.{part}"] for part in ABSORPTION_PARTS} == {
+        "median_seconds": 2000,
+        "p90_seconds": None,
+        "p99_seconds": None,
+        "mean_seconds": None,
+        "absorbed_share": 0.75,
+    }
+    censored = "fewer events absorbed before the run ended than this quantile needs"
+    assert missing["absorption.profile_memory.p90_seconds"] == censored
+    assert missing["absorption.profile_memory.p99_seconds"] == censored
+    assert missing["absorption.profile_memory.mean_seconds"] == (
+        "some events were not absorbed before the run ended"
+    )
+    assert metrics.tables["propagation"].schema.field("layer").type == pa.dictionary(
+        pa.int8(), pa.string()
+    )
+
+    # one measured negative, absorbed: every quantile is its delay
+    result.summary = {"layers": {"retrain": {}}}
+    metrics = RunMetrics()
+    first = result.events.take(np.arange(1))
+    sim.measuring.metrics._propagation(dataclasses.replace(result, events=first), metrics)
+    assert [metrics.scalars[f"absorption.retrain.{part}"] for part in ABSORPTION_PARTS] == (
+        [1400, 1400, 1400, 1400, 1.0]
+    )
+    # no negative in the measured period: every figure missing, with that reason
+    metrics = RunMetrics()
+    before = result.events.take(np.array([2, 5, 6, 7]))
+    sim.measuring.metrics._propagation(dataclasses.replace(result, events=before), metrics)
+    for part in ABSORPTION_PARTS:
+        assert metrics.scalars[f"absorption.retrain.{part}"] is None
+        assert metrics.missing[f"absorption.retrain.{part}"] == (
+            "no negative events in the measured period"
+        )
+
+
+def test_a_run_without_harm_writes_an_empty_suppression_table_with_its_types():
+    result = _hand_log([(0, 0, 0, Kind.IMPRESSION, 0)], 1, tiny())
+    metrics = RunMetrics()
+    sim.measuring.metrics._suppression(result, metrics)
+    table = metrics.tables["suppression"]
+    assert table.num_rows == 0
+    assert [(field.name, field.type) for field in table.schema] == [
+        ("intervention", pa.string()),
+        ("kind", pa.string()),
+        ("seconds_since_intervention", pa.float64()),
+        ("bad_impressions", pa.int64()),
+        ("population_impressions", pa.int64()),
+    ]
