@@ -117,10 +117,11 @@ def run_watch(shares, end, monkeypatch, frozen_from=np.inf, **trigger):
     return fired, recording
 
 
-#: quiet, bad, quiet again: 200 checks each, as River's detectors take tens of values to see a
-#: change (ADWIN looks every 32 values; Page-Hinkley's threshold of 50 needs about 90 values of
-#: a 0.8 rise)
-SHARES = [0.1] * 400 + [0.9] * 400 + [0.1] * 400
+#: quiet, bad, quiet again, 200 checks each, as River's detectors take tens of values to see a
+#: change (ADWIN looks every 32 values; Page-Hinkley's threshold of 50 needs about 90 values of a
+#: 0.8 rise); the first ten minutes, before the layer is active, of another share (a watch that
+#: read them would feed another first value)
+SHARES = [0.5] * 10 + [0.1] * 390 + [0.9] * 400 + [0.1] * 400
 END = 60.0 * len(SHARES)
 
 
